@@ -1,0 +1,35 @@
+"""ingest: validate every file of the source; keep the good ones; report the rest."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Markdown, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def ingest(
+    data_uri: str,
+    min_image_side: int,
+    max_image_pixels: int,
+    dataset: Output[Dataset],
+    report: Output[Markdown],
+    report_json: Output[Artifact],
+):
+    """Validate images by content (format, size, bombs, duplicates); write a dataset report."""
+    import json
+    from pathlib import Path
+
+    from catdog import ingest as lib
+
+    result = lib.ingest_dataset(data_uri, Path(dataset.path), min_image_side, max_image_pixels)
+    summary = lib.build_report(result, data_uri)
+    Path(report.path).write_text(lib.report_markdown(summary))
+    Path(report_json.path).write_text(json.dumps(summary, indent=1))
+    dataset.metadata.update(
+        {"n_images": summary["n_images"], "n_skipped": summary["n_skipped"],
+         "class_counts": summary["class_counts"], "fingerprint": summary["fingerprint"]}
+    )
+    print(f"kept {summary['n_images']} images {summary['class_counts']}, skipped {summary['n_skipped']}")
+    for skipped in summary["skipped"]:
+        print(f"  skipped {skipped['source']}: {skipped['reason']}")
+    lib.check_usable(result)

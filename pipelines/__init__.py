@@ -1,0 +1,1 @@
+"""The training pipeline, its typed parameters, and the runners for each target."""

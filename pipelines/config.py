@@ -1,0 +1,107 @@
+"""The pipeline's one typed parameter set. Defaults here are the pipeline's defaults.
+
+`make run key=value ...` and every runner build a PipelineConfig first, so an unknown key or an
+invalid value fails before anything runs, with the key named in the message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
+Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)  # the sizes with published ImageNet weights
+
+
+class ConfigError(ValueError):
+    """An invalid parameter; the message names the key."""
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # data
+    data_uri: str = Field("data", description="folder, .zip/.tar.gz path or URL, or gs:// prefix")
+    min_image_side: Annotated[int, Field(ge=1)] = 32
+    max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    # split and preprocessing
+    train_split: Annotated[float, Field(gt=0, lt=1)] = 0.7
+    val_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    test_split: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    image_size: int = 160
+    augmentations: str = "flip,rotation,zoom,contrast"
+    seed: int = 42
+    # model and training
+    backbone_alpha: float = 0.35
+    weights: str = Field("imagenet", description="'imagenet', a local .h5 path or a gs:// URI")
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    frozen_epochs: Annotated[int, Field(ge=0)] = 6
+    finetune_epochs: Annotated[int, Field(ge=0)] = 6
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    finetune_learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    finetune_layers: Annotated[int, Field(ge=0)] = 30
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    early_stopping_patience: Annotated[int, Field(ge=1)] = 3
+    # champion selection
+    registry_uri: str = Field("registry", description="local folder or gs:// prefix of the model registry")
+    champion_metric: Metric = "accuracy"
+    champion_margin: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @field_validator("augmentations")
+    @classmethod
+    def _known_augmentations(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        known = Augmentation.__args__
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {unknown}; choose from {list(known)}")
+        return ",".join(names)
+
+    @field_validator("backbone_alpha")
+    @classmethod
+    def _known_alpha(cls, value: float) -> float:
+        if value not in MOBILENET_V2_ALPHAS:
+            raise ValueError(f"MobileNetV2 alpha must be one of {MOBILENET_V2_ALPHAS}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _known_size(cls, value: int) -> int:
+        if value < 32:
+            raise ValueError("image_size must be at least 32")
+        return value
+
+    @model_validator(mode="after")
+    def _splits_sum_to_one(self) -> PipelineConfig:
+        total = self.train_split + self.val_split + self.test_split
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_split + val_split + test_split must sum to 1, got "
+                f"{self.train_split} + {self.val_split} + {self.test_split} = {total:g}"
+            )
+        return self
+
+    def pipeline_arguments(self) -> dict:
+        """The KFP pipeline's parameter values (names equal the pipeline function's arguments)."""
+        return self.model_dump()
+
+
+def build_config(overrides: dict[str, str] | None = None, base: PipelineConfig | None = None) -> PipelineConfig:
+    """Apply string overrides (from the command line) to the defaults, or raise ConfigError."""
+    base_values = (base or PipelineConfig()).model_dump()
+    unknown = sorted(set(overrides or {}) - set(PipelineConfig.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {unknown}; known: {', '.join(PipelineConfig.model_fields)}"
+        )
+    try:
+        return PipelineConfig.model_validate({**base_values, **(overrides or {})}, strict=False)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(split ratios)"
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError("invalid parameter(s): " + "; ".join(problems)) from None

@@ -1,0 +1,93 @@
+"""`make run`: build the typed config from key=value overrides and run the pipeline on a target.
+
+    python -m pipelines.run [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
+
+Lower-case keys are pipeline parameters (pipelines/config.py); upper-case keys are settings of
+the runner. Anything unknown or invalid fails here, before anything runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipelines.config import ConfigError, PipelineConfig, build_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
+RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs")}
+PATH_PARAMETERS = ("data_uri", "registry_uri", "weights")
+
+
+def parse_arguments(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split key=value words into (pipeline overrides, runner settings); upper-case = setting."""
+    overrides, settings = {}, dict(RUNNER_SETTINGS)
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {word!r}")
+        if key in ALIASES:
+            overrides[ALIASES[key]] = value
+        elif key.isupper():
+            if key not in RUNNER_SETTINGS:
+                raise ConfigError(f"unknown setting {key}; known: {', '.join([*ALIASES, *RUNNER_SETTINGS])}")
+            settings[key] = value
+        else:
+            overrides[key] = value
+    return overrides, settings
+
+
+def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
+    """Local steps run in other working directories: make relative local paths absolute."""
+    updates = {}
+    for key in PATH_PARAMETERS:
+        value = getattr(config, key)
+        if "://" not in value and value != "imagenet":
+            updates[key] = str(Path(value).expanduser().resolve())
+    return config.model_copy(update=updates)
+
+
+def run_local(config: PipelineConfig, output_root: Path) -> Path:
+    """Run the whole pipeline with kfp.local's SubprocessRunner; return the run's output folder."""
+    from kfp import local
+
+    from pipelines.training_pipeline import training_pipeline
+
+    output_root.mkdir(parents=True, exist_ok=True)
+    before = set(output_root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
+    training_pipeline(**config.pipeline_arguments())
+    new = sorted(set(output_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise RuntimeError(f"the local run wrote nothing under {output_root}")
+    return new[-1]
+
+
+def describe_outputs(run_dir: Path) -> str:
+    """One line per task output: where it landed."""
+    lines = [f"run outputs: {run_dir}"]
+    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        for output in sorted(task_dir.iterdir()):
+            if output.name != "executor_output.json":
+                lines.append(f"  {task_dir.name}.{output.name}: {output}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        overrides, settings = parse_arguments(argv)
+        config = build_config(overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    target = settings["TARGET"]
+    if target == "local":
+        run_dir = run_local(absolute_local_paths(config), Path(settings["OUTPUT_ROOT"]).resolve())
+        print(describe_outputs(run_dir))
+        return 0
+    print(f"error: unknown TARGET={target}; choose local, kubeflow or vertex", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
