@@ -1,0 +1,98 @@
+"""Classification metrics, and evaluation of a saved model on a split or a labelled folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from catdog.ingest import find_class_folders
+from catdog.predictor import OnnxPredictor
+from catdog.preprocessing import InvalidImageError
+
+MAX_ROC_POINTS = 200  # the KFP UI draws the curve from these points; thousands add nothing
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, precision, recall, F1, ROC AUC, confusion matrix (and ROC curve when binary).
+
+    Binary: precision/recall/F1 of the second class (e.g. 'dog'); more classes: macro averages.
+    """
+    labels = np.asarray(labels)
+    predictions = probabilities.argmax(axis=1)
+    binary = len(class_names) == 2
+    average = "binary" if binary else "macro"
+    result = {
+        "n": int(len(labels)),
+        "accuracy": float(skm.accuracy_score(labels, predictions)),
+        "precision": float(skm.precision_score(labels, predictions, average=average, zero_division=0)),
+        "recall": float(skm.recall_score(labels, predictions, average=average, zero_division=0)),
+        "f1": float(skm.f1_score(labels, predictions, average=average, zero_division=0)),
+        "confusion_matrix": skm.confusion_matrix(labels, predictions, labels=range(len(class_names))).tolist(),
+        "class_names": list(class_names),
+    }
+    if len(set(labels.tolist())) < 2:
+        result["auc"] = float("nan")  # undefined with one class present
+    elif binary:
+        result["auc"] = float(skm.roc_auc_score(labels, probabilities[:, 1]))
+        fpr, tpr, thresholds = skm.roc_curve(labels, probabilities[:, 1])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).astype(int))
+        result["roc"] = {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "thresholds": np.minimum(thresholds[keep], 1.0).tolist(),  # sklearn's first threshold is inf
+        }
+    else:
+        result["auc"] = float(skm.roc_auc_score(labels, probabilities, multi_class="ovr", labels=range(len(class_names))))
+    return result
+
+
+def evaluate_pixels(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.ndarray) -> dict:
+    return classification_metrics(labels, predictor.predict_pixels(pixels), predictor.class_names)
+
+
+def evaluate_files(predictor: OnnxPredictor, files: list[tuple[Path, int]]) -> dict:
+    """Metrics on (path, label index) pairs; unreadable images are skipped and counted."""
+    pixels, labels, skipped = [], [], []
+    for path, label in files:
+        try:
+            pixels.append(predictor.pixels(Path(path).read_bytes()))
+            labels.append(label)
+        except (InvalidImageError, OSError) as exc:
+            skipped.append({"file": str(path), "reason": str(exc)})
+    if not pixels:
+        raise ValueError(f"no readable image among {len(files)} file(s)")
+    result = evaluate_pixels(predictor, np.stack(pixels), np.array(labels))
+    result["skipped"] = len(skipped)
+    result["skipped_files"] = skipped
+    return result
+
+
+def labelled_files(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
+    """(path, label index) for every file under class folders (train/validation layouts included)."""
+    _, layout = find_class_folders(Path(folder))
+    files = []
+    for classes in layout.values():
+        unknown = sorted(set(classes) - set(class_names))
+        if unknown:
+            raise ValueError(f"{folder} has class folder(s) {unknown} the model does not know ({class_names})")
+        for name, class_dir in classes.items():
+            files += [(p, class_names.index(name)) for p in sorted(class_dir.rglob("*")) if p.is_file()]
+    if not files:
+        raise ValueError(f"no files under {folder}")
+    return files
+
+
+def print_summary(result: dict, model_desc: str, data_desc: str, out=sys.stdout) -> None:
+    print(f"model: {model_desc}", file=out)
+    print(f"data:  {data_desc}  ({result['n']} images, {result['skipped']} skipped)", file=out)
+    for key in ("accuracy", "precision", "recall", "f1", "auc"):
+        print(f"  {key:<9} {result[key]:.4f}", file=out)
+    names = result["class_names"]
+    print("  confusion matrix (rows = true, columns = predicted): " + ", ".join(names), file=out)
+    for name, row in zip(names, result["confusion_matrix"]):
+        print(f"    {name:<8} {row}", file=out)
+    for item in result["skipped_files"]:
+        print(f"  skipped {item['file']}: {item['reason']}", file=out)

@@ -1,0 +1,88 @@
+"""The classifier: MobileNetV2 backbone + pooled features + softmax head, and its exports.
+
+The model takes float32 RGB pixels in [0, 255] (catdog.preprocessing's output) and normalises
+them itself, so the Keras and ONNX models share one input contract.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from catdog import storage
+
+KERAS_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+BACKBONE_NAME = "backbone"
+
+
+def resolve_weights(weights: str) -> str | None:
+    """'imagenet' (Keras download), 'none' (random init, for tests), a local .h5 or a gs:// URI."""
+    if weights in ("imagenet",):
+        return weights
+    if weights.lower() == "none":
+        return None
+    if storage.is_gcs(weights):
+        local = Path(tempfile.mkdtemp(prefix="catdog-weights-")) / Path(storage.split_gcs(weights)[1]).name
+        local.write_bytes(storage.read_bytes(weights))
+        return str(local)
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    return weights
+
+
+def build_model(num_classes: int, image_size: int, alpha: float, weights: str, dropout: float) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)  # MobileNetV2's [-1, 1]
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3),
+        alpha=alpha,
+        include_top=False,
+        weights=resolve_weights(weights),
+        pooling="avg",
+        name=BACKBONE_NAME,
+    )
+    backbone.trainable = False
+    x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="catdog_mobilenet_v2")
+
+
+def unfreeze_top(model: keras.Model, n_layers: int) -> int:
+    """Make the backbone's top n_layers trainable (BatchNorm layers stay frozen); returns the count."""
+    backbone = model.get_layer(BACKBONE_NAME)
+    backbone.trainable = True
+    cutoff = max(0, len(backbone.layers) - n_layers)
+    trainable = 0
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = i >= cutoff and not isinstance(layer, keras.layers.BatchNormalization)
+        trainable += layer.trainable
+    return trainable
+
+
+def export_onnx(model: keras.Model, path: Path) -> Path:
+    """ONNX export of the same model (Keras' exporter, tf2onnx underneath)."""
+    size = model.input_shape[1]
+    model(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built call graph
+    model.export(str(path), format="onnx", verbose=False)
+    return Path(path)
+
+
+def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path:
+    """Write model.keras, model.onnx and metadata.json into output_dir."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save(output_dir / KERAS_FILE)
+    export_onnx(model, output_dir / ONNX_FILE)
+    (output_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+    return output_dir
+
+
+def load_metadata(model_dir: Path) -> dict:
+    return json.loads((Path(model_dir) / METADATA_FILE).read_text())

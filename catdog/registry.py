@@ -1,0 +1,145 @@
+"""A model registry on a local folder or gs:// prefix: immutable numbered versions + a champion alias.
+
+    <root>/versions/<N>/{model.keras, model.onnx, metadata.json, _COMPLETE}
+    <root>/champion.json          the alias: {"version": N, ...}
+    <root>/history/<time>-v<N>.json   one record per champion decision
+
+Writes are ordered so that a crash at any point leaves the previous champion whole: a version
+only counts once its _COMPLETE marker exists (locally the folder is staged and renamed into
+place), and the alias is one object replaced atomically (os.replace locally; a single-object
+upload on GCS) after the version it names is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from catdog import storage
+
+COMPLETE_MARKER = "_COMPLETE"
+CHAMPION_ALIAS = "champion"
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+class ModelRegistry:
+    def __init__(self, uri: str):
+        self.uri = str(uri).rstrip("/") if storage.is_gcs(str(uri)) else str(Path(uri).expanduser().resolve())
+
+    # -- versions -------------------------------------------------------------------------
+    def version_uri(self, version: int) -> str:
+        return storage.join(self.uri, "versions", str(version))
+
+    def versions(self) -> list[int]:
+        """Complete versions, ascending."""
+        found = set()
+        prefix = storage.join(self.uri, "versions")
+        if not storage.is_gcs(self.uri) and not Path(prefix).is_dir():
+            return []
+        for path in storage.list_files(prefix):
+            parts = path[len(prefix):].strip("/").split("/")
+            if len(parts) == 2 and parts[1] == COMPLETE_MARKER and parts[0].isdigit():
+                found.add(int(parts[0]))
+        return sorted(found)
+
+    def register(self, model_dir: Path) -> int:
+        """Copy a model folder in as the next version; returns its number."""
+        model_dir = Path(model_dir)
+        if storage.is_gcs(self.uri):
+            version = max(self.versions(), default=0) + 1
+            storage.upload_tree(model_dir, self.version_uri(version))
+            storage.write_text(storage.join(self.version_uri(version), COMPLETE_MARKER), _now())
+            return version
+        versions_dir = Path(self.uri, "versions")
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = versions_dir / f".staging-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(model_dir, staging)
+            (staging / COMPLETE_MARKER).write_text(_now())
+            while True:  # rename is atomic and fails if another writer took the number
+                version = max(self.versions() + self._leftover_numbers(versions_dir), default=0) + 1
+                try:
+                    os.rename(staging, versions_dir / str(version))
+                    return version
+                except OSError:
+                    if not (versions_dir / str(version)).exists():
+                        raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _leftover_numbers(versions_dir: Path) -> list[int]:
+        """Numbered folders without a marker (a crashed GCS-style write): never reuse them."""
+        return [int(p.name) for p in versions_dir.iterdir() if p.name.isdigit()]
+
+    def fetch(self, version: int, cache_dir: Path | None = None) -> Path:
+        """A local folder with the version's files (downloaded once for gs:// registries)."""
+        if version not in self.versions():
+            raise RegistryError(f"version {version} is not a complete version of {self.uri}")
+        if not storage.is_gcs(self.uri):
+            return Path(self.version_uri(version))
+        base = Path(cache_dir or Path(tempfile.gettempdir()) / "catdog-registry-cache")
+        local = base / storage.split_gcs(self.uri)[0] / storage.split_gcs(self.uri)[1] / str(version)
+        if not (local / COMPLETE_MARKER).exists():
+            storage.download_tree(self.version_uri(version), local)
+        return local
+
+    # -- champion alias -------------------------------------------------------------------
+    @property
+    def alias_uri(self) -> str:
+        return storage.join(self.uri, f"{CHAMPION_ALIAS}.json")
+
+    def champion(self) -> dict | None:
+        if not storage.exists(self.alias_uri):
+            return None
+        return json.loads(storage.read_text(self.alias_uri))
+
+    def champion_version(self) -> int | None:
+        record = self.champion()
+        return int(record["version"]) if record else None
+
+    def set_champion(self, version: int, **details) -> dict:
+        if version not in self.versions():
+            raise RegistryError(f"cannot promote version {version}: it is not complete in {self.uri}")
+        record = {"version": version, "promoted_at": _now(), **details}
+        storage.write_text(self.alias_uri, json.dumps(record, indent=1))
+        return record
+
+    def resolve(self, ref: str | int) -> int:
+        """'champion' or a version number -> a complete version number."""
+        if str(ref) == CHAMPION_ALIAS:
+            version = self.champion_version()
+            if version is None:
+                raise RegistryError(f"no champion in {self.uri} yet: run the pipeline first")
+            return version
+        if not str(ref).isdigit():
+            raise RegistryError(f"expected 'champion' or a version number, got {ref!r}")
+        if int(ref) not in self.versions():
+            raise RegistryError(f"version {ref} not found in {self.uri} (have {self.versions()})")
+        return int(ref)
+
+    # -- decision history -----------------------------------------------------------------
+    def record_decision(self, decision: dict) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        uri = storage.join(self.uri, "history", f"{stamp}-v{decision.get('challenger_version', 'x')}.json")
+        storage.write_text(uri, json.dumps(decision, indent=1))
+        return uri
+
+    def history(self) -> list[dict]:
+        prefix = storage.join(self.uri, "history")
+        if not storage.is_gcs(self.uri) and not Path(prefix).is_dir():
+            return []
+        return [json.loads(storage.read_text(u)) for u in storage.list_files(prefix) if u.endswith(".json")]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
