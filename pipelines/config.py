@@ -36,7 +36,7 @@ class PipelineConfig(BaseModel):
     seed: int = 42
     # model and training
     backbone_alpha: float = 0.35
-    weights: str = Field("imagenet", description="'imagenet', a local .h5 path or a gs:// URI")
+    weights: str = Field("imagenet", description="'imagenet' (Keras download), a local .h5 path, a gs:// URI, or 'none' (random init)")
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     frozen_epochs: Annotated[int, Field(ge=0)] = 6
     finetune_epochs: Annotated[int, Field(ge=0)] = 6
@@ -49,6 +49,8 @@ class PipelineConfig(BaseModel):
     registry_uri: str = Field("registry", description="local folder or gs:// prefix of the model registry")
     champion_metric: Metric = "accuracy"
     champion_margin: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # deployment (runs only when the challenger is promoted)
+    deploy_target: Literal["local"] = "local"
 
     @field_validator("augmentations")
     @classmethod

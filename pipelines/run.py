@@ -8,6 +8,7 @@ the runner. Anything unknown or invalid fails here, before anything runs.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
     updates = {}
     for key in PATH_PARAMETERS:
         value = getattr(config, key)
-        if "://" not in value and value != "imagenet":
+        if "://" not in value and value.lower() not in ("imagenet", "none"):
             updates[key] = str(Path(value).expanduser().resolve())
     return config.model_copy(update=updates)
 
@@ -64,12 +65,18 @@ def run_local(config: PipelineConfig, output_root: Path) -> Path:
 
 
 def describe_outputs(run_dir: Path) -> str:
-    """One line per task output: where it landed."""
+    """One line per task output (where it landed), then the champion decision."""
     lines = [f"run outputs: {run_dir}"]
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         for output in sorted(task_dir.iterdir()):
             if output.name != "executor_output.json":
                 lines.append(f"  {task_dir.name}.{output.name}: {output}")
+    decision_file = run_dir / "select-champion" / "decision_json"
+    if decision_file.is_file():
+        decision = json.loads(decision_file.read_text())
+        verdict = "PROMOTED" if decision["promoted"] else "not promoted"
+        lines.append(f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}")
+        lines.append(f"champion: v{decision['champion_version']} in {decision['registry_uri']}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The training pipeline: ingest -> preprocess (more steps join as they land).
+"""The training pipeline: ingest -> preprocess -> train -> evaluate -> select_champion -> deploy.
 
 Parameter defaults come from PipelineConfig, the one typed parameter set; a test checks that the
 pipeline's parameters and the config's fields are the same.
@@ -6,8 +6,12 @@ pipeline's parameters and the config's fields are the same.
 
 from kfp import dsl
 
+from components.deploy import deploy
+from components.evaluate import evaluate
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.select_champion import select_champion
+from components.train import train
 from pipelines.config import PipelineConfig
 
 PIPELINE_NAME = "catdog-training"
@@ -38,6 +42,7 @@ def training_pipeline(
     registry_uri: str = _D.registry_uri,
     champion_metric: str = _D.champion_metric,
     champion_margin: float = _D.champion_margin,
+    deploy_target: str = _D.deploy_target,
 ):
     ingest_task = ingest(data_uri=data_uri, min_image_side=min_image_side, max_image_pixels=max_image_pixels)
     ingest_task.set_display_name("ingest")
@@ -51,3 +56,34 @@ def training_pipeline(
         max_image_pixels=max_image_pixels,
     )
     preprocess_task.set_display_name("preprocess")
+    train_task = train(
+        dataset=preprocess_task.outputs["dataset"],
+        backbone_alpha=backbone_alpha,
+        weights=weights,
+        augmentations=augmentations,
+        batch_size=batch_size,
+        frozen_epochs=frozen_epochs,
+        finetune_epochs=finetune_epochs,
+        learning_rate=learning_rate,
+        finetune_learning_rate=finetune_learning_rate,
+        finetune_layers=finetune_layers,
+        dropout=dropout,
+        early_stopping_patience=early_stopping_patience,
+        seed=seed,
+    )
+    train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")
+    evaluate_task = evaluate(model=train_task.outputs["model"], dataset=preprocess_task.outputs["dataset"])
+    evaluate_task.set_display_name("evaluate")
+    select_task = select_champion(
+        challenger=train_task.outputs["model"],
+        evaluation=evaluate_task.outputs["evaluation"],
+        ingested=ingest_task.outputs["dataset"],
+        dataset=preprocess_task.outputs["dataset"],
+        registry_uri=registry_uri,
+        champion_metric=champion_metric,
+        champion_margin=champion_margin,
+    )
+    select_task.set_display_name("select champion").set_caching_options(False)  # the registry changes
+    with dsl.If(select_task.outputs["Output"] == True, name="promoted"):  # noqa: E712 (KFP condition)
+        deploy_task = deploy(decision=select_task.outputs["decision_json"], deploy_target=deploy_target)
+        deploy_task.set_display_name("deploy").set_caching_options(False)

@@ -1,0 +1,95 @@
+"""Champion selection: score the current champion on the challenger's test split, promote on a win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from catdog.dataset import load_metadata as load_dataset_metadata
+from catdog.evaluation import evaluate_files
+from catdog.ingest import load_manifest
+from catdog.predictor import OnnxPredictor
+from catdog.registry import ModelRegistry
+
+COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+def test_split_files(ingest_dir: Path, dataset_dir: Path) -> list[tuple[Path, str]]:
+    """The test split as (image file, label) pairs from the ingest snapshot, so that a champion with
+    another input size is scored on the very same photos, through the same preprocessing."""
+    by_sha = {r.sha256: r for r in load_manifest(ingest_dir).images}
+    test_shas = load_dataset_metadata(dataset_dir)["splits"]["test"]["sha256"]
+    return [(Path(ingest_dir) / by_sha[s].file, by_sha[s].label) for s in test_shas]
+
+
+def decide(challenger: dict, champion: dict | None, metric: str, margin: float) -> tuple[bool, str]:
+    """Promote when there is no champion, or the challenger beats it by more than the margin."""
+    if champion is None:
+        return True, "no champion yet: the challenger becomes the first champion"
+    if challenger[metric] > champion[metric] + margin:
+        return True, (f"challenger {metric} {challenger[metric]:.4f} beats champion "
+                      f"{champion[metric]:.4f} by more than the margin {margin}")
+    return False, (f"challenger {metric} {challenger[metric]:.4f} does not beat champion "
+                   f"{champion[metric]:.4f} by more than the margin {margin}: champion kept")
+
+
+def select_champion(
+    registry: ModelRegistry,
+    challenger_dir: Path,
+    challenger_metrics: dict,
+    test_files: list[tuple[Path, str]],
+    metric: str,
+    margin: float,
+) -> dict:
+    """Register the challenger as a new version, re-score the champion, move the alias on a win."""
+    champion_version = registry.champion_version()
+    champion_metrics = None
+    note = ""
+    if champion_version is not None:
+        predictor = OnnxPredictor(registry.fetch(champion_version))
+        if sorted(predictor.class_names) != sorted(challenger_metrics["class_names"]):
+            note = (f"champion v{champion_version} predicts {predictor.class_names}, the data has "
+                    f"{challenger_metrics['class_names']}: it cannot be scored on this test split")
+        else:
+            labelled = [(path, predictor.class_names.index(label)) for path, label in test_files]
+            champion_metrics = evaluate_files(predictor, labelled)
+    promoted, reason = decide(challenger_metrics, champion_metrics, metric, margin)
+    version = registry.register(challenger_dir)
+    decision = {
+        "promoted": promoted,
+        "registry_uri": registry.uri,
+        "model_uri": registry.version_uri(version),
+        "reason": f"{note}; {reason}" if note else reason,
+        "metric": metric,
+        "margin": margin,
+        "challenger_version": version,
+        "previous_champion_version": champion_version,
+        "challenger": {k: challenger_metrics[k] for k in COMPARED_METRICS},
+        "champion": {k: champion_metrics[k] for k in COMPARED_METRICS} if champion_metrics else None,
+        "n_test": challenger_metrics["n"],
+    }
+    if promoted:
+        registry.set_champion(version, metric=metric, score=challenger_metrics[metric],
+                              previous_version=champion_version)
+    decision["champion_version"] = registry.champion_version()
+    decision["history_record"] = registry.record_decision(decision)
+    return decision
+
+
+def decision_markdown(decision: dict) -> str:
+    verdict = "PROMOTED" if decision["promoted"] else "NOT PROMOTED"
+    lines = [
+        f"# Champion selection: challenger v{decision['challenger_version']} {verdict}",
+        "",
+        decision["reason"] + ".",
+        "",
+        f"Metric `{decision['metric']}`, margin {decision['margin']}, test images: {decision['n_test']}.",
+        f"Champion now: v{decision['champion_version']} (before: "
+        f"{'v' + str(decision['previous_champion_version']) if decision['previous_champion_version'] else 'none'}).",
+        "",
+        "| metric | challenger | champion |",
+        "| --- | --- | --- |",
+    ]
+    for key in COMPARED_METRICS:
+        champion = f"{decision['champion'][key]:.4f}" if decision["champion"] else "-"
+        lines.append(f"| {key} | {decision['challenger'][key]:.4f} | {champion} |")
+    return "\n".join(lines) + "\n"

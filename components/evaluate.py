@@ -1,0 +1,34 @@
+"""evaluate: test-split metrics of the trained model, as KFP Metrics and ClassificationMetrics."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    evaluation: Output[Artifact],
+):
+    """Score the ONNX export (what is served) on the held-out test split."""
+    import json
+    from pathlib import Path
+
+    from catdog.dataset import load_split_arrays
+    from catdog.evaluation import evaluate_pixels
+    from catdog.predictor import OnnxPredictor
+
+    pixels, labels = load_split_arrays(Path(dataset.path), "test")
+    result = evaluate_pixels(OnnxPredictor(Path(model.path)), pixels, labels)
+    for key in ("accuracy", "precision", "recall", "f1", "auc"):
+        metrics.log_metric(key, result[key])
+    metrics.log_metric("n", result["n"])
+    classification.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
+    if "roc" in result:
+        classification.log_roc_curve(result["roc"]["fpr"], result["roc"]["tpr"], result["roc"]["thresholds"])
+    Path(evaluation.path).write_text(json.dumps(result, indent=1))
+    print({k: result[k] for k in ("n", "accuracy", "precision", "recall", "f1", "auc")})
