@@ -96,3 +96,32 @@ def print_summary(result: dict, model_desc: str, data_desc: str, out=sys.stdout)
         print(f"    {name:<8} {row}", file=out)
     for item in result["skipped_files"]:
         print(f"  skipped {item['file']}: {item['reason']}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make evaluate MODEL=<dir|champion|N> DATA=<folder>`: a summary, then one JSON line."""
+    import argparse
+    import json
+
+    from catdog.registry import RegistryError, resolve_model_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", default="champion", help="model folder, 'champion' or a version number")
+    parser.add_argument("--registry", default="registry", help="registry folder or gs:// prefix")
+    parser.add_argument("--data", required=True, help="labelled folder: one sub-folder per class")
+    args = parser.parse_args(argv)
+    try:
+        model_dir, model_desc = resolve_model_dir(args.model, args.registry)
+        predictor = OnnxPredictor(model_dir)
+        result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names))
+    except (RegistryError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(result, model_desc, args.data)
+    summary = {k: result[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "n", "skipped")}
+    print(json.dumps({**summary, "model": model_desc, "data": str(args.data)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

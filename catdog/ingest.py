@@ -83,11 +83,15 @@ def _download_once(uri: str, cache_dir: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".partial")
-    if storage.is_gcs(uri):
-        tmp.write_bytes(storage.read_bytes(uri))
-    else:
-        with urllib.request.urlopen(uri, timeout=60) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
+    try:
+        if storage.is_gcs(uri):
+            tmp.write_bytes(storage.read_bytes(uri))
+        else:
+            with urllib.request.urlopen(uri, timeout=60) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+    except Exception as exc:  # HTTP errors, unreachable hosts, missing gs:// objects
+        tmp.unlink(missing_ok=True)
+        raise IngestError(f"cannot download {uri}: {exc}") from None
     os.replace(tmp, target)
     return target
 
@@ -149,10 +153,10 @@ def _subdirs(path: Path) -> list[Path]:
 
 def find_class_folders(root: Path) -> tuple[str, dict[str | None, dict[str, Path]]]:
     """Detect the layout: {source_split: {class: folder}}; source_split is None without a split."""
-    while True:  # descend through a single wrapping folder, as archives often have
+    while True:  # descend through a single wrapping folder (one that holds folders), as archives often have
         dirs = _subdirs(root)
         files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if len(dirs) == 1 and not files:
+        if len(dirs) == 1 and not files and _subdirs(dirs[0]):
             root = dirs[0]
         else:
             break
@@ -187,6 +191,7 @@ def ingest_dataset(
     check_usable() after writing the report to fail on an empty class or a single class.
     """
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # the manifest is written even when nothing is kept
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     with tempfile.TemporaryDirectory(prefix="catdog-ingest-") as scratch:
         root = materialize_source(data_uri, cache_dir, Path(scratch))

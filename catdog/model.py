@@ -14,10 +14,8 @@ import keras
 import numpy as np
 
 from catdog import storage
+from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
 
-KERAS_FILE = "model.keras"
-ONNX_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
 BACKBONE_NAME = "backbone"
 
 
@@ -82,7 +80,3 @@ def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path
     export_onnx(model, output_dir / ONNX_FILE)
     (output_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     return output_dir
-
-
-def load_metadata(model_dir: Path) -> dict:
-    return json.loads((Path(model_dir) / METADATA_FILE).read_text())

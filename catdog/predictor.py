@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from catdog.model import ONNX_FILE, load_metadata
+from catdog.model_files import ONNX_FILE, load_metadata
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
 

@@ -143,3 +143,15 @@ class ModelRegistry:
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+
+
+def resolve_model_dir(ref: str, registry_uri: str) -> tuple[Path, str]:
+    """A model reference -> (local model folder, description).
+
+    ref is a model folder (one holding model.onnx and metadata.json), 'champion', or a version number.
+    """
+    if Path(ref).is_dir():
+        return Path(ref), str(ref)
+    registry = ModelRegistry(registry_uri)
+    version = registry.resolve(ref)
+    return registry.fetch(version), f"{registry.uri} v{version}" + (" (champion)" if ref == CHAMPION_ALIAS else "")

@@ -1,0 +1,51 @@
+# cats-vs-dogs on Kubeflow Pipelines. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONPATH := $(CURDIR)
+
+TARGET ?= local
+DATA ?= data
+REGISTRY ?= registry
+MODEL ?= champion
+PORT ?= 8080
+HOST ?= 127.0.0.1
+SHARED ?= ../shared
+BENCH_DATA ?= $(SHARED)/data/cats_and_dogs
+BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+install: ## Create .venv with the pinned dependencies (uv when present, else pip)
+	@if command -v uv >/dev/null 2>&1; then \
+	  uv venv --seed --allow-existing -p python3.11 .venv && \
+	  uv pip install -p .venv -r requirements.lock && uv pip install -p .venv --no-deps -e . ; \
+	else \
+	  python3.11 -m venv .venv && .venv/bin/pip install -q -r requirements.lock && \
+	  .venv/bin/pip install -q --no-deps -e . ; \
+	fi
+
+lock: ## Re-resolve requirements.lock from pyproject.toml's exact pins (needs uv)
+	uv pip compile pyproject.toml --extra dev -p 3.11 --no-header --no-annotate -o requirements.lock
+
+compile: ## Write compiled/training_pipeline.yaml from the pipeline source
+	$(PY) -m pipelines.compile
+
+run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
+	$(PY) -m pipelines.run $(MAKEOVERRIDES)
+
+evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...]
+	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)
+
+test: ## Run the test suite (synthetic data only; no ../shared, no network)
+	$(PY) -m pytest -q
+
+bench: ## Full pipeline on ../shared data; step and total wall times + metrics -> docs/BENCHMARKS.md
+	$(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
+
+clean: ## Remove local run outputs (keeps the registry)
+	rm -rf local_outputs bench_outputs .pytest_cache
+
+.PHONY: help install lock compile run evaluate test bench clean

@@ -1,0 +1,89 @@
+"""End to end: the whole pipeline on kfp.local's SubprocessRunner, on synthetic images.
+
+The configuration is as small as the pipeline allows (32 px, random init, one epoch per phase) so
+the run stays short. Assertions look task folders up by name under the run folder and check only
+the data steps' outputs, so the test stays valid as steps are added after them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import build_config
+from pipelines.run import describe_outputs, run_local
+from tests.helpers import make_class_folders
+
+PER_CLASS = {"cat": 12, "dog": 12}
+
+
+def task_dir(run_dir: Path, name: str) -> Path:
+    """The output folder of the task called `name` (kfp.local: <run>/<task name>/<output>)."""
+    matches = [p for p in run_dir.iterdir() if p.is_dir() and p.name == name]
+    assert matches, f"no task folder {name!r} in {sorted(p.name for p in run_dir.iterdir())}"
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local_run")
+    data = make_class_folders(root / "data", PER_CLASS)
+    (data / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (data / "cat" / "empty.png").write_bytes(b"")
+    config = build_config(
+        {
+            "data_uri": str(data),
+            "image_size": "32",
+            "weights": "none",
+            "frozen_epochs": "1",
+            "finetune_epochs": "1",
+            "batch_size": "8",
+            "registry_uri": str(root / "registry"),
+        }
+    )
+    run_dir = run_local(config, root / "outputs")
+    return run_dir, root
+
+
+@pytest.mark.slow
+def test_local_run_ingest_outputs(local_run):
+    run_dir, root = local_run
+    assert run_dir.parent == root / "outputs"
+    ingest_dir = task_dir(run_dir, "ingest")
+    report = json.loads((ingest_dir / "report_json").read_text())
+    assert report["class_counts"] == PER_CLASS
+    assert report["n_skipped"] == 2
+    assert {s["source"] for s in report["skipped"]} == {"dog/broken.jpg", "cat/empty.png"}
+    markdown = (ingest_dir / "report").read_text()
+    assert "| `cat/empty.png` | empty file (0 bytes) |" in markdown
+    assert "24 images kept, 2 skipped" in markdown
+    manifest = json.loads((ingest_dir / "dataset" / "manifest.json").read_text())
+    assert len(manifest["images"]) == 24
+    for image in manifest["images"]:
+        assert (ingest_dir / "dataset" / image["file"]).is_file()
+
+
+@pytest.mark.slow
+def test_local_run_preprocess_outputs(local_run):
+    run_dir, _ = local_run
+    dataset_dir = task_dir(run_dir, "preprocess") / "dataset"
+    metadata = json.loads((dataset_dir / "dataset.json").read_text())
+    assert metadata["image_size"] == 32
+    assert metadata["class_names"] == ["cat", "dog"]
+    counts = {split: info["count"] for split, info in metadata["splits"].items()}
+    assert counts == {"train": 18, "validation": 4, "test": 2}  # 12 per class -> 9/2/1 each
+    ingest_report = json.loads((task_dir(run_dir, "ingest") / "report_json").read_text())
+    assert metadata["fingerprint"] == ingest_report["fingerprint"]
+    for info in metadata["splits"].values():
+        assert all((dataset_dir / shard).stat().st_size > 0 for shard in info["shards"])
+
+
+@pytest.mark.slow
+def test_local_run_describe_outputs(local_run):
+    run_dir, _ = local_run
+    text = describe_outputs(run_dir)
+    assert text.splitlines()[0] == f"run outputs: {run_dir}"
+    assert f"ingest.report: {run_dir / 'ingest' / 'report'}" in text
+    assert f"preprocess.dataset: {run_dir / 'preprocess' / 'dataset'}" in text
