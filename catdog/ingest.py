@@ -169,6 +169,27 @@ def find_class_folders(root: Path) -> tuple[str, dict[str | None, dict[str, Path
     return "class_folders", {None: {d.name: d for d in dirs}}
 
 
+def _relabel(classes: dict[str, Path], label_map: dict[str, str]) -> dict[str, Path]:
+    relabelled: dict[str, Path] = {}
+    for name, folder in classes.items():
+        label = label_map.get(name, name)
+        if label in relabelled:
+            raise IngestError(f"folders {relabelled[label].name!r} and {name!r} both map to label {label!r}")
+        relabelled[label] = folder
+    return relabelled
+
+
+def parse_label_map(spec: str) -> dict[str, str]:
+    """'cats=cat,dogs=dog' -> {'cats': 'cat', 'dogs': 'dog'}; raises ValueError on a malformed entry."""
+    mapping = {}
+    for entry in filter(None, (e.strip() for e in spec.split(","))):
+        folder, sep, label = (part.strip() for part in entry.partition("="))
+        if not sep or not folder or not label:
+            raise ValueError(f"label_map entry {entry!r} is not folder=label")
+        mapping[folder] = label
+    return mapping
+
+
 def validate_image_bytes(data: bytes, min_side: int, max_pixels: int) -> tuple[str, int, int]:
     """Full decode plus size checks; returns (format, width, height) or raises InvalidImageError."""
     header = read_header(data, max_pixels)
@@ -184,8 +205,11 @@ def ingest_dataset(
     min_side: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     cache_dir: Path | None = None,
+    label_map: dict[str, str] | None = None,
 ) -> IngestResult:
     """Validate every file of the source and copy the good ones to output_dir/images/<label>/.
+
+    label_map renames class folders to labels (e.g. {"cats": "cat"}); other folders keep their name.
 
     Writes output_dir/manifest.json. Bad files are skipped and listed, never fatal here: call
     check_usable() after writing the report to fail on an empty class or a single class.
@@ -197,6 +221,7 @@ def ingest_dataset(
         root = materialize_source(data_uri, cache_dir, Path(scratch))
         layout, folders = find_class_folders(root)
         candidates: list[tuple[str, str | None, Path]] = []  # (label, source_split, path)
+        folders = {split: _relabel(classes, label_map or {}) for split, classes in folders.items()}
         for source_split, classes in folders.items():
             for label, folder in classes.items():
                 candidates += [

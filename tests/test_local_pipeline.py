@@ -17,6 +17,11 @@ from pipelines.run import describe_outputs, run_local
 from tests.helpers import make_class_folders
 
 PER_CLASS = {"cat": 12, "dog": 12}
+pytestmark = [
+    # kfp.local says these when it runs container settings in a subprocess; expected here
+    pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning"),
+]
 
 
 def task_dir(run_dir: Path, name: str) -> Path:
