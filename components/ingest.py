@@ -9,6 +9,7 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ingest(
     data_uri: str,
+    label_map: str,
     min_image_side: int,
     max_image_pixels: int,
     dataset: Output[Dataset],
@@ -21,7 +22,9 @@ def ingest(
 
     from catdog import ingest as lib
 
-    result = lib.ingest_dataset(data_uri, Path(dataset.path), min_image_side, max_image_pixels)
+    result = lib.ingest_dataset(
+        data_uri, Path(dataset.path), min_image_side, max_image_pixels, label_map=lib.parse_label_map(label_map)
+    )
     summary = lib.build_report(result, data_uri)
     Path(report.path).write_text(lib.report_markdown(summary))
     Path(report_json.path).write_text(json.dumps(summary, indent=1))

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from catdog.ingest import parse_label_map
+
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -25,6 +27,7 @@ class PipelineConfig(BaseModel):
 
     # data
     data_uri: str = Field("data", description="folder, .zip/.tar.gz path or URL, or gs:// prefix")
+    label_map: str = Field("cats=cat,dogs=dog", description="folder=label renames, e.g. for cats_and_dogs_filtered")
     min_image_side: Annotated[int, Field(ge=1)] = 32
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     # split and preprocessing
@@ -61,6 +64,12 @@ class PipelineConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}; choose from {list(known)}")
         return ",".join(names)
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_map_format(cls, value: str) -> str:
+        parse_label_map(value)
+        return value
 
     @field_validator("backbone_alpha")
     @classmethod

@@ -21,6 +21,7 @@ _D = PipelineConfig()
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, select and deploy a cats-vs-dogs classifier.")
 def training_pipeline(
     data_uri: str = _D.data_uri,
+    label_map: str = _D.label_map,
     min_image_side: int = _D.min_image_side,
     max_image_pixels: int = _D.max_image_pixels,
     train_split: float = _D.train_split,
@@ -44,7 +45,9 @@ def training_pipeline(
     champion_margin: float = _D.champion_margin,
     deploy_target: str = _D.deploy_target,
 ):
-    ingest_task = ingest(data_uri=data_uri, min_image_side=min_image_side, max_image_pixels=max_image_pixels)
+    ingest_task = ingest(
+        data_uri=data_uri, label_map=label_map, min_image_side=min_image_side, max_image_pixels=max_image_pixels
+    )
     ingest_task.set_display_name("ingest")
     preprocess_task = preprocess(
         ingested=ingest_task.outputs["dataset"],

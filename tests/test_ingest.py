@@ -500,3 +500,26 @@ def test_cache_dir_defaults_to_env(tmp_path, monkeypatch):
     archive = zip_folder(make_source_with_splits(tmp_path / "src", train=1, validation=1), tmp_path / "d.zip")
     ingest_dataset(str(archive), tmp_path / "out")
     assert len(list((tmp_path / "envcache" / "extracted").glob("*/.complete"))) == 1
+
+
+# -- label_map: folder names -> served labels (cats_and_dogs_filtered has cats/ and dogs/) -------
+
+
+def test_label_map_renames_class_folders(tmp_path):
+    source = make_class_folders(tmp_path / "src", counts={"cats": 3, "dogs": 2})
+    result = run_ingest(source, tmp_path, label_map=ingest.parse_label_map("cats=cat, dogs=dog"))
+    assert result.class_names == ["cat", "dog"]
+    assert ingest.class_counts(result) == {"cat": 3, "dog": 2}
+    assert {Path(r.file).parent.name for r in result.images} == {"cat", "dog"}
+
+
+def test_label_map_collision_is_an_error_not_a_silent_merge(tmp_path):
+    source = make_class_folders(tmp_path / "src", counts={"cat": 2, "cats": 2, "dog": 2})
+    with pytest.raises(IngestError, match="both map to label 'cat'"):
+        run_ingest(source, tmp_path, label_map={"cats": "cat"})
+
+
+@pytest.mark.parametrize("spec", ["cats", "=cat", "cats="])
+def test_parse_label_map_rejects_malformed_entries(spec):
+    with pytest.raises(ValueError, match="folder=label"):
+        ingest.parse_label_map(spec)
