@@ -19,18 +19,20 @@ from catdog.preprocessing import PREPROCESSING_SPEC
 
 @dataclass(frozen=True)
 class TrainParams:
-    backbone_alpha: float = 0.35
-    weights: str = "imagenet"
-    augmentations: str = "flip,rotation,zoom,contrast"
-    batch_size: int = 32
-    frozen_epochs: int = 6
-    finetune_epochs: int = 6
-    learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
-    finetune_layers: int = 30
-    dropout: float = 0.2
-    early_stopping_patience: int = 3
-    seed: int = 42
+    """Training parameters; their defaults live in pipelines/config.py (PipelineConfig) only."""
+
+    backbone_alpha: float
+    weights: str
+    augmentations: str
+    batch_size: int
+    frozen_epochs: int
+    finetune_epochs: int
+    learning_rate: float
+    finetune_learning_rate: float
+    finetune_layers: int
+    dropout: float
+    early_stopping_patience: int
+    seed: int
 
 
 def _datasets(dataset_dir: Path, params: TrainParams):
