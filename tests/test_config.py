@@ -16,7 +16,7 @@ def test_defaults_are_valid():
     config = build_config()
     assert config == PipelineConfig()
     assert (config.train_split, config.val_split, config.test_split) == (0.7, 0.2, 0.1)
-    assert config.pipeline_arguments()["image_size"] == 160
+    assert config.pipeline_arguments()["image_size"] == PipelineConfig.model_fields["image_size"].default
 
 
 def test_unknown_key_named():
@@ -53,7 +53,7 @@ def test_unknown_augmentation_named():
     [
         ("image_size", "abc", "image_size: Input should be a valid integer"),
         ("batch_size", "0", "batch_size: Input should be greater than or equal to 1"),
-        ("image_size", "16", "image_size: Value error, image_size must be at least 32"),
+        ("image_size", "16", "image_size: Input should be greater than or equal to 32"),
         ("backbone_alpha", "0.3", "backbone_alpha: Value error, MobileNetV2 alpha must be one of"),
         ("champion_metric", "loss", "champion_metric: Input should be 'accuracy'"),
         ("learning_rate", "0", "learning_rate: Input should be greater than 0"),
