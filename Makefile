@@ -13,6 +13,10 @@ PORT ?= 8080
 HOST ?= 127.0.0.1
 SHARED ?= ../shared
 BENCH_DATA ?= $(SHARED)/data/cats_and_dogs
+IMAGES ?= $(BENCH_DATA)/validation
+USERS ?= 8
+DURATION ?= 30
+LOAD_PORT ?= 8089
 BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
 
 help: ## List the targets
@@ -45,7 +49,22 @@ test: ## Run the test suite (synthetic data only; no ../shared, no network)
 bench: ## Full pipeline on ../shared data; step and total wall times + metrics -> docs/BENCHMARKS.md
 	$(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
 
+serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
+	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host $(HOST) --port $(PORT)
+
+load-test: ## Locust, headless, against a fresh local server: [IMAGES=...] [USERS=8] [DURATION=30]
+	@set -e; port=$(LOAD_PORT); \
+	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $$port & server=$$!; \
+	trap 'kill $$server 2>/dev/null' EXIT; \
+	for i in $$(seq 120); do curl -sf http://127.0.0.1:$$port/v2/health/ready >/dev/null && break; sleep 1; done; \
+	$(PY) -m serving.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
+	  --duration $(DURATION) --out load_test_reports
+
+bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients -> docs/BENCHMARKS.md
+	$(PY) -m serving.bench --registry $(REGISTRY) --model $(MODEL) --images $(IMAGES) \
+	  --output docs/BENCHMARKS.md
+
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench clean
+.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving clean

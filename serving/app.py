@@ -1,0 +1,344 @@
+"""The FastAPI application: KServe's V1 and V2 routes around CatDogModel, hardened.
+
+Routes (model name `catdog` by default):
+- GET  /, /v2/health/live                      liveness (200 while the process serves)
+- GET  /v2/health/ready, /v2/models/catdog/ready, /v1/models/catdog
+                                               readiness: 503 until a model version is loaded
+- POST /v1/models/catdog:predict               V1: {"instances": [{"image_bytes": {"b64": ...}}]}
+- POST /v1/models/catdog:explain               V1 + an occlusion saliency grid per image
+- POST /v2/models/catdog/infer                 V2 / Open Inference Protocol, one BYTES input
+- GET  /v2/models/catdog, /v1/models/catdog/metadata
+                                               metadata: class names, input size, model version
+- GET  /metrics                                Prometheus (catdog_* metrics carry model_version)
+- Vertex AI: POST $AIP_PREDICT_ROUTE (Vertex's {"instances": [...]} format), GET $AIP_HEALTH_ROUTE
+
+Hardening: bodies over `max_body_bytes` get 413 before they are parsed (Content-Length, or
+counted while streaming when chunked); anything the request decoding raises is a 400 with the
+reason; the model repository load/unload routes are not exposed; unexpected server errors are
+500s with a logged traceback (none is expected from any input; the tests check).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Optional, Union
+
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import FastAPIDeprecationWarning
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+    UnsupportedProtocol,
+)
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.server import metrics_handler
+from kserve.protocol.rest.v1_endpoints import V1Endpoints, register_v1_endpoints
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
+
+from serving import metrics
+from serving.model import CatDogModel
+
+logger = logging.getLogger("catdog.serving")
+# KServe's V1 route answers with fastapi's ORJSONResponse, deprecated in this FastAPI: one warning
+# per request otherwise.
+warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read (and drop) at most this much of an oversized body
+
+
+class CatDogDataPlane(DataPlane):
+    """KServe's DataPlane, with readiness tied to the model and request decoding errors as 400s."""
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return bool(models) and all([await m.healthy() for m in models])
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "extensions": []}  # no model repository extension
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        if isinstance(model, CatDogModel):
+            info = model.describe()
+            if info["model_version"]:
+                metadata["versions"] = [info["model_version"]]
+            metadata["parameters"] = {
+                k: info[k] for k in ("model_version", "class_names", "input_size", "image_size", "source", "loaded_at")
+            }
+        return metadata
+
+    def decode_inference_request(self, body, headers, model_name):
+        """V2 bytes without the binary-extension header: a JSON body sent without a JSON content type."""
+        if isinstance(body, (bytes, bytearray)) and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {}):
+            try:
+                body = InferenceRequest.model_validate(orjson.loads(body))
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"request body is not valid JSON ({exc})") from None
+            except ValidationError as exc:
+                raise InvalidInput(_validation_message(exc.errors())) from None
+        return super().decode_inference_request(body, headers, model_name)
+
+    def decode(self, body, headers, *args, **kwargs):
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput as exc:
+            prefix = "Unrecognized request format: "
+            if str(exc).startswith(prefix):
+                raise InvalidInput(f"request body is not valid JSON ({str(exc)[len(prefix):]})") from None
+            raise
+        except KeyError as exc:
+            raise InvalidInput(f"malformed request: missing field {exc}") from None
+        except Exception as exc:  # TypeError/ValueError/InferenceError... from a malformed body
+            if "UTF-8" in str(exc):
+                raise InvalidInput("malformed request: BYTES elements must be base64 text (binary tensor "
+                                   "data is decoded as UTF-8): send base64 strings") from None
+            raise InvalidInput(f"malformed request ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+# -- request limits and response accounting (pure ASGI, so it sees every request) ---------------
+class LimitsMiddleware:
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = int(max_body_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                metrics.HTTP_RESPONSES.labels(str(status)).inc()
+                if 400 <= status < 500:
+                    metrics.REJECTED.labels(str(status)).inc()
+            await send(message)
+
+        length = None
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return await _error(counting_send, 400, f"invalid Content-Length header {value!r}")
+        if length is not None:
+            if length > self.max_body_bytes:
+                await _drain(receive, min(length, DRAIN_LIMIT_BYTES))
+                return await _error(counting_send, 413, self._too_large(f"{length:,} bytes"))
+            return await self.app(scope, receive, counting_send)
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, counting_send)
+        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > self.max_body_bytes:
+                if more:
+                    await _drain(receive, DRAIN_LIMIT_BYTES)
+                return await _error(counting_send, 413, self._too_large(f"more than {self.max_body_bytes:,} bytes"))
+            chunks.append(chunk)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, counting_send)
+
+    def _too_large(self, size: str) -> str:
+        return f"request body of {size} is over the limit of {self.max_body_bytes:,} bytes (--max-body-bytes)"
+
+
+async def _drain(receive, limit: int) -> None:
+    """Read and drop the body (up to `limit`), so the client sees our answer, not a reset."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+async def _error(send, status: int, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# -- exception handlers: short JSON answers; tracebacks only for real server errors ----------------
+def _json_error(status: int, message: str) -> JSONBody:
+    return JSONBody(status_code=status, content={"error": message})
+
+
+async def _invalid_input(request: Request, exc: InvalidInput):
+    logger.info("400 %s %s: %s", request.method, request.url.path, exc)
+    return _json_error(400, str(exc))
+
+
+def _validation_message(errors) -> str:
+    parts = []
+    for error in list(errors)[:5]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "InferenceRequest"))
+        if location == "bytes" or error.get("type") == "json_invalid":
+            continue  # the body also failed the "raw bytes" branch of the route's union: noise
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+    json_errors = [e for e in errors if e.get("type") == "json_invalid"]
+    if json_errors:
+        parts.insert(0, f"not valid JSON ({json_errors[0].get('ctx', {}).get('error', 'parse error')})")
+    return "invalid request body: " + ("; ".join(parts) or "unexpected structure")
+
+
+async def _request_validation(request: Request, exc: RequestValidationError):
+    message = _validation_message(exc.errors())
+    logger.info("400 %s %s: %s", request.method, request.url.path, message)
+    return _json_error(400, message)
+
+
+async def _http_exception(request: Request, exc: StarletteHTTPException):
+    """Starlette/FastAPI's own errors (404 route, 405 method, unparseable body) in our {"error"} shape."""
+    message = str(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in message:
+        message = "request body is not valid JSON (could not be parsed)"
+    return JSONBody(status_code=exc.status_code, content={"error": message}, headers=getattr(exc, "headers", None))
+
+
+async def _not_found(request: Request, exc: ModelNotFound):
+    return _json_error(404, str(exc))
+
+
+async def _not_ready(request: Request, exc: Exception):
+    return _json_error(503, str(exc))
+
+
+async def _unsupported(request: Request, exc: Exception):
+    return _json_error(400, str(exc))
+
+
+async def _server_error(request: Request, exc: Exception):
+    logger.error("500 %s %s", request.method, request.url.path, exc_info=exc)
+    return _json_error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def create_app(
+    model: CatDogModel,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    vertex_predict_route: Optional[str] = None,
+    vertex_health_route: Optional[str] = None,
+) -> FastAPI:
+    """A new app serving `model` (call model.start() or model.load() to load it)."""
+    repository = ModelRepository()
+    repository.update(model)
+    dataplane = CatDogDataPlane(model_registry=repository)
+    extension = ModelRepositoryExtension(model_registry=repository)
+    v1 = V1Endpoints(dataplane, extension)
+    v2 = V2Endpoints(dataplane, extension)
+
+    app = FastAPI(title="catdog predictor (KServe)", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=JSONBody)
+    app.state.model = model
+
+    def check_version(model_name: str, model_version: str) -> None:
+        current = model.current
+        if model_name == model.name and (current is None or current.version != model_version):
+            raise ModelNotFound(f"{model_name} version {model_version} (serving "
+                                f"{current.version if current else 'nothing yet'})")
+
+    # Our routes first: they take precedence over KServe's for the same paths.
+    async def v2_metadata(model_name: str):
+        return await dataplane.model_metadata(model_name)
+
+    async def v2_metadata_version(model_name: str, model_version: str):
+        check_version(model_name, model_version)
+        return await dataplane.model_metadata(model_name)
+
+    async def v2_ready_version(model_name: str, model_version: str):
+        check_version(model_name, model_version)
+        return await v2.model_ready(model_name)
+
+    async def v2_infer_version(raw_request: Request, raw_response: Response, model_name: str, model_version: str,
+                               request_body: Union[InferenceRequest, bytes]):
+        check_version(model_name, model_version)
+        return await v2.infer(raw_request, raw_response, model_name, request_body)
+
+    async def v1_metadata(model_name: str):
+        dataplane.get_model_from_registry(model_name)  # 404 for unknown names
+        return model.describe()
+
+    app.add_api_route("/v2/models/{model_name}", v2_metadata, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}", v2_metadata_version, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready", v2_ready_version, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", v2_infer_version,
+                      methods=["POST"], response_model=None)
+    app.add_api_route("/v1/models/{model_name}/metadata", v1_metadata, methods=["GET"])
+
+    if vertex_predict_route:
+        async def vertex_predict(request: Request):
+            return await v1.predict(model.name, request)
+
+        app.add_api_route(vertex_predict_route, vertex_predict, methods=["POST"], response_model=None)
+    if vertex_health_route:
+        async def vertex_health():
+            if not model.ready:
+                raise ModelNotReady(model.name, model.last_error or "loading")
+            return {"ready": True, "model_version": model.current.version}
+
+        app.add_api_route(vertex_health_route, vertex_health, methods=["GET"])
+
+    app.add_api_route("/", dataplane.live, methods=["GET"])
+    app.add_api_route("/metrics", metrics_handler, methods=["GET"])
+    async def repository_disabled(model_name: str):
+        # Loading/unloading models over HTTP would let any client take the service down.
+        return _json_error(403, "the model repository extension (load/unload over HTTP) is disabled")
+
+    async def use_post(model_name: str):
+        return _json_error(405, "use POST with a JSON body")
+
+    for verb in ("predict", "explain"):
+        app.add_api_route(f"/v1/models/{{model_name}}:{verb}", use_post, methods=["GET"])
+    for action in ("load", "unload"):
+        app.add_api_route(f"/v2/repository/models/{{model_name}}/{action}", repository_disabled, methods=["POST"])
+    register_v1_endpoints(app, dataplane, extension)
+    register_v2_endpoints(app, dataplane, extension)
+
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(ModelNotFound, _not_found)
+    app.add_exception_handler(ModelNotReady, _not_ready)
+    app.add_exception_handler(ServerNotReady, _not_ready)
+    app.add_exception_handler(ServerNotLive, _not_ready)
+    app.add_exception_handler(UnsupportedProtocol, _unsupported)
+    app.add_exception_handler(Exception, _server_error)
+    app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes)
+    return app

@@ -1,0 +1,333 @@
+"""`make bench-serving`: our KServe predictor vs the naive Keras baseline, side by side.
+
+    python -m serving.bench (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
+                            [--concurrency 1,4,16] [--duration 10] [--max-requests 20000]
+                            [--output docs/BENCHMARKS.md] [--json results.json]
+
+Both servers run as their own processes on 127.0.0.1 and load the same model folder (ours its
+model.onnx, the baseline its model.keras). The same client (serving.client: asyncio, keep-alive,
+closed loop, one V1 request per image, every level bounded by --duration and --max-requests) sends
+the same photos at each concurrency level. Reported: p50/p99 latency, requests/s, errors, the
+server's peak resident memory (VmHWM from /proc), whether it mapped TensorFlow, and whether the
+labels agree with the in-process ONNX predictor that `make evaluate` uses.
+
+The Markdown section goes between <!-- serving-bench:start/end --> markers in --output (replaced
+if present, appended otherwise; a new file holds just the section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from serving.client import LoadResult, prepare, run_load, v1_body
+
+SECTION = "serving-bench"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+LOOPBACK = "127.0.0.1"
+TARGET_P50_MS, TARGET_SPEEDUP, TARGET_RSS_MB = 10.0, 10.0, 300.0
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"nproc {os.cpu_count()} ({cpu}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def load_images(folder: Path, limit: int) -> list[tuple[str, bytes]]:
+    """Up to `limit` decodable photos, spread evenly over the folder's sorted file list."""
+    from catdog.preprocessing import InvalidImageError, read_header
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"error: no .jpg/.png/.webp images under {folder}")
+    step = max(1, len(files) // limit)
+    images = []
+    for path in files[::step][:limit]:
+        data = path.read_bytes()
+        try:
+            read_header(data)
+        except InvalidImageError:
+            continue
+        images.append((str(path.relative_to(folder)), data))
+    return images
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM (peak) of a process, in kB."""
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return values
+
+
+def maps_tensorflow(pid: int) -> bool | None:
+    try:
+        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+
+
+@dataclass
+class ServerRun:
+    name: str
+    command: list[str]
+    levels: list[LoadResult] = field(default_factory=list)
+    peak_rss_mb: float = float("nan")
+    startup_s: float = float("nan")
+    tensorflow_loaded: bool | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """A server subprocess on a free loopback port, stopped on exit; its output goes to a log file."""
+
+    def __init__(self, command: list[str], port: int, ready_path: str, log_path: Path, timeout_s: float):
+        self.command, self.port, self.ready_path = command, port, ready_path
+        self.log_path, self.timeout_s = log_path, timeout_s
+        self.url = f"http://{LOOPBACK}:{port}"
+
+    def __enter__(self):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        self.log = open(self.log_path, "w")
+        started = time.perf_counter()
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = started + self.timeout_s
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: {shlex.join(self.command)} exited ({self.process.returncode}); "
+                                 f"see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
+                    if response.status == 200:
+                        self.startup_s = time.perf_counter() - started
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        self.__exit__(None, None, None)
+        raise SystemExit(f"error: {shlex.join(self.command)} not ready after {self.timeout_s:.0f} s; see {self.log_path}")
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()
+
+
+def measure(run: ServerRun, server: Server, images, args) -> None:
+    requests = [prepare(server.url, "/v1/models/catdog:predict", v1_body([data]), 1, key) for key, data in images]
+    run.startup_s = server.startup_s
+    run_load(server.url, requests, 1, args.warmup, args.max_requests)  # warm-up (JIT, caches, pools)
+    labelled = run_load(server.url, requests, 1, max(60.0, args.duration), len(requests))
+    run.labels = labelled.labels
+    for concurrency in args.concurrency:
+        result = run_load(server.url, requests, concurrency, args.duration, args.max_requests)
+        run.levels.append(result)
+        summary = result.summary()
+        print(f"  {run.name:<9} c={concurrency:<3} {summary['requests']:>6} req  {summary['errors']} err  "
+              f"p50 {summary['p50_ms']:7.1f} ms  p99 {summary['p99_ms']:7.1f} ms  {summary['rps']:7.1f} req/s"
+              + (f"  e.g. {result.error_samples[0]}" if result.error_samples else ""), flush=True)
+    status = proc_status(server.process.pid)
+    run.peak_rss_mb = status.get("VmHWM", 0) / 1024
+    run.tensorflow_loaded = maps_tensorflow(server.process.pid)
+
+
+def reference_labels(model_dir: Path, images) -> dict[str, str]:
+    """Labels from catdog.predictor.OnnxPredictor in this process: what `make evaluate` computes."""
+    from catdog.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(model_dir)
+    return {key: predictor.class_names[int(predictor.predict_bytes([data])[0].argmax())] for key, data in images}
+
+
+def agreement(a: dict[str, str], b: dict[str, str]) -> str:
+    keys = sorted(set(a) & set(b))
+    same = sum(a[k] == b[k] for k in keys)
+    return f"{same}/{len(keys)}"
+
+
+def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict[str, str], command: str) -> str:
+    ours = runs[0]
+    baseline = runs[1] if len(runs) > 1 else None
+    sizes = sorted(len(d) for _, d in images)
+    lines = [
+        "## Serving (`make bench-serving`)",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine_description()}; client and server share it",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- model: {model_desc}",
+        f"- images: {len(images)} photos from `{args.images}` (median {sizes[len(sizes) // 2] / 1024:.0f} KiB), "
+        "one V1 request per photo (`{\"instances\": [{\"image_bytes\": {\"b64\": ...}}]}`)",
+        f"- client: `serving.client` (asyncio, keep-alive, closed loop); each level {args.duration:g} s "
+        f"(at most {args.max_requests} requests) after a {args.warmup:g} s warm-up",
+        f"- ours: `{shlex.join(ours.command[1:])}`",
+    ]
+    if baseline:
+        lines.append(f"- baseline: `{shlex.join(baseline.command[1:])}` (FastAPI + Keras `model.predict` per request)")
+    lines += ["", "| server | clients | requests | errors | p50 ms | p99 ms | req/s | peak RSS MB | TensorFlow loaded |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs:
+        for result in run.levels:
+            s = result.summary()
+            lines.append(f"| {run.name} | {s['concurrency']} | {s['requests']} | {s['errors']} | {s['p50_ms']:.1f} | "
+                         f"{s['p99_ms']:.1f} | {s['rps']:.1f} | {run.peak_rss_mb:.0f} | "
+                         f"{'yes' if run.tensorflow_loaded else 'no'} |")
+    lines.append("")
+    checks = []
+    first = next((r for r in ours.levels if r.concurrency == 1), None)
+    if first:
+        checks.append(f"p50 at 1 client {first.percentile(50):.1f} ms (target < {TARGET_P50_MS:g}): "
+                      f"{'met' if first.percentile(50) < TARGET_P50_MS else 'MISSED'}")
+    top = max(ours.levels, key=lambda r: r.concurrency)
+    if baseline:
+        base_top = next((r for r in baseline.levels if r.concurrency == top.concurrency), None)
+        if base_top and base_top.throughput:
+            speedup = top.throughput / base_top.throughput
+            checks.append(f"throughput at {top.concurrency} clients {top.throughput:.0f} vs {base_top.throughput:.1f} "
+                          f"req/s = {speedup:.1f}x the baseline (target >= {TARGET_SPEEDUP:g}x): "
+                          f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
+    errors = sum(r.errors for r in ours.levels)
+    checks.append(f"errors {errors} (target 0): {'met' if errors == 0 else 'MISSED'}")
+    checks.append(f"server peak RSS {ours.peak_rss_mb:.0f} MB (target < {TARGET_RSS_MB:g}): "
+                  f"{'met' if ours.peak_rss_mb < TARGET_RSS_MB else 'MISSED'}")
+    checks.append(f"labels served equal the ONNX predictor of `make evaluate` for {agreement(ours.labels, reference)} photos"
+                  + (f"; the Keras baseline agrees on {agreement(baseline.labels, reference)}" if baseline else ""))
+    lines += [f"- {c}" for c in checks]
+    startup = f"startup to ready: ours {ours.startup_s:.1f} s"
+    if baseline:
+        startup += f", baseline {baseline.startup_s:.1f} s"
+    lines.append(f"- {startup}")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, markdown: str) -> Path:
+    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    path = Path(path)
+    if path.exists():
+        text = path.read_text()
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    else:
+        text = block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="a model folder (model.onnx, model.keras, metadata.json)")
+    parser.add_argument("--registry", help="registry folder or gs:// prefix (with --model)")
+    parser.add_argument("--model", default="champion", help="with --registry: 'champion' or a version number")
+    parser.add_argument("--images", type=Path, required=True, help="folder of photos (searched recursively)")
+    parser.add_argument("--max-images", type=int, default=200)
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
+    parser.add_argument("--max-requests", type=int, default=20_000, help="request cap per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up before measuring")
+    parser.add_argument("--threads", type=int, help="our server's inference threads (default: its own)")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--output", type=Path, help="Markdown file to write the section into")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if args.duration <= 0 or args.max_requests <= 0 or not args.concurrency:
+        parser.error("--duration, --max-requests and --concurrency must be positive")
+
+    from catdog.model_files import KERAS_FILE, load_metadata
+    from catdog.registry import RegistryError, resolve_model_dir
+
+    if args.model_dir:
+        model_dir, model_desc = args.model_dir, str(args.model_dir)
+    elif args.registry:
+        try:
+            model_dir, model_desc = resolve_model_dir(args.model, args.registry)
+        except RegistryError as exc:
+            print(f"error: {exc} (`make bench` trains one; or pass --model-dir)", file=sys.stderr)
+            return 2
+    else:
+        parser.error("give --model-dir, or --registry (and --model)")
+    if not args.images.is_dir():
+        parser.error(f"--images {args.images} is not a folder")
+    metadata = load_metadata(model_dir)
+    model_desc += f" ({metadata.get('architecture', 'model')}, {metadata['image_size']} px, classes {metadata['class_names']})"
+    images = load_images(args.images, args.max_images)
+    print(f"{len(images)} images from {args.images}; model {model_desc}", flush=True)
+    logs = Path(tempfile.mkdtemp(prefix="catdog-bench-serving-"))
+
+    python = sys.executable
+    ours = ServerRun("ours", [python, "-m", "serving.server", "--model", str(model_dir), "--host", LOOPBACK,
+                              "--port", "{port}", "--reload-interval", "0", "--log-level", "warning"]
+                     + (["--threads", str(args.threads)] if args.threads else []))
+    runs = [ours]
+    if not args.skip_baseline:
+        if not (Path(model_dir) / KERAS_FILE).is_file():
+            parser.error(f"{model_dir} has no {KERAS_FILE} for the baseline (or use --skip-baseline)")
+        runs.append(ServerRun("baseline", [python, "-m", "serving.baseline", "--model-dir", str(model_dir),
+                                           "--host", LOOPBACK, "--port", "{port}"]))
+    ready_paths = {"ours": "/v2/health/ready", "baseline": "/health"}
+    for run in runs:
+        port = free_port()
+        run.command = [str(port) if part == "{port}" else part for part in run.command]
+        print(f"starting {run.name}: {shlex.join(run.command)}", flush=True)
+        with Server(run.command, port, ready_paths[run.name], logs / f"{run.name}.log", args.startup_timeout) as server:
+            measure(run, server, images, args)
+
+    reference = reference_labels(Path(model_dir), images)
+    command = "python -m serving.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    markdown = render(args, model_desc, images, runs, reference, command)
+    print("\n" + markdown)
+    if args.output:
+        print(f"wrote {write_section(args.output, markdown)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "model": model_desc, "images": len(images), "machine": machine_description(),
+            "runs": [{"name": r.name, "command": r.command, "peak_rss_mb": r.peak_rss_mb,
+                      "tensorflow_loaded": r.tensorflow_loaded, "startup_s": r.startup_s,
+                      "levels": [lv.summary() | {"error_samples": lv.error_samples} for lv in r.levels],
+                      "label_agreement_with_onnx_predictor": agreement(r.labels, reference)} for r in runs],
+        }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

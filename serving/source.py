@@ -1,0 +1,131 @@
+"""Where the served model comes from: a model folder, a gs:// model folder, or a registry version
+or the champion alias; and what one loaded version is. Light to import (no KServe, no TensorFlow),
+so the server checks its --model before it pays for importing KServe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from catdog import storage
+from catdog.model_files import METADATA_FILE, ONNX_FILE
+from catdog.predictor import OnnxPredictor
+from catdog.registry import CHAMPION_ALIAS, ModelRegistry, RegistryError
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model version; requests take a reference, reloads swap in a new one."""
+
+    predictor: OnnxPredictor
+    version: str
+    source: str
+    model_dir: Path
+    loaded_at: str
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.predictor.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.predictor.image_size
+
+
+class ModelSource:
+    """A model reference: a model folder, a gs:// model folder, 'champion' or a version number.
+
+    'champion' and version numbers are looked up in `registry_uri` (a folder or gs:// prefix).
+    """
+
+    def __init__(self, ref: str, registry_uri: str | None = None):
+        self.ref = str(ref)
+        self.registry_uri = registry_uri
+        if storage.is_gcs(self.ref):
+            self.kind = "gcs-dir"
+        elif Path(self.ref).is_dir():
+            self.kind = "dir"
+        elif self.ref == CHAMPION_ALIAS or self.ref.isdigit():
+            if not registry_uri:
+                raise RegistryError(f"model {self.ref!r} needs a registry (--registry)")
+            self.kind = "registry"
+            self.registry = ModelRegistry(registry_uri)
+        else:
+            raise FileNotFoundError(
+                f"model {self.ref!r} is not a model folder, a gs:// folder, '{CHAMPION_ALIAS}' or a version number"
+            )
+
+    @property
+    def follows_champion(self) -> bool:
+        return self.kind == "registry" and self.ref == CHAMPION_ALIAS
+
+    def describe(self) -> str:
+        if self.kind == "registry":
+            return f"{self.registry.uri} {self.ref}"
+        return self.ref
+
+    def wanted_version(self) -> str | None:
+        """The version the reference names now (reads the alias when following the champion)."""
+        if self.kind != "registry":
+            return None
+        if self.follows_champion:
+            version = self.registry.champion_version()
+            return None if version is None else str(version)
+        return self.ref
+
+    def load(self, intra_op_threads: int = 1) -> LoadedModel:
+        """Resolve, fetch, open with ONNX Runtime and check with one warm-up prediction."""
+        if self.kind == "registry":
+            version = self.registry.resolve(self.ref)
+            model_dir = self.registry.fetch(version)
+            label, source = str(version), f"{self.registry.uri} v{version}"
+        else:
+            model_dir = Path(self.ref) if self.kind == "dir" else self._download()
+            for name in (ONNX_FILE, METADATA_FILE):
+                if not (model_dir / name).is_file():
+                    raise FileNotFoundError(f"{model_dir} has no {name}: not a model folder")
+            label, source = content_version(model_dir), self.ref
+        predictor = OnnxPredictor(model_dir, intra_op_threads=intra_op_threads)
+        blank = np.full((1, predictor.image_size, predictor.image_size, 3), 127, np.uint8)
+        probabilities = predictor.predict_pixels(blank)[0]  # warm-up and sanity check
+        if probabilities.shape != (len(predictor.class_names),) or not np.isclose(probabilities.sum(), 1.0, atol=1e-3):
+            raise RuntimeError(f"{source}: warm-up prediction {probabilities} is not a probability per class")
+        return LoadedModel(predictor, label, source, Path(model_dir), _now())
+
+    def _download(self) -> Path:
+        bucket, blob = storage.split_gcs(self.ref)
+        local = Path(tempfile.gettempdir()) / "catdog-model-cache" / bucket / blob.strip("/")
+        return storage.download_tree(self.ref, local)
+
+
+def content_version(model_dir: Path) -> str:
+    """A version label for a bare model folder: a prefix of model.onnx's SHA-256."""
+    digest = hashlib.sha256((Path(model_dir) / ONNX_FILE).read_bytes()).hexdigest()
+    return f"sha256-{digest[:12]}"
