@@ -68,3 +68,27 @@ clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
 .PHONY: help install lock compile run evaluate test bench serve load-test bench-serving clean
+
+IMAGE_REGISTRY ?=
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+IMAGE_PLATFORM ?= linux/amd64
+COMPONENTS_IMAGE = $(IMAGE_REGISTRY)/catdog-components:$(IMAGE_TAG)
+PREDICTOR_IMAGE = $(IMAGE_REGISTRY)/catdog-predictor:$(IMAGE_TAG)
+
+images: ## Build + push the component and predictor images: IMAGE_REGISTRY=<registry> [IMAGE_TAG=<git sha>]
+	@test -n "$(IMAGE_REGISTRY)" || { echo "error: set IMAGE_REGISTRY=<registry>, e.g. IMAGE_REGISTRY=us-central1-docker.pkg.dev/PROJECT/REPO" >&2; exit 2; }
+	@command -v docker >/dev/null || { echo "error: docker is not installed (make images builds with docker buildx/BuildKit)" >&2; exit 2; }
+	docker build --platform $(IMAGE_PLATFORM) -f components/Dockerfile -t $(COMPONENTS_IMAGE) .
+	docker build --platform $(IMAGE_PLATFORM) -f serving/Dockerfile -t $(PREDICTOR_IMAGE) .
+	docker push $(COMPONENTS_IMAGE)
+	docker push $(PREDICTOR_IMAGE)
+	@echo "pushed $(COMPONENTS_IMAGE) and $(PREDICTOR_IMAGE)"
+	@echo "submit with: make run TARGET=vertex|kubeflow IMAGE=$(COMPONENTS_IMAGE) [serving_image=$(PREDICTOR_IMAGE)] ..."
+
+schedule: ## Scheduled retraining: TARGET=vertex|kubeflow|local CRON="0 3 * * 1" [SCHEDULE_NAME=...] [key=value ...]
+	$(PY) -m pipelines.schedule create $(MAKEOVERRIDES)
+
+unschedule: ## Delete a schedule by name: TARGET=vertex|kubeflow|local [SCHEDULE_NAME=catdog-retraining]
+	$(PY) -m pipelines.schedule delete $(MAKEOVERRIDES)
+
+.PHONY: images schedule unschedule

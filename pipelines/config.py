@@ -15,6 +15,7 @@ from catdog.ingest import parse_label_map
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # Kubernetes object names and namespaces
 
 
 class ConfigError(ValueError):
@@ -51,8 +52,27 @@ class PipelineConfig(BaseModel):
     registry_uri: str = Field("registry", description="local folder or gs:// prefix of the model registry")
     champion_metric: Metric = "accuracy"
     champion_margin: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    # deployment (runs only when the challenger is promoted)
-    deploy_target: Literal["local"] = "local"
+    # deployment (runs only when the challenger is promoted; see catdog/deploy.py and manifests/).
+    # local: the registry's champion alias (`make serve` follows it); kserve: an InferenceService;
+    # vertex: a Vertex AI endpoint. kserve and vertex read the model from a gs:// registry.
+    deploy_target: Literal["local", "kserve", "vertex"] = "local"
+    # (KServe derives longer host and revision names from it: keep it short)
+    kserve_name: Annotated[str, Field(pattern=DNS_LABEL, max_length=45)] = "catdog"
+    kserve_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "catdog"
+    kserve_manifest: str = Field("manifests/base", description="InferenceService YAML or kustomize folder "
+                                 "(relative to the repository), e.g. manifests/overlays/prod")
+    kserve_ready_timeout_s: Annotated[int, Field(ge=0)] = 600
+    # share of the traffic the new champion gets at first, the previous model keeping the rest
+    # (KServe canaryTrafficPercent, Vertex traffic split); 0 = all of it at once
+    canary_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    serving_image: str = Field("", description="the pushed predictor image (serving/Dockerfile); needed for vertex")
+    vertex_project: str = ""
+    vertex_region: str = "us-central1"
+    vertex_model: str = "catdog"
+    vertex_endpoint: str = "catdog"
+    vertex_machine_type: str = "n1-standard-2"
+    vertex_min_replicas: Annotated[int, Field(ge=1)] = 1
+    vertex_max_replicas: Annotated[int, Field(ge=1)] = 2
 
     @field_validator("augmentations")
     @classmethod
@@ -87,6 +107,21 @@ class PipelineConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _deploy_settings_fit_the_target(self) -> PipelineConfig:
+        """A remote target reads the model from the registry, so the registry must be on gs://."""
+        if self.deploy_target in ("kserve", "vertex") and not self.registry_uri.startswith("gs://"):
+            raise ValueError(f"registry_uri: deploy_target={self.deploy_target} serves the model from the "
+                             f"registry, which must then be a gs:// prefix (got {self.registry_uri!r})")
+        if self.deploy_target == "vertex":
+            for key in ("vertex_project", "serving_image"):
+                if not getattr(self, key):
+                    raise ValueError(f"{key}: required when deploy_target=vertex")
+        if self.vertex_min_replicas > self.vertex_max_replicas:
+            raise ValueError(f"vertex_max_replicas: {self.vertex_max_replicas} is below "
+                             f"vertex_min_replicas {self.vertex_min_replicas}")
+        return self
+
     def pipeline_arguments(self) -> dict:
         """The KFP pipeline's parameter values (names equal the pipeline function's arguments)."""
         return self.model_dump()
@@ -105,6 +140,9 @@ def build_config(overrides: dict[str, str] | None = None, base: PipelineConfig |
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(split ratios)"
-            problems.append(f"{key}: {err['msg']}")
+            key = ".".join(str(p) for p in err["loc"])
+            if key:
+                problems.append(f"{key}: {err['msg']}")
+            else:  # a check across fields: its message starts with the key (or names the keys)
+                problems.append(err["msg"].removeprefix("Value error, "))
         raise ConfigError("invalid parameter(s): " + "; ".join(problems)) from None

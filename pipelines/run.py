@@ -3,7 +3,8 @@
     python -m pipelines.run [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
 
 Lower-case keys are pipeline parameters (pipelines/config.py); upper-case keys are settings of
-the runner. Anything unknown or invalid fails here, before anything runs.
+the runner (remote ones: pipelines/submit.py). Anything unknown or invalid fails here, before
+anything runs.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
+from pipelines.submit import REMOTE_SETTINGS, REMOTE_TARGETS, RemoteRunFailed, SubmitError, submit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
-RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs")}
+RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), **REMOTE_SETTINGS}
 PATH_PARAMETERS = ("data_uri", "registry_uri", "weights")
 
 
-def parse_arguments(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Split key=value words into (pipeline overrides, runner settings); upper-case = setting."""
-    overrides, settings = {}, dict(RUNNER_SETTINGS)
+def parse_arguments(
+    argv: list[str], known: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Split key=value words into (pipeline overrides, runner settings); upper-case = setting.
+
+    `known` maps the accepted settings to their defaults (RUNNER_SETTINGS unless given).
+    """
+    known = RUNNER_SETTINGS if known is None else known
+    overrides, settings = {}, dict(known)
     for word in argv:
         key, sep, value = word.partition("=")
         if not sep or not key:
@@ -30,8 +38,8 @@ def parse_arguments(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         if key in ALIASES:
             overrides[ALIASES[key]] = value
         elif key.isupper():
-            if key not in RUNNER_SETTINGS:
-                raise ConfigError(f"unknown setting {key}; known: {', '.join([*ALIASES, *RUNNER_SETTINGS])}")
+            if key not in known:
+                raise ConfigError(f"unknown setting {key}; known: {', '.join([*ALIASES, *known])}")
             settings[key] = value
         else:
             overrides[key] = value
@@ -46,6 +54,18 @@ def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
         if "://" not in value and value.lower() not in ("imagenet", "none"):
             updates[key] = str(Path(value).expanduser().resolve())
     return config.model_copy(update=updates)
+
+
+def check_local_inputs(config: PipelineConfig) -> None:
+    """TARGET=local: a local DATA or WEIGHTS path that does not exist fails now, not steps later."""
+    if "://" not in config.data_uri and not Path(config.data_uri).exists():
+        raise ConfigError(
+            f"DATA={config.data_uri} does not exist: give a folder with one sub-folder per class, "
+            "a .zip/.tar.gz archive, an http(s) archive URL or a gs:// prefix"
+        )
+    weights = config.weights
+    if "://" not in weights and weights.lower() not in ("imagenet", "none") and not Path(weights).is_file():
+        raise ConfigError(f"WEIGHTS={weights} is not a file: give a .h5 path, a gs:// URI, imagenet or none")
 
 
 def run_local(config: PipelineConfig, output_root: Path) -> Path:
@@ -89,8 +109,24 @@ def main(argv: list[str]) -> int:
         return 2
     target = settings["TARGET"]
     if target == "local":
-        run_dir = run_local(absolute_local_paths(config), Path(settings["OUTPUT_ROOT"]).resolve())
+        config = absolute_local_paths(config)
+        try:
+            check_local_inputs(config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        run_dir = run_local(config, Path(settings["OUTPUT_ROOT"]).resolve())
         print(describe_outputs(run_dir))
+        return 0
+    if target in REMOTE_TARGETS:
+        try:
+            submit(target, config, settings)
+        except SubmitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except RemoteRunFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     print(f"error: unknown TARGET={target}; choose local, kubeflow or vertex", file=sys.stderr)
     return 2

@@ -44,6 +44,19 @@ def training_pipeline(
     champion_metric: str = _D.champion_metric,
     champion_margin: float = _D.champion_margin,
     deploy_target: str = _D.deploy_target,
+    kserve_name: str = _D.kserve_name,
+    kserve_namespace: str = _D.kserve_namespace,
+    kserve_manifest: str = _D.kserve_manifest,
+    kserve_ready_timeout_s: int = _D.kserve_ready_timeout_s,
+    canary_percent: int = _D.canary_percent,
+    serving_image: str = _D.serving_image,
+    vertex_project: str = _D.vertex_project,
+    vertex_region: str = _D.vertex_region,
+    vertex_model: str = _D.vertex_model,
+    vertex_endpoint: str = _D.vertex_endpoint,
+    vertex_machine_type: str = _D.vertex_machine_type,
+    vertex_min_replicas: int = _D.vertex_min_replicas,
+    vertex_max_replicas: int = _D.vertex_max_replicas,
 ):
     ingest_task = ingest(
         data_uri=data_uri, label_map=label_map, min_image_side=min_image_side, max_image_pixels=max_image_pixels
@@ -88,5 +101,21 @@ def training_pipeline(
     )
     select_task.set_display_name("select champion").set_caching_options(False)  # the registry changes
     with dsl.If(select_task.outputs["Output"] == True, name="promoted"):  # noqa: E712 (KFP condition)
-        deploy_task = deploy(decision=select_task.outputs["decision_json"], deploy_target=deploy_target)
+        deploy_task = deploy(
+            decision=select_task.outputs["decision_json"],
+            deploy_target=deploy_target,
+            kserve_name=kserve_name,
+            kserve_namespace=kserve_namespace,
+            kserve_manifest=kserve_manifest,
+            kserve_ready_timeout_s=kserve_ready_timeout_s,
+            canary_percent=canary_percent,
+            serving_image=serving_image,
+            vertex_project=vertex_project,
+            vertex_region=vertex_region,
+            vertex_model=vertex_model,
+            vertex_endpoint=vertex_endpoint,
+            vertex_machine_type=vertex_machine_type,
+            vertex_min_replicas=vertex_min_replicas,
+            vertex_max_replicas=vertex_max_replicas,
+        )
         deploy_task.set_display_name("deploy").set_caching_options(False)

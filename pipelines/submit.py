@@ -1,0 +1,371 @@
+"""Submit the compiled pipeline to Vertex AI Pipelines (TARGET=vertex) or a KFP host (TARGET=kubeflow).
+
+Everything that can be checked here is checked before a client is built, so a missing setting, a
+local data path, absent Google credentials or an unreachable KFP host fail within seconds, naming
+the setting to fix. The compiled YAML keeps the placeholder image (`make compile` stays
+machine-independent); each submission rewrites it to IMAGE in a temporary copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from components import BASE_IMAGE
+from pipelines.config import PipelineConfig
+
+PLACEHOLDER_IMAGE = BASE_IMAGE
+PIPELINE_NAME = "catdog-training"  # pipelines/training_pipeline.py (a test keeps them equal)
+PIPELINE_YAML = Path(__file__).resolve().parent.parent / "compiled" / "training_pipeline.yaml"
+REMOTE_TARGETS = ("vertex", "kubeflow")
+# Upper-case `make run` settings of the remote targets, with their defaults.
+REMOTE_SETTINGS = {
+    "IMAGE": "",  # <registry>/catdog-components:<tag>, as pushed by `make images`
+    "PROJECT": "",
+    "REGION": "",
+    "PIPELINE_ROOT": "",
+    "SERVICE_ACCOUNT": "",
+    "KFP_HOST": "",
+    "KFP_NAMESPACE": "",
+    "EXPERIMENT": "catdog",
+    "RUN_NAME": "",
+    "LABELS": "",
+    "CACHE": "0",
+    "WAIT": "0",
+}
+KFP_PROBE_TIMEOUT_S = 3.0
+KFP_WAIT_TIMEOUT_S = 7 * 24 * 3600
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class SubmitError(RuntimeError):
+    """A remote submission refused before (or by) the service; the message says what to set."""
+
+
+class RemoteRunFailed(RuntimeError):
+    """WAIT=1 and the remote run ended in a state other than success."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    target: str
+    image: str
+    project: str
+    region: str
+    pipeline_root: str
+    service_account: str
+    kfp_host: str
+    kfp_namespace: str
+    experiment: str
+    run_name: str
+    labels: dict[str, str]
+    enable_caching: bool
+    wait: bool
+
+
+def parse_flag(name: str, value: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise SubmitError(f"{name}={value!r}: use 1 or 0")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """'team=ml,env=dev' -> {'team': 'ml', 'env': 'dev'}, checked against Vertex AI's label rules."""
+    labels = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise SubmitError(
+                f"LABELS: bad label {item!r}; use key=value pairs separated by commas, lower-case "
+                "letters, digits, _ and - (keys start with a letter, 63 characters at most)"
+            )
+        labels[key] = value
+    return labels
+
+
+def default_run_name(now: datetime | None = None) -> str:
+    return f"{PIPELINE_NAME}-{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
+
+
+def check_image(image: str) -> str:
+    """The pushed component image; the placeholder (or a name without a registry) cannot be pulled."""
+    hint = "set IMAGE=<registry>/catdog-components:<tag> (what `make images IMAGE_REGISTRY=...` pushed)"
+    if not image:
+        raise SubmitError(f"IMAGE is not set: {hint}")
+    if image == PLACEHOLDER_IMAGE or "/" not in image.split("@")[0].rsplit(":", 1)[0]:
+        raise SubmitError(f"IMAGE={image} is not a pushed image a remote cluster can pull: {hint}")
+    return image
+
+
+def remote_path_problems(config: PipelineConfig) -> list[str]:
+    """A remote run cannot read this machine's files: data, registry and weights must be remote URIs."""
+    problems = []
+    if not config.data_uri.startswith(("gs://", "https://", "http://")):
+        problems.append(f"DATA={config.data_uri} is a local path; give a gs:// prefix or archive, or an http(s) archive URL")
+    if not config.registry_uri.startswith("gs://"):
+        problems.append(f"REGISTRY={config.registry_uri} is a local path; give a gs:// prefix")
+    if not (config.weights.startswith("gs://") or config.weights.lower() in ("imagenet", "none")):
+        problems.append(f"WEIGHTS={config.weights} is a local path; give a gs:// URI, imagenet or none")
+    if problems:
+        problems.append("a remote run cannot read a folder on this machine (upload with gcloud storage cp -r)")
+    return problems
+
+
+def remote_settings(target: str, settings: dict[str, str], *, submitting: bool = True) -> RemoteSettings:
+    """Typed settings for a remote target; every missing or malformed setting is reported at once.
+
+    submitting=False (deleting a schedule) needs only what locates the service.
+    """
+    s = {**REMOTE_SETTINGS, **settings}
+    problems = []
+    if target == "vertex":
+        if not s["PROJECT"]:
+            problems.append("PROJECT is not set: the Google Cloud project id, e.g. PROJECT=my-project")
+        if not s["REGION"]:
+            problems.append("REGION is not set: a Vertex AI region, e.g. REGION=us-central1")
+        elif not _REGION.match(s["REGION"]):
+            problems.append(f"REGION={s['REGION']} is not a Google Cloud region such as us-central1")
+        if submitting and not s["PIPELINE_ROOT"].startswith("gs://"):
+            problems.append(
+                f"PIPELINE_ROOT={s['PIPELINE_ROOT'] or '(not set)'}: Vertex AI needs a gs:// prefix for "
+                "run artifacts, e.g. PIPELINE_ROOT=gs://my-bucket/pipeline-root"
+            )
+    elif target == "kubeflow":
+        if not s["KFP_HOST"]:
+            problems.append(
+                "KFP_HOST is not set: the KFP API endpoint, e.g. KFP_HOST=http://localhost:8080 after "
+                "kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80"
+            )
+    else:
+        raise SubmitError(f"unknown remote target {target!r}; choose one of {REMOTE_TARGETS}")
+    if submitting:
+        try:
+            check_image(s["IMAGE"])
+        except SubmitError as exc:
+            problems.append(str(exc))
+    try:
+        labels = {"app": "catdog", "pipeline": PIPELINE_NAME, **parse_labels(s["LABELS"])}
+        enable_caching, wait = parse_flag("CACHE", s["CACHE"]), parse_flag("WAIT", s["WAIT"])
+    except SubmitError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise SubmitError(f"TARGET={target}: " + "; ".join(problems))
+    host = s["KFP_HOST"].rstrip("/")
+    if host and not host.startswith(("http://", "https://")):
+        host = "https://" + host  # what kfp.Client does with a bare host
+    return RemoteSettings(
+        target=target, image=s["IMAGE"], project=s["PROJECT"], region=s["REGION"],
+        pipeline_root=s["PIPELINE_ROOT"], service_account=s["SERVICE_ACCOUNT"], kfp_host=host,
+        kfp_namespace=s["KFP_NAMESPACE"], experiment=s["EXPERIMENT"] or "catdog",
+        run_name=s["RUN_NAME"] or default_run_name(), labels=labels,
+        enable_caching=enable_caching, wait=wait,
+    )
+
+
+# --- the compiled pipeline with the pushed image ------------------------------------------------
+
+def substitute_image(source: Path, image: str, dest: Path, placeholder: str = PLACEHOLDER_IMAGE) -> int:
+    """Write `source` to `dest` with every executor image equal to `placeholder` set to `image`.
+
+    Returns how many executors changed; none is an error (the YAML was compiled with another image).
+    """
+    documents = list(yaml.safe_load_all(source.read_text()))
+    executors = documents[0].get("deploymentSpec", {}).get("executors", {})
+    changed = 0
+    for executor in executors.values():
+        container = executor.get("container")
+        if container and container.get("image") == placeholder:
+            container["image"] = image
+            changed += 1
+    if not changed:
+        raise SubmitError(f"no executor in {source} uses the image {placeholder}: run make compile")
+    dest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return changed
+
+
+@contextlib.contextmanager
+def pipeline_package(image: str, source: Path = PIPELINE_YAML) -> Iterator[Path]:
+    """A temporary copy of the compiled pipeline that runs `image`; removed on exit."""
+    if not source.is_file():
+        raise SubmitError(f"{source} is missing: run make compile")
+    with tempfile.TemporaryDirectory(prefix="catdog-submit-") as tmp:
+        dest = Path(tmp) / source.name
+        substitute_image(source, check_image(image), dest)
+        yield dest
+
+
+# --- Vertex AI ----------------------------------------------------------------------------------
+
+def google_credentials():
+    """Application Default Credentials, or a SubmitError saying how to get them (checked up front)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError as exc:
+        raise SubmitError(
+            "no Google Cloud credentials: run `gcloud auth application-default login`, or set "
+            f"GOOGLE_APPLICATION_CREDENTIALS to a service-account key file ({exc})"
+        ) from None
+    return credentials
+
+
+def init_vertex(s: RemoteSettings):
+    """aiplatform, initialised for PROJECT/REGION with the checked credentials."""
+    credentials = google_credentials()
+    from google.cloud import aiplatform
+
+    aiplatform.init(project=s.project, location=s.region, credentials=credentials)
+    return aiplatform
+
+
+def vertex_console_url(s: RemoteSettings, job) -> str:
+    try:
+        return str(job._dashboard_uri())
+    except Exception:  # no resource name yet
+        return (f"https://console.cloud.google.com/vertex-ai/locations/{s.region}/pipelines/runs/"
+                f"{job.job_id}?project={s.project}")
+
+
+def vertex_job(aiplatform, s: RemoteSettings, config: PipelineConfig, template: Path, *,
+               display_name: str, labels: dict[str, str], enable_caching: bool):
+    return aiplatform.PipelineJob(
+        display_name=display_name,
+        template_path=str(template),
+        pipeline_root=s.pipeline_root,
+        parameter_values=config.pipeline_arguments(),
+        labels=labels,
+        enable_caching=enable_caching,
+        project=s.project,
+        location=s.region,
+    )
+
+
+def submit_vertex(config: PipelineConfig, s: RemoteSettings) -> str:
+    """Submit one Vertex AI PipelineJob; with WAIT, block until it ends. Returns the console URL."""
+    aiplatform = init_vertex(s)
+    with pipeline_package(s.image) as template:
+        job = vertex_job(aiplatform, s, config, template, display_name=s.run_name,
+                         labels={**s.labels, "trigger": "manual"}, enable_caching=s.enable_caching)
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        job.submit(service_account=s.service_account or None)
+    except GoogleAPICallError as exc:  # permission denied, API not enabled, bad bucket...
+        raise SubmitError(f"Vertex AI refused the job: {exc}") from None
+    url = vertex_console_url(s, job)
+    print(f"submitted {s.run_name} to Vertex AI Pipelines: {url}", flush=True)
+    if s.wait:
+        try:
+            job.wait()
+        except RuntimeError as exc:  # the SDK raises when the job fails or is cancelled
+            raise RemoteRunFailed(f"Vertex AI run {s.run_name} did not succeed: {exc} ({url})") from None
+        print(f"run {s.run_name} succeeded")
+    return url
+
+
+# --- Kubeflow Pipelines -------------------------------------------------------------------------
+
+def check_kfp_host(host: str, timeout_s: float = KFP_PROBE_TIMEOUT_S) -> None:
+    """Probe the KFP API once, briefly: kfp.Client's constructor retries healthz for ~25 s."""
+    import requests
+
+    url = f"{host}/apis/v2beta1/healthz"
+    try:
+        response = requests.get(url, timeout=timeout_s, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise SubmitError(
+            f"KFP_HOST={host} is unreachable ({type(exc).__name__}): check the URL, or port-forward "
+            "the API: kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80 and set "
+            "KFP_HOST=http://localhost:8080"
+        ) from None
+    if response.status_code in (301, 302, 303, 307, 308, 401, 403):
+        raise SubmitError(
+            f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: it needs a login "
+            "(multi-user Kubeflow); reach the API without the login proxy (port-forward svc/ml-pipeline-ui) "
+            "or from inside the cluster"
+        )
+    if response.status_code >= 400:
+        raise SubmitError(f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: is it the KFP API?")
+
+
+@contextlib.contextmanager
+def kfp_refusal(what: str) -> Iterator[None]:
+    """A KFP API error (bad spec, no permission in the namespace...) as a SubmitError."""
+    from kfp_server_api import ApiException
+
+    try:
+        yield
+    except ApiException as exc:
+        raise SubmitError(f"KFP refused {what}: HTTP {exc.status} {exc.reason}: {exc.body}") from None
+
+
+def kfp_client(s: RemoteSettings):
+    check_kfp_host(s.kfp_host)
+    import kfp
+
+    if s.kfp_namespace:
+        return kfp.Client(host=s.kfp_host, namespace=s.kfp_namespace)
+    return kfp.Client(host=s.kfp_host)
+
+
+def submit_kubeflow(config: PipelineConfig, s: RemoteSettings) -> str:
+    """Create one KFP run; with WAIT, block until it ends. Returns the run's URL in the KFP UI."""
+    client = kfp_client(s)
+    with pipeline_package(s.image) as package, kfp_refusal("the run"):
+        result = client.create_run_from_pipeline_package(
+            pipeline_file=str(package),
+            arguments=config.pipeline_arguments(),
+            run_name=s.run_name,
+            experiment_name=s.experiment,
+            namespace=s.kfp_namespace or None,
+            pipeline_root=s.pipeline_root or None,
+            enable_caching=s.enable_caching,
+            service_account=s.service_account or None,
+        )
+    url = f"{s.kfp_host}/#/runs/details/{result.run_id}"
+    print(f"submitted {s.run_name} to {s.kfp_host}: {url}", flush=True)
+    if s.wait:
+        run = client.wait_for_run_completion(result.run_id, timeout=KFP_WAIT_TIMEOUT_S)
+        state = str(getattr(run, "state", "")).lower()
+        if state != "succeeded":
+            raise RemoteRunFailed(f"KFP run {s.run_name} ended {state or 'in an unknown state'} ({url})")
+        print(f"run {s.run_name} succeeded")
+    return url
+
+
+def check_remote(target: str, config: PipelineConfig, settings: dict[str, str]) -> RemoteSettings:
+    """Settings and parameter paths for a remote run, every problem reported in one SubmitError."""
+    problems = remote_path_problems(config)
+    try:
+        s = remote_settings(target, settings)
+    except SubmitError as exc:
+        problems.insert(0, str(exc))
+    if problems:
+        raise SubmitError("; ".join(problems))
+    return s
+
+
+def submit(target: str, config: PipelineConfig, settings: dict[str, str]) -> str:
+    """Check everything local first (settings, paths, image), then submit to `target`."""
+    s = check_remote(target, config, settings)
+    return submit_vertex(config, s) if target == "vertex" else submit_kubeflow(config, s)
+
+
+def kfp_name_filter(name: str) -> str:
+    """A KFP list filter matching display_name == name (EQUALS is 1 in the v2beta1 API)."""
+    return json.dumps({"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]})
