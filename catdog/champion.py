@@ -53,12 +53,14 @@ def select_champion(
             labelled = [(path, predictor.class_names.index(label)) for path, label in test_files]
             champion_metrics = evaluate_files(predictor, labelled)
     promoted, reason = decide(challenger_metrics, champion_metrics, metric, margin)
+    if note:  # an unscorable champion (other classes) is replaced
+        reason = f"{note}; the challenger replaces it"
     version = registry.register(challenger_dir)
     decision = {
         "promoted": promoted,
         "registry_uri": registry.uri,
         "model_uri": registry.version_uri(version),
-        "reason": f"{note}; {reason}" if note else reason,
+        "reason": reason,
         "metric": metric,
         "margin": margin,
         "challenger_version": version,

@@ -70,11 +70,13 @@ def evaluate_files(predictor: OnnxPredictor, files: list[tuple[Path, int]]) -> d
     return result
 
 
-def labelled_files(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
-    """(path, label index) for every file under class folders (train/validation layouts included)."""
+def labelled_files(folder: Path, class_names: list[str], label_map: dict[str, str] | None = None) -> list[tuple[Path, int]]:
+    """(path, label index) for every file under class folders (train/validation layouts included);
+    label_map renames folders to labels as ingest does (e.g. {"cats": "cat"})."""
     _, layout = find_class_folders(Path(folder))
     files = []
-    for classes in layout.values():
+    for folders in layout.values():
+        classes = {(label_map or {}).get(name, name): path for name, path in folders.items()}
         unknown = sorted(set(classes) - set(class_names))
         if unknown:
             raise ValueError(f"{folder} has class folder(s) {unknown} the model does not know ({class_names})")
@@ -85,7 +87,8 @@ def labelled_files(folder: Path, class_names: list[str]) -> list[tuple[Path, int
     return files
 
 
-def print_summary(result: dict, model_desc: str, data_desc: str, out=sys.stdout) -> None:
+def print_summary(result: dict, model_desc: str, data_desc: str, out=None) -> None:
+    out = out or sys.stdout  # resolved per call, so redirected stdout is honoured
     print(f"model: {model_desc}", file=out)
     print(f"data:  {data_desc}  ({result['n']} images, {result['skipped']} skipped)", file=out)
     for key in ("accuracy", "precision", "recall", "f1", "auc"):
@@ -103,23 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
+    from catdog.ingest import parse_label_map
     from catdog.registry import RegistryError, resolve_model_dir
+    from pipelines.config import PipelineConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", default="champion", help="model folder, 'champion' or a version number")
     parser.add_argument("--registry", default="registry", help="registry folder or gs:// prefix")
     parser.add_argument("--data", required=True, help="labelled folder: one sub-folder per class")
+    parser.add_argument("--label-map", default=PipelineConfig.model_fields["label_map"].default,
+                        help="folder=label renames, as the pipeline's label_map parameter")
     args = parser.parse_args(argv)
     try:
+        label_map = parse_label_map(args.label_map)
         model_dir, model_desc = resolve_model_dir(args.model, args.registry)
         predictor = OnnxPredictor(model_dir)
-        result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names))
+        result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names, label_map))
     except (RegistryError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_summary(result, model_desc, args.data)
     summary = {k: result[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "n", "skipped")}
-    print(json.dumps({**summary, "model": model_desc, "data": str(args.data)}))
+    summary = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}  # strict JSON
+    print(json.dumps({**summary, "model": model_desc, "data": str(args.data)}, allow_nan=False))
     return 0
 
 

@@ -89,7 +89,21 @@ class ModelRegistry:
         base = Path(cache_dir or Path(tempfile.gettempdir()) / "catdog-registry-cache")
         local = base / storage.split_gcs(self.uri)[0] / storage.split_gcs(self.uri)[1] / str(version)
         if not (local / COMPLETE_MARKER).exists():
-            storage.download_tree(self.version_uri(version), local)
+            # download beside the cache entry, then rename: an interrupted download never looks complete
+            local.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=local.parent))
+            try:
+                storage.download_tree(self.version_uri(version), staging)
+                if not (staging / COMPLETE_MARKER).exists():
+                    raise RegistryError(f"version {version} of {self.uri} lost its {COMPLETE_MARKER} marker")
+                shutil.rmtree(local, ignore_errors=True)
+                try:
+                    os.replace(staging, local)
+                except OSError:  # a concurrent fetch put a complete copy there first
+                    if not (local / COMPLETE_MARKER).exists():
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return local
 
     # -- champion alias -------------------------------------------------------------------
@@ -152,6 +166,8 @@ def resolve_model_dir(ref: str, registry_uri: str) -> tuple[Path, str]:
     """
     if Path(ref).is_dir():
         return Path(ref), str(ref)
+    if str(ref) != CHAMPION_ALIAS and not str(ref).isdigit():
+        raise RegistryError(f"model {ref!r} is neither a model folder nor 'champion' nor a version number")
     registry = ModelRegistry(registry_uri)
     version = registry.resolve(ref)
     return registry.fetch(version), f"{registry.uri} v{version}" + (" (champion)" if ref == CHAMPION_ALIAS else "")

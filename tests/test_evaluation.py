@@ -238,10 +238,6 @@ def test_python_m_catdog_evaluation(model_dir, data, tmp_path):
     assert missing.stdout == ""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG catdog/evaluation.py print_summary(out=sys.stdout): the default is bound at import time, so "
-    "a caller that redirects sys.stdout (contextlib.redirect_stdout, pytest capsys) gets the JSON "
-    "line but not the human summary; use out=None and resolve sys.stdout inside"))
 def test_summary_follows_redirected_stdout(model_dir, data):
     import contextlib
     import io
@@ -253,9 +249,6 @@ def test_summary_follows_redirected_stdout(model_dir, data):
     assert lines[0] == f"model: {model_dir}" and last_json(buffer.getvalue())["n"] == 8
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG catdog/evaluation.py main(): with one class in DATA, auc is NaN and json.dumps writes the "
-    "bare token NaN, so the last line is not valid JSON (jq / JSON.parse reject it)"))
 def test_cli_last_line_is_strict_json_for_a_single_class_folder(model_dir, tmp_path, capsys):
     data = make_class_folders(tmp_path / "dogs-only", {"dog": 3})
     code, out, err = run_main(capsys, "--model", str(model_dir), "--data", str(data), "--registry", "r")
@@ -264,10 +257,6 @@ def test_cli_last_line_is_strict_json_for_a_single_class_folder(model_dir, tmp_p
     assert summary["n"] == 3 and summary["auc"] is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG catdog/evaluation.py labelled_files(): the pipeline's default label_map (cats=cat,dogs=dog) "
-    "names the classes cat/dog, but `make evaluate DATA=.../cats_and_dogs/validation` (README) sees "
-    "folders cats/dogs and fails with 'class folder(s) [cats, dogs] the model does not know'"))
 def test_cli_on_a_cats_and_dogs_filtered_layout(model_dir, tmp_path, capsys):
     data = make_class_folders(tmp_path / "validation", {"cats": 3, "dogs": 3})
     code, out, err = run_main(capsys, "--model", str(model_dir), "--data", str(data), "--registry", "r")

@@ -308,10 +308,6 @@ def test_gcs_upload_failing_halfway_leaves_the_champion_whole(gcs, models, tmp_p
     assert {k: v for k, v in digest(fetched).items() if k != COMPLETE_MARKER} == digest(models[1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG catdog/registry.py fetch(): the gs:// download order is by object name, so _COMPLETE "
-    "('_' < 'm') lands in the cache first; a download that dies after it leaves a cache folder that "
-    "later fetches take as complete, without model.onnx"))
 def test_gcs_fetch_interrupted_is_not_mistaken_for_a_complete_cache(gcs, models, tmp_path, monkeypatch):
     from google.cloud.storage import Blob
 
