@@ -52,6 +52,29 @@ def build_model(num_classes: int, image_size: int, alpha: float, weights: str, d
     return keras.Model(inputs, outputs, name="catdog_mobilenet_v2")
 
 
+@keras.saving.register_keras_serializable(package="catdog")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror NHWC images left-right (deterministic, unlike keras.layers.RandomFlip)."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
+def with_flip_averaging(model: keras.Model) -> keras.Model:
+    """Test-time augmentation inside the model: the mean of the probabilities for the image and its
+    mirror image. Inside the graph, so Keras, the ONNX export, evaluation and serving all get it.
+    Measured over 12 training runs: +0.3 points of test accuracy on average (docs/BENCHMARKS.md)."""
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    mirrored = HorizontalFlip(name="mirror")(inputs)
+    outputs = keras.layers.Average(name="flip_averaged_probabilities")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
+
+
+def load_keras_model(model_dir: Path) -> keras.Model:
+    """model.keras from a model folder (this module registers its custom layers)."""
+    return keras.models.load_model(Path(model_dir) / KERAS_FILE)
+
+
 def unfreeze_top(model: keras.Model, n_layers: int) -> int:
     """Make the backbone's top n_layers trainable (BatchNorm layers stay frozen); returns the count."""
     backbone = model.get_layer(BACKBONE_NAME)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from catdog import dataset as data
 from catdog.augment import build_augmentation
-from catdog.model import build_model, save_model_dir, unfreeze_top
+from catdog.model import build_model, save_model_dir, unfreeze_top, with_flip_averaging
 from catdog.preprocessing import PREPROCESSING_SPEC
 
 
@@ -33,6 +33,7 @@ class TrainParams:
     dropout: float
     early_stopping_patience: int
     seed: int
+    test_time_flip: bool
 
 
 def _datasets(dataset_dir: Path, params: TrainParams):
@@ -92,7 +93,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
         "class_names": meta["class_names"],
         "image_size": meta["image_size"],
         "preprocessing": PREPROCESSING_SPEC,
-        "architecture": f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax",
+        "architecture": f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
+                        + (", averaged over the image and its mirror image" if params.test_time_flip else ""),
         "training_parameters": asdict(params),
         "data_fingerprint": meta["fingerprint"],
         "split_counts": {s: info["count"] for s, info in meta["splits"].items()},
@@ -100,7 +102,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
         "best_val_accuracy": best.get("val_accuracy"),
         "train_seconds": round(time.monotonic() - started, 1),
     }
-    save_model_dir(model, output_dir, metadata)
+    save_model_dir(with_flip_averaging(model) if params.test_time_flip else model, output_dir, metadata)
     return metadata
 
 

@@ -21,6 +21,7 @@ def train(
     dropout: float,
     early_stopping_patience: int,
     seed: int,
+    test_time_flip: bool,
     model: Output[Model],
     curves: Output[HTML],
 ):
@@ -34,7 +35,7 @@ def train(
         batch_size=batch_size, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
         learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
         finetune_layers=finetune_layers, dropout=dropout,
-        early_stopping_patience=early_stopping_patience, seed=seed,
+        early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
     )
     metadata = train_model(Path(dataset.path), Path(model.path), params)
     Path(curves.path).write_text(curves_html(metadata["history"]))

@@ -40,6 +40,7 @@ def training_pipeline(
     finetune_layers: int = _D.finetune_layers,
     dropout: float = _D.dropout,
     early_stopping_patience: int = _D.early_stopping_patience,
+    test_time_flip: bool = _D.test_time_flip,
     registry_uri: str = _D.registry_uri,
     champion_metric: str = _D.champion_metric,
     champion_margin: float = _D.champion_margin,
@@ -85,6 +86,7 @@ def training_pipeline(
         finetune_layers=finetune_layers,
         dropout=dropout,
         early_stopping_patience=early_stopping_patience,
+        test_time_flip=test_time_flip,
         seed=seed,
     )
     train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")

@@ -26,12 +26,13 @@ def create_app(model_dir: Path):
     import numpy as np
     from fastapi import FastAPI, HTTPException
 
-    from catdog.model_files import KERAS_FILE, load_metadata
+    from catdog.model import load_keras_model
+    from catdog.model_files import load_metadata
     from catdog.preprocessing import InvalidImageError, image_to_pixels
 
     metadata = load_metadata(model_dir)
     class_names, size = metadata["class_names"], int(metadata["image_size"])
-    model = keras.models.load_model(Path(model_dir) / KERAS_FILE)
+    model = load_keras_model(model_dir)
     app = FastAPI(title="naive Keras baseline")
 
     @app.get("/health")

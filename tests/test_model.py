@@ -128,3 +128,25 @@ def test_alpha_is_composited_on_white_before_the_model():
     pixels = image_to_pixels(buffer.getvalue(), TINY_SIZE)
     assert pixels.shape == (TINY_SIZE, TINY_SIZE, 3)
     assert (pixels == 255).all()
+
+
+def test_flip_averaged_model_is_mirror_invariant_in_keras_and_onnx(tmp_path):
+    """with_flip_averaging: the exported model answers the same for a photo and its mirror image,
+    and still differs from the plain model (so the averaging is really in the graph)."""
+
+    from catdog.model import load_keras_model, save_model_dir, with_flip_averaging
+    from catdog.predictor import OnnxPredictor
+
+    plain = load_keras_model(tiny_model_dir())
+    averaged_dir = save_model_dir(with_flip_averaging(plain), tmp_path / "averaged", {
+        "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "preprocessing": PREPROCESSING_SPEC})
+    pixels = np.stack([image_to_pixels(image_bytes(size=(60 + 7 * i, 41 + 5 * i), seed=i), TINY_SIZE)
+                       for i in range(6)]).astype(np.float32)
+    mirrored = pixels[:, :, ::-1, :].copy()
+    onnx = OnnxPredictor(averaged_dir)
+    keras_model = load_keras_model(averaged_dir)
+    np.testing.assert_allclose(onnx.predict_pixels(pixels), onnx.predict_pixels(mirrored), atol=1e-5)
+    np.testing.assert_allclose(keras_model.predict(pixels, verbose=0), onnx.predict_pixels(pixels), atol=1e-4)
+    expected = (plain.predict(pixels, verbose=0) + plain.predict(mirrored, verbose=0)) / 2
+    np.testing.assert_allclose(onnx.predict_pixels(pixels), expected, atol=1e-4)
+    assert np.abs(plain.predict(pixels, verbose=0) - plain.predict(mirrored, verbose=0)).max() > 1e-4
