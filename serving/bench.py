@@ -12,7 +12,7 @@ server's peak resident memory (VmHWM from /proc), whether it mapped TensorFlow, 
 labels agree with the in-process ONNX predictor that `make evaluate` uses.
 
 The Markdown section goes between <!-- serving-bench:start/end --> markers in --output (replaced
-if present, appended otherwise; a new file holds just the section).
+if present, appended otherwise; catdog.benchmarks.update_section).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shlex
 import socket
 import subprocess
@@ -34,24 +32,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from catdog.benchmarks import machine_description, update_section
 from serving.client import LoadResult, prepare, run_load, v1_body
 
 SECTION = "serving-bench"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 LOOPBACK = "127.0.0.1"
 TARGET_P50_MS, TARGET_SPEEDUP, TARGET_RSS_MB = 10.0, 10.0, 300.0
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"nproc {os.cpu_count()} ({cpu}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
 
 
 def free_port() -> int:
@@ -236,21 +223,6 @@ def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, markdown: str) -> Path:
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    block = f"{start}\n{markdown.strip()}\n{end}"
-    path = Path(path)
-    if path.exists():
-        text = path.read_text()
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    else:
-        text = block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, help="a model folder (model.onnx, model.keras, metadata.json)")
@@ -316,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(args, model_desc, images, runs, reference, command)
     print("\n" + markdown)
     if args.output:
-        print(f"wrote {write_section(args.output, markdown)}")
+        print(f"wrote {update_section(SECTION, markdown, args.output)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -60,13 +60,13 @@ def test_load_client_is_bounded_and_counts_errors(server):
 
 
 def test_write_section_replaces_or_appends(tmp_path):
-    from serving.bench import write_section
+    from catdog.benchmarks import update_section
 
     target = tmp_path / "BENCHMARKS.md"
-    write_section(target, "## Serving\nfirst")
-    assert target.read_text() == "<!-- serving-bench:start -->\n## Serving\nfirst\n<!-- serving-bench:end -->\n"
+    update_section("serving-bench", "## Serving\nfirst", target)
+    assert target.read_text().endswith("\n<!-- serving-bench:start -->\n## Serving\nfirst\n<!-- serving-bench:end -->\n")
     target.write_text("# Benchmarks\n\n<!-- other:start -->\nx\n<!-- other:end -->\n" + target.read_text())
-    write_section(target, "## Serving\nsecond")
+    update_section("serving-bench", "## Serving\nsecond", target)
     text = target.read_text()
     assert "second" in text and "first" not in text and "<!-- other:start -->" in text
     assert text.count("serving-bench:start") == 1
