@@ -14,6 +14,7 @@ HOST ?= 127.0.0.1
 SHARED ?= ../shared
 BENCH_DATA ?= $(SHARED)/data/cats_and_dogs
 IMAGES ?= $(BENCH_DATA)/validation
+BENCH_REGISTRY ?= bench_outputs/registry
 USERS ?= 8
 DURATION ?= 30
 LOAD_PORT ?= 8089
@@ -38,7 +39,7 @@ compile: ## Write compiled/training_pipeline.yaml from the pipeline source
 	$(PY) -m pipelines.compile
 
 run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
-	$(PY) -m pipelines.run $(MAKEOVERRIDES)
+	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
 evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...]
 	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)
@@ -47,7 +48,7 @@ test: ## Run the test suite (synthetic data only; no ../shared, no network)
 	$(PY) -m pytest -q
 
 bench: ## Full pipeline on ../shared data; step and total wall times + metrics -> docs/BENCHMARKS.md
-	$(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
+	set -f; $(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
 
 serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host $(HOST) --port $(PORT)
@@ -60,8 +61,8 @@ load-test: ## Locust, headless, against a fresh local server: [IMAGES=...] [USER
 	$(PY) -m serving.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
 	  --duration $(DURATION) --out load_test_reports
 
-bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients -> docs/BENCHMARKS.md
-	$(PY) -m serving.bench --registry $(REGISTRY) --model $(MODEL) --images $(IMAGES) \
+bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model of make bench) -> docs/BENCHMARKS.md
+	$(PY) -m serving.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
 
 clean: ## Remove local run outputs (keeps the registry)
@@ -86,9 +87,9 @@ images: ## Build + push the component and predictor images: IMAGE_REGISTRY=<regi
 	@echo "submit with: make run TARGET=vertex|kubeflow IMAGE=$(COMPONENTS_IMAGE) [serving_image=$(PREDICTOR_IMAGE)] ..."
 
 schedule: ## Scheduled retraining: TARGET=vertex|kubeflow|local CRON="0 3 * * 1" [SCHEDULE_NAME=...] [key=value ...]
-	$(PY) -m pipelines.schedule create $(MAKEOVERRIDES)
+	set -f; $(PY) -m pipelines.schedule create $(MAKEOVERRIDES)
 
 unschedule: ## Delete a schedule by name: TARGET=vertex|kubeflow|local [SCHEDULE_NAME=catdog-retraining]
-	$(PY) -m pipelines.schedule delete $(MAKEOVERRIDES)
+	set -f; $(PY) -m pipelines.schedule delete $(MAKEOVERRIDES)
 
 .PHONY: images schedule unschedule

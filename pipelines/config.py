@@ -66,7 +66,7 @@ class PipelineConfig(BaseModel):
     # share of the traffic the new champion gets at first, the previous model keeping the rest
     # (KServe canaryTrafficPercent, Vertex traffic split); 0 = all of it at once
     canary_percent: Annotated[int, Field(ge=0, le=100)] = 0
-    serving_image: str = Field("", description="the pushed predictor image (serving/Dockerfile); needed for vertex")
+    serving_image: str = Field("", description="the pushed predictor image (serving/Dockerfile); needed for kserve and vertex")
     vertex_project: str = ""
     vertex_region: str = "us-central1"
     vertex_model: str = "catdog"
@@ -114,10 +114,10 @@ class PipelineConfig(BaseModel):
         if self.deploy_target in ("kserve", "vertex") and not self.registry_uri.startswith("gs://"):
             raise ValueError(f"registry_uri: deploy_target={self.deploy_target} serves the model from the "
                              f"registry, which must then be a gs:// prefix (got {self.registry_uri!r})")
-        if self.deploy_target == "vertex":
-            for key in ("vertex_project", "serving_image"):
-                if not getattr(self, key):
-                    raise ValueError(f"{key}: required when deploy_target=vertex")
+        required = {"kserve": ("serving_image",), "vertex": ("vertex_project", "serving_image")}
+        for key in required.get(self.deploy_target, ()):
+            if not getattr(self, key):  # the manifests' image is a placeholder: nothing could pull it
+                raise ValueError(f"{key}: required when deploy_target={self.deploy_target}")
         if self.vertex_min_replicas > self.vertex_max_replicas:
             raise ValueError(f"vertex_max_replicas: {self.vertex_max_replicas} is below "
                              f"vertex_min_replicas {self.vertex_min_replicas}")

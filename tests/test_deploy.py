@@ -551,7 +551,8 @@ def test_component_parameters_are_the_pipeline_configs():
     [
         ({"deploy_target": "vertex", "registry_uri": "gs://b/r", "serving_image": "i"}, "vertex_project: required"),
         ({"deploy_target": "vertex", "registry_uri": "gs://b/r", "vertex_project": "p"}, "serving_image: required"),
-        ({"deploy_target": "kserve"}, "registry_uri: deploy_target=kserve"),
+        ({"deploy_target": "kserve", "serving_image": "i"}, "registry_uri: deploy_target=kserve"),
+        ({"deploy_target": "kserve", "registry_uri": "gs://b/r"}, "serving_image: required when deploy_target=kserve"),
         ({"deploy_target": "vertex", "vertex_project": "p", "serving_image": "i"}, "registry_uri: deploy_target=vertex"),
         ({"canary_percent": "101"}, "canary_percent: Input should be less than or equal to 100"),
         ({"kserve_name": "Cat_Dog"}, "kserve_name: String should match pattern"),
@@ -568,4 +569,5 @@ def test_config_accepts_remote_targets():
     config = build_config({"deploy_target": "vertex", "registry_uri": "gs://b/registry", "vertex_project": "p",
                            "serving_image": "europe-docker.pkg.dev/p/r/catdog-predictor:0.1.0", "canary_percent": "10"})
     assert (config.deploy_target, config.canary_percent) == ("vertex", 10)
-    assert build_config({"deploy_target": "kserve", "registry_uri": "gs://b/registry"}).kserve_namespace == "catdog"
+    assert build_config({"deploy_target": "kserve", "registry_uri": "gs://b/registry",
+                         "serving_image": "img:1"}).kserve_namespace == "catdog"

@@ -81,8 +81,8 @@ def test_bench_end_to_end_without_baseline(tmp_path, tiny_model):
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = output.read_text()
-    assert text.startswith("<!-- serving-bench:start -->") and "## Serving (`make bench-serving`)" in text
-    for words in ("- command: `python -m serving.bench", "- machine: nproc", "- date: ", "| ours | 1 |", "| ours | 2 |",
+    assert "<!-- serving-bench:start -->" in text and "## Serving (`make bench-serving`)" in text
+    for words in ("- command: `python -m serving.bench", "- machine: ", "- date: ", "| ours | 1 |", "| ours | 2 |",
                   "errors 0 (target 0): met", "equal the ONNX predictor of `make evaluate` for 6/6 photos"):
         assert words in text, words
     import json
