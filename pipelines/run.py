@@ -100,10 +100,18 @@ def describe_outputs(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def with_vertex_defaults(overrides: dict[str, str], settings: dict[str, str]) -> dict[str, str]:
+    """On TARGET=vertex, deploy to the project and region the pipeline runs in unless told otherwise."""
+    if settings.get("TARGET") != "vertex":
+        return overrides
+    defaults = {"vertex_project": settings.get("PROJECT", ""), "vertex_region": settings.get("REGION", "")}
+    return {**{k: v for k, v in defaults.items() if v}, **overrides}
+
+
 def main(argv: list[str]) -> int:
     try:
         overrides, settings = parse_arguments(argv)
-        config = build_config(overrides)
+        config = build_config(with_vertex_defaults(overrides, settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

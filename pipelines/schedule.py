@@ -25,6 +25,7 @@ from pipelines.run import (
     absolute_local_paths,
     check_local_inputs,
     parse_arguments,
+    with_vertex_defaults,
 )
 from pipelines.submit import (
     RemoteSettings,
@@ -193,7 +194,8 @@ def unschedule_kubeflow(s: RemoteSettings, name: str) -> int:
 
 def create(argv: list[str]) -> None:
     overrides, settings = parse_arguments(argv, KNOWN_SETTINGS)
-    config, target, name = build_config(overrides), settings["TARGET"], settings["SCHEDULE_NAME"]
+    config = build_config(with_vertex_defaults(overrides, settings))
+    target, name = settings["TARGET"], settings["SCHEDULE_NAME"]
     cron = validate_cron(settings["CRON"])
     if target == "local":
         check_local_inputs(absolute_local_paths(config))

@@ -108,7 +108,8 @@ def test_run_vertex_sends_the_exact_job(vertex, capsys):
     args = [*VERTEX_ARGS, "SERVICE_ACCOUNT=pipelines@my-project.iam.gserviceaccount.com",
             "RUN_NAME=nightly-1", "LABELS=team=ml", "image_size=192", "frozen_epochs=2"]
     assert run_main(args) == 0
-    config = build_config({**REMOTE_OVERRIDES, "image_size": "192", "frozen_epochs": "2"})
+    config = build_config({**REMOTE_OVERRIDES, "image_size": "192", "frozen_epochs": "2",
+                           "vertex_project": "my-project", "vertex_region": "europe-west4"})  # from PROJECT/REGION
     vertex.auth_default.assert_called_once_with(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     vertex.init.assert_called_once_with(project="my-project", location="europe-west4", credentials=vertex.credentials)
     vertex.job_cls.assert_called_once_with(
@@ -310,3 +311,19 @@ def test_run_kubeflow_api_refusal_is_one_clear_line(kfp_api, capsys):
     kfp_api.client.create_run_from_pipeline_package.side_effect = ApiException(status=400, reason="Bad Request")
     assert run_main(kubeflow_args(kfp_api.host)) == 2
     assert "KFP refused the run: HTTP 400 Bad Request" in capsys.readouterr().err
+
+
+def test_vertex_deploy_defaults_to_the_run_project_and_region():
+    from pipelines.config import build_config
+    from pipelines.run import parse_arguments, with_vertex_defaults
+
+    words = ["TARGET=vertex", "PROJECT=proj-1", "REGION=europe-west4", "deploy_target=vertex",
+             "serving_image=img:1", "REGISTRY=gs://b/registry"]
+    overrides, settings = parse_arguments(words)
+    config = build_config(with_vertex_defaults(overrides, settings))
+    assert (config.vertex_project, config.vertex_region) == ("proj-1", "europe-west4")
+    overrides, settings = parse_arguments([*words, "vertex_region=us-east1", "vertex_project=other"])
+    config = build_config(with_vertex_defaults(overrides, settings))
+    assert (config.vertex_project, config.vertex_region) == ("other", "us-east1")
+    overrides, settings = parse_arguments(["TARGET=kubeflow", "PROJECT=proj-1", "REGION=europe-west4"])
+    assert with_vertex_defaults(overrides, settings) == {}
