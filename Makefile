@@ -35,8 +35,9 @@ install: ## Create .venv with the pinned dependencies (uv when present, else pip
 lock: ## Re-resolve requirements.lock from pyproject.toml's exact pins (needs uv)
 	uv pip compile pyproject.toml --extra dev -p 3.11 --no-header --no-annotate -o requirements.lock
 
-compile: ## Write compiled/training_pipeline.yaml from the pipeline source
+compile: ## Write compiled/training_pipeline.yaml and the schedule specs in manifests/schedules/
 	$(PY) -m pipelines.compile
+	$(PY) -m pipelines.schedule examples
 
 run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)

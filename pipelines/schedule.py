@@ -8,13 +8,23 @@ Vertex AI and in the scheduler's time zone on KFP. Scheduled runs never use the 
 under the same DATA must be read again) and never overlap (one run at a time). A schedule with the
 same SCHEDULE_NAME is replaced: the new one is created first, then the old ones are deleted.
 TARGET=local installs nothing: it prints the crontab line to add.
+
+DRY_RUN=1 (or SPEC_FILE=path) sends nothing: it writes the exact request body `create` would send,
+as YAML (a KFP v2beta1 RecurringRun or a Vertex AI v1 Schedule), to stdout or SPEC_FILE.
+
+    python -m pipelines.schedule examples    # regenerate manifests/schedules/*.yaml
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
 from pipelines.run import (
@@ -28,6 +38,7 @@ from pipelines.run import (
     with_vertex_defaults,
 )
 from pipelines.submit import (
+    REMOTE_TARGETS,
     RemoteSettings,
     SubmitError,
     check_remote,
@@ -35,12 +46,13 @@ from pipelines.submit import (
     kfp_client,
     kfp_name_filter,
     kfp_refusal,
+    parse_flag,
     pipeline_package,
     remote_settings,
     vertex_job,
 )
 
-SCHEDULE_SETTINGS = {"CRON": "", "SCHEDULE_NAME": "catdog-retraining"}
+SCHEDULE_SETTINGS = {"CRON": "", "SCHEDULE_NAME": "catdog-retraining", "DRY_RUN": "0", "SPEC_FILE": ""}
 KNOWN_SETTINGS = {**RUNNER_SETTINGS, **SCHEDULE_SETTINGS}
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
@@ -190,6 +202,135 @@ def unschedule_kubeflow(s: RemoteSettings, name: str) -> int:
     return len(old)
 
 
+# --- dry run: the request bodies, validated against the SDKs' own models -------------------------
+
+KFP_EXPERIMENT_ID = "EXPERIMENT_ID"  # placeholder: `create` looks the experiment up by name
+SPECS_DIR = REPO_ROOT / "manifests" / "schedules"
+EXAMPLE_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC on Vertex)
+_EXAMPLE_DATA = ["DATA=gs://my-bucket/photos", "REGISTRY=gs://my-bucket/registry"]
+_EXAMPLE_IMAGE = "IMAGE=us-central1-docker.pkg.dev/my-project/catdog/catdog-components:TAG"
+EXAMPLES = {  # file -> `make schedule` arguments, with placeholder project, bucket and image
+    "kfp-recurring-run.yaml": ["TARGET=kubeflow", "KFP_HOST=http://localhost:8080", _EXAMPLE_IMAGE,
+                               "SERVICE_ACCOUNT=pipeline-runner", *_EXAMPLE_DATA],
+    "vertex-schedule.yaml": ["TARGET=vertex", "PROJECT=my-project", "REGION=us-central1", _EXAMPLE_IMAGE,
+                             "PIPELINE_ROOT=gs://my-bucket/pipeline-root",
+                             "SERVICE_ACCOUNT=catdog-pipelines@my-project.iam.gserviceaccount.com", *_EXAMPLE_DATA],
+}
+_LAST = ("pipeline_spec", "pipelineSpec", "pipelineJob", "createPipelineJobRequest")  # the big part last
+
+
+def check_kfp_body(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` read as a kfp_server_api V2beta1RecurringRun and written back; ValueError names a field
+    the model lacks or a value of the wrong type (either would not survive the round trip)."""
+    from kfp_server_api import ApiClient, RecurringRunMode
+
+    api = ApiClient()
+    again = api.sanitize_for_serialization(
+        api.deserialize(SimpleNamespace(data=json.dumps(body)), "V2beta1RecurringRun"))
+    bad = sorted(k for k in body if again.get(k) != body[k])
+    if body.get("mode") not in (None, *RecurringRunMode.allowable_values):
+        bad.append("mode")
+    if bad:
+        raise ValueError(f"not a valid V2beta1RecurringRun: bad or unknown field(s) {', '.join(bad)}")
+    return again
+
+
+def check_vertex_body(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` parsed into google.cloud.aiplatform_v1 Schedule (unknown field or wrong type:
+    json_format.ParseError), returned as canonical proto3 JSON (camelCase, int64 as strings)."""
+    from google.cloud.aiplatform_v1.types import Schedule
+    from google.protobuf import json_format
+
+    message = json_format.ParseDict(body, Schedule.pb(Schedule()))
+    return json_format.MessageToDict(message)
+
+
+def kfp_pipeline_spec(package: Path, enable_caching: bool = False) -> dict[str, Any]:
+    """The pipeline_spec kfp.Client.create_recurring_run sends for `package`: each root-DAG task's
+    caching_options.enable_cache set to `enable_caching` (kfp 2.17 `_override_caching_options`)."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    first, *rest = yaml.safe_load_all(package.read_text())
+    spec = json_format.ParseDict(first, pipeline_spec_pb2.PipelineSpec())
+    for task in spec.root.dag.tasks.values():
+        task.caching_options.enable_cache = enable_caching
+    platform = json_format.ParseDict({k: v for doc in rest for k, v in doc.items()}, pipeline_spec_pb2.PlatformSpec())
+    if platform == pipeline_spec_pb2.PlatformSpec():
+        return json_format.MessageToDict(spec)
+    return {"pipeline_spec": json_format.MessageToDict(spec), "platform_spec": json_format.MessageToDict(platform)}
+
+
+def kfp_recurring_run_body(config: PipelineConfig, s: RemoteSettings, name: str, cron: str, package: Path,
+                           experiment_id: str = KFP_EXPERIMENT_ID) -> dict[str, Any]:
+    """The POST /apis/v2beta1/recurringruns body of `schedule_kubeflow` (caching off, one run at a time)."""
+    runtime = {"pipeline_root": s.pipeline_root or None, "parameters": config.pipeline_arguments()}
+    body = {
+        "display_name": name, "pipeline_spec": kfp_pipeline_spec(package),
+        "runtime_config": {k: v for k, v in runtime.items() if v is not None},
+        "service_account": s.service_account or None, "max_concurrency": "1",
+        "trigger": {"cron_schedule": {"cron": kfp_cron(cron)}}, "mode": "ENABLE", "no_catchup": True,
+        "experiment_id": experiment_id,
+    }
+    return check_kfp_body({k: v for k, v in body.items() if v is not None})
+
+
+def vertex_pipeline_spec(template: Path, enable_caching: bool = False) -> dict[str, Any]:
+    """The compiled spec with every task of every DAG given cachingOptions {enableCache: ...}, as
+    aiplatform.PipelineJob(enable_caching=...) does (`_set_enable_caching_value`)."""
+    spec = yaml.safe_load(template.read_text())
+    for component in [spec["root"], *spec.get("components", {}).values()]:
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            task["cachingOptions"] = {"enableCache": enable_caching}
+    return spec
+
+
+def vertex_schedule_body(config: PipelineConfig, s: RemoteSettings, name: str, cron: str,
+                         template: Path) -> dict[str, Any]:
+    """The Schedule `schedule_vertex` creates (POST .../v1/projects/P/locations/R/schedules)."""
+    job = {
+        "runtime_config": {"gcs_output_directory": s.pipeline_root, "parameter_values": {
+            k: v for k, v in config.pipeline_arguments().items() if v is not None}},
+        "pipeline_spec": vertex_pipeline_spec(template),
+        "labels": {**s.labels, "trigger": "schedule"},
+    }
+    if s.service_account:
+        job["service_account"] = s.service_account
+    return check_vertex_body({
+        "display_name": name, "cron": validate_cron(cron), "max_concurrent_run_count": 1,
+        "create_pipeline_job_request": {"parent": f"projects/{s.project}/locations/{s.region}", "pipeline_job": job},
+    })
+
+
+def _ordered(value: Any) -> Any:
+    """Keys sorted (protobuf map order is not stable), the pipeline spec after the small fields."""
+    if isinstance(value, dict):
+        return {k: _ordered(value[k]) for k in sorted(value, key=lambda k: (k in _LAST, k))}
+    return [_ordered(v) for v in value] if isinstance(value, list) else value
+
+
+def schedule_spec(target: str, config: PipelineConfig, s: RemoteSettings, name: str, cron: str) -> str:
+    """The body `create` would send to `target`, as commented YAML; sends nothing."""
+    with pipeline_package(s.image) as package:
+        if target == "kubeflow":
+            body = kfp_recurring_run_body(config, s, name, cron, package)
+            how = (f"KFP v2beta1 RecurringRun. Set experiment_id ({KFP_EXPERIMENT_ID}: the id of experiment "
+                   f"{s.experiment}), then POST it as JSON to {s.kfp_host}/apis/v2beta1/recurringruns")
+        else:
+            body = vertex_schedule_body(config, s, name, cron, package)
+            how = (f"Vertex AI v1 Schedule. POST it as JSON to https://{s.region}-aiplatform.googleapis.com/v1/"
+                   f"projects/{s.project}/locations/{s.region}/schedules")
+    return (f"# {how}.\n# Written by `make schedule ... DRY_RUN=1` (nothing was sent); see "
+            f"manifests/schedules/README.md.\n" + yaml.safe_dump(_ordered(body), sort_keys=False, width=100))
+
+
+def write_examples(folder: Path = SPECS_DIR) -> None:
+    """Write manifests/schedules/*.yaml: `make schedule ... SPEC_FILE=...` for each of EXAMPLES."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, argv in EXAMPLES.items():
+        create([*argv, f"CRON={EXAMPLE_CRON}", f"SPEC_FILE={folder / filename}"])
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def create(argv: list[str]) -> None:
@@ -197,10 +338,18 @@ def create(argv: list[str]) -> None:
     config = build_config(with_vertex_defaults(overrides, settings))
     target, name = settings["TARGET"], settings["SCHEDULE_NAME"]
     cron = validate_cron(settings["CRON"])
+    dry_run = parse_flag("DRY_RUN", settings["DRY_RUN"]) or bool(settings["SPEC_FILE"])
     if target == "local":
         check_local_inputs(absolute_local_paths(config))
         print("# add this line with `crontab -e` (nothing was installed):")
         print(crontab_line(cron, argv, name))
+    elif target in REMOTE_TARGETS and dry_run:
+        spec = schedule_spec(target, config, check_remote(target, config, settings), name, cron)
+        if settings["SPEC_FILE"]:
+            Path(settings["SPEC_FILE"]).write_text(spec)
+            print(f"wrote {settings['SPEC_FILE']} (nothing was sent)")
+        else:
+            print(spec, end="")
     elif target == "vertex":
         schedule_vertex(config, check_remote(target, config, settings), name, cron)
     elif target == "kubeflow":
@@ -212,6 +361,8 @@ def create(argv: list[str]) -> None:
 def delete(argv: list[str]) -> None:
     _, settings = parse_arguments(argv, KNOWN_SETTINGS)
     target, name = settings["TARGET"], settings["SCHEDULE_NAME"]
+    if parse_flag("DRY_RUN", settings["DRY_RUN"]) or settings["SPEC_FILE"]:
+        raise ConfigError("DRY_RUN and SPEC_FILE apply to `make schedule` only; unschedule has no dry run")
     if target == "local":
         print(f"nothing was installed: remove the line ending in '# {name}' with `crontab -e`")
         return
@@ -223,10 +374,10 @@ def delete(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    actions = {"create": create, "delete": delete}
+    actions = {"create": create, "delete": delete, "examples": lambda _: write_examples()}
     if not argv or argv[0] not in actions:
-        print("usage: python -m pipelines.schedule create|delete TARGET=... [CRON=...] [key=value ...]",
-              file=sys.stderr)
+        print("usage: python -m pipelines.schedule create|delete TARGET=... [CRON=...] [DRY_RUN=1] [key=value ...]"
+              "\n       python -m pipelines.schedule examples", file=sys.stderr)
         return 2
     try:
         actions[argv[0]](argv[1:])

@@ -18,7 +18,8 @@ from catdog.deploy import ManifestError, merge_patch, render, to_api_model, vali
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 KUSTOMIZATIONS = sorted(p.parent.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("kustomization.yaml"))
-YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml"))
+# manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/test_schedule_specs.py)
+YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml") if "schedules" not in p.parts)
 
 
 def _kustomize_command() -> list[str] | None:
