@@ -48,6 +48,7 @@ STORAGE_URI_ENV = "STORAGE_URI"  # on a custom container, KServe's storage initi
 # The predictor's routes (serving/app.py); the Vertex container gets them as AIP_PREDICT_ROUTE /
 # AIP_HEALTH_ROUTE, so Vertex uses the same KServe V1 predict route and V2 readiness route.
 SERVING_PORT = 8080
+VERTEX_CHAMPION_ALIAS = "champion"
 VERTEX_PREDICT_ROUTE = "/v1/models/catdog:predict"
 VERTEX_HEALTH_ROUTE = "/v2/health/ready"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -492,12 +493,12 @@ def deploy_vertex(
     max_replicas: int = 2,
     retire_previous: bool = True,
 ) -> str:
-    """Upload the model folder as the new default version of the Vertex model `display_name` (alias
-    `champion`) and deploy it to the endpoint `endpoint_name` (created when missing) with
-    `traffic_percent` of the traffic; the rest stays with the models already deployed.
+    """Upload the model folder as a new version of the Vertex model `display_name`, deploy it to the
+    endpoint `endpoint_name` (created when missing) with `traffic_percent` of the traffic (the rest
+    stays with the models already deployed), then move the `default` and `champion` aliases to it.
 
-    Nothing is undeployed before the new model is up: if the deploy fails, the endpoint's traffic
-    split is unchanged and the error propagates. After a 100 % rollout, the previously deployed
+    Nothing is undeployed and no alias moves before the new model is up: if the deploy fails, the
+    endpoint's traffic split and the Model Registry's aliases are unchanged and the error propagates. After a 100 % rollout, the previously deployed
     models (now at 0 %) are undeployed when retire_previous (a failure there is logged, not raised:
     the new model is serving).
     """
@@ -530,8 +531,8 @@ def deploy_vertex(
         serving_container_health_route=VERTEX_HEALTH_ROUTE,
         serving_container_ports=[SERVING_PORT],
         parent_model=parent,
-        is_default_version=True,
-        version_aliases=["champion"],
+        is_default_version=parent is None,  # a later version becomes default once it serves (below)
+        version_aliases=None,
         version_description=f"catdog {tag} from {model_uri}",
         sync=True,
     )
@@ -555,7 +556,9 @@ def deploy_vertex(
                      "Registry.", tag, endpoint.resource_name, type(exc).__name__, exc, previous,
                      getattr(model, "resource_name", model))
         raise
-    where = f"vertex: {model.resource_name} ({tag}) on endpoint {endpoint.resource_name} with {traffic}% of traffic"
+    model.versioning_registry.add_version_aliases(new_aliases=["default", VERTEX_CHAMPION_ALIAS], version=model.version_id)
+    where = (f"vertex: {model.resource_name} version {model.version_id} ({tag}, aliases default and "
+             f"{VERTEX_CHAMPION_ALIAS}) on endpoint {endpoint.resource_name} with {traffic}% of traffic")
     if retire_previous and traffic == 100 and previous:
         split = endpoint.traffic_split
         for deployed_id in previous:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from catdog.ingest import find_class_folders
+from catdog.ingest import DEFAULT_LABEL_MAP, IngestError, find_class_folders, relabel
 from catdog.predictor import OnnxPredictor
 from catdog.preprocessing import InvalidImageError
 
@@ -76,7 +76,7 @@ def labelled_files(folder: Path, class_names: list[str], label_map: dict[str, st
     _, layout = find_class_folders(Path(folder))
     files = []
     for folders in layout.values():
-        classes = {(label_map or {}).get(name, name): path for name, path in folders.items()}
+        classes = relabel(folders, label_map or {})
         unknown = sorted(set(classes) - set(class_names))
         if unknown:
             raise ValueError(f"{folder} has class folder(s) {unknown} the model does not know ({class_names})")
@@ -108,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from catdog.ingest import parse_label_map
     from catdog.registry import RegistryError, resolve_model_dir
-    from pipelines.config import PipelineConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", default="champion", help="model folder, 'champion' or a version number")
     parser.add_argument("--registry", default="registry", help="registry folder or gs:// prefix")
     parser.add_argument("--data", required=True, help="labelled folder: one sub-folder per class")
-    parser.add_argument("--label-map", default=PipelineConfig.model_fields["label_map"].default,
+    parser.add_argument("--label-map", default=DEFAULT_LABEL_MAP,
                         help="folder=label renames, as the pipeline's label_map parameter")
     args = parser.parse_args(argv)
     try:
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, model_desc = resolve_model_dir(args.model, args.registry)
         predictor = OnnxPredictor(model_dir)
         result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names, label_map))
-    except (RegistryError, ValueError, FileNotFoundError) as exc:
+    except (RegistryError, IngestError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_summary(result, model_desc, args.data)

@@ -169,7 +169,7 @@ def find_class_folders(root: Path) -> tuple[str, dict[str | None, dict[str, Path
     return "class_folders", {None: {d.name: d for d in dirs}}
 
 
-def _relabel(classes: dict[str, Path], label_map: dict[str, str]) -> dict[str, Path]:
+def relabel(classes: dict[str, Path], label_map: dict[str, str]) -> dict[str, Path]:
     relabelled: dict[str, Path] = {}
     for name, folder in classes.items():
         label = label_map.get(name, name)
@@ -177,6 +177,9 @@ def _relabel(classes: dict[str, Path], label_map: dict[str, str]) -> dict[str, P
             raise IngestError(f"folders {relabelled[label].name!r} and {name!r} both map to label {label!r}")
         relabelled[label] = folder
     return relabelled
+
+
+DEFAULT_LABEL_MAP = "cats=cat,dogs=dog"  # the folders of cats_and_dogs_filtered -> served labels
 
 
 def parse_label_map(spec: str) -> dict[str, str]:
@@ -221,7 +224,7 @@ def ingest_dataset(
         root = materialize_source(data_uri, cache_dir, Path(scratch))
         layout, folders = find_class_folders(root)
         candidates: list[tuple[str, str | None, Path]] = []  # (label, source_split, path)
-        folders = {split: _relabel(classes, label_map or {}) for split, classes in folders.items()}
+        folders = {split: relabel(classes, label_map or {}) for split, classes in folders.items()}
         for source_split, classes in folders.items():
             for label, folder in classes.items():
                 candidates += [

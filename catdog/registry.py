@@ -12,6 +12,7 @@ upload on GCS) after the version it names is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -96,12 +97,17 @@ class ModelRegistry:
                 storage.download_tree(self.version_uri(version), staging)
                 if not (staging / COMPLETE_MARKER).exists():
                     raise RegistryError(f"version {version} of {self.uri} lost its {COMPLETE_MARKER} marker")
-                shutil.rmtree(local, ignore_errors=True)
-                try:
-                    os.replace(staging, local)
-                except OSError:  # a concurrent fetch put a complete copy there first
-                    if not (local / COMPLETE_MARKER).exists():
-                        raise
+                if not (local / COMPLETE_MARKER).exists():  # versions are immutable: keep a complete copy
+                    if local.exists():  # an incomplete copy: move it aside, never delete a finished one
+                        stale = local.with_name(f".{version}-stale-{uuid.uuid4().hex}")
+                        with contextlib.suppress(FileNotFoundError):  # another fetch moved it first
+                            os.replace(local, stale)
+                        shutil.rmtree(stale, ignore_errors=True)
+                    try:
+                        os.replace(staging, local)
+                    except OSError:  # a concurrent fetch put its complete copy there first
+                        if not (local / COMPLETE_MARKER).exists():
+                            raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return local

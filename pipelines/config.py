@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from catdog.ingest import parse_label_map
+from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
@@ -27,7 +27,7 @@ class PipelineConfig(BaseModel):
 
     # data
     data_uri: str = Field("data", description="folder, .zip/.tar.gz path or URL, or gs:// prefix")
-    label_map: str = Field("cats=cat,dogs=dog", description="folder=label renames, e.g. for cats_and_dogs_filtered")
+    label_map: str = Field(DEFAULT_LABEL_MAP, description="folder=label renames, e.g. for cats_and_dogs_filtered")
     min_image_side: Annotated[int, Field(ge=1)] = 32
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     # split and preprocessing

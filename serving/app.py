@@ -246,6 +246,8 @@ async def _unsupported(request: Request, exc: Exception):
 
 
 async def _server_error(request: Request, exc: Exception):
+    # Starlette answers unhandled errors from outside our middleware: count the 500 here
+    metrics.HTTP_RESPONSES.labels("500").inc()
     logger.error("500 %s %s", request.method, request.url.path, exc_info=exc)
     return _json_error(500, f"internal error ({type(exc).__name__}); see the server log")
 

@@ -38,7 +38,7 @@ BATCH_SIZE = Histogram(
 )
 INFERENCE_SECONDS = Histogram(
     "catdog_inference_seconds",
-    "Decode + preprocess + ONNX Runtime time of one request",
+    "Decode + preprocess + ONNX Runtime time of one request, including the wait for an inference thread",
     ["model_name", "model_version", "protocol"],
     buckets=(0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )

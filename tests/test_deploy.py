@@ -318,7 +318,11 @@ class FakeVertex:
             @classmethod
             def upload(cls, **kwargs):
                 fake._record("Model.upload", fake.sdk.Model.upload, kwargs)
-                return SimpleNamespace(resource_name="projects/p/locations/us-central1/models/42@3")
+                registry = SimpleNamespace(add_version_aliases=lambda **kw: fake._record(
+                    "Model.add_version_aliases", fake.real.models.ModelRegistry.add_version_aliases, kw,
+                    args=(None,)))
+                return SimpleNamespace(resource_name="projects/p/locations/us-central1/models/42", version_id="3",
+                                       versioning_registry=registry)
 
         class Endpoint:
             @classmethod
@@ -390,7 +394,7 @@ def test_vertex_first_deploy_creates_the_endpoint(gcs_model, aiplatform, monkeyp
     fake.install(monkeypatch)
     where = deploy.deploy_vertex(gcs_model, **VERTEX)
     assert fake.names == ["init", "Model.list", "Endpoint.list", "Model.upload", "Endpoint.create",
-                          "Endpoint.list_models", "Endpoint.deploy"]
+                          "Endpoint.list_models", "Endpoint.deploy", "Model.add_version_aliases"]
     assert fake.kwargs("init") == {"project": "proj", "location": "europe-west4"}
     assert fake.kwargs("Model.list")["filter"] == 'display_name="catdog"'
     assert fake.kwargs("Endpoint.list")["filter"] == 'display_name="catdog-ep"'
@@ -403,7 +407,7 @@ def test_vertex_first_deploy_creates_the_endpoint(gcs_model, aiplatform, monkeyp
         "serving_container_ports": [8080],
         "parent_model": None,
         "is_default_version": True,
-        "version_aliases": ["champion"],
+        "version_aliases": None,
         "version_description": f"catdog v7 from {gcs_model}",
         "sync": True,
     }
@@ -411,6 +415,7 @@ def test_vertex_first_deploy_creates_the_endpoint(gcs_model, aiplatform, monkeyp
     assert fake.kwargs("Endpoint.deploy") == {
         "deployed_model_display_name": "catdog-v7", "traffic_percentage": 100, "machine_type": "n1-standard-2",
         "min_replica_count": 1, "max_replica_count": 2, "sync": True}
+    assert fake.kwargs("Model.add_version_aliases") == {"new_aliases": ["default", "champion"], "version": "3"}
     assert "with 100% of traffic" in where
 
 
@@ -423,7 +428,9 @@ def test_vertex_canary_on_an_existing_endpoint_keeps_the_old_model(gcs_model, ai
                          min_replicas=2, max_replicas=4)
     assert "Endpoint.create" not in fake.names and "Endpoint.undeploy" not in fake.names
     assert fake.kwargs("Model.upload")["parent_model"] == parent.resource_name
-    assert fake.kwargs("Model.upload")["version_aliases"] == ["champion"]
+    upload = fake.kwargs("Model.upload")
+    assert (upload["is_default_version"], upload["version_aliases"]) == (False, None)  # aliases move after deploy
+    assert fake.names.index("Model.add_version_aliases") > fake.names.index("Endpoint.deploy")
     assert fake.kwargs("Endpoint.deploy")["traffic_percentage"] == 10
     assert (fake.kwargs("Endpoint.deploy")["machine_type"], fake.kwargs("Endpoint.deploy")["min_replica_count"],
             fake.kwargs("Endpoint.deploy")["max_replica_count"]) == ("n1-standard-4", 2, 4)
@@ -435,7 +442,7 @@ def test_vertex_full_rollout_retires_the_old_model_after_the_new_is_up(gcs_model
     fake.endpoints = [FakeEndpoint(fake, "projects/p/locations/r/endpoints/9", {"old": 100})]
     fake.install(monkeypatch)
     where = deploy.deploy_vertex(gcs_model, **VERTEX)
-    assert fake.names[-2:] == ["Endpoint.deploy", "Endpoint.undeploy"]
+    assert fake.names[-3:] == ["Endpoint.deploy", "Model.add_version_aliases", "Endpoint.undeploy"]
     assert fake.kwargs("Endpoint.undeploy") == {"deployed_model_id": "old", "sync": True}
     assert fake.endpoints[0].split == {"new": 100}
     assert "retired deployed model old" in where
@@ -450,6 +457,7 @@ def test_vertex_deploy_failure_after_upload_keeps_the_old_model(gcs_model, aipla
         deploy.deploy_vertex(gcs_model, **VERTEX)
     assert "Model.upload" in fake.names
     assert fake.names[-1] == "Endpoint.deploy" and "Endpoint.undeploy" not in fake.names
+    assert "Model.add_version_aliases" not in fake.names  # the registry's champion and default stay put
     assert fake.endpoints[0].split == {"old": 100}
     assert "traffic split is unchanged" in caplog.text
 
