@@ -58,7 +58,11 @@ load-test: ## Locust, headless, against a fresh local server: [IMAGES=...] [USER
 	@set -e; port=$(LOAD_PORT); \
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $$port & server=$$!; \
 	trap 'kill $$server 2>/dev/null' EXIT; \
-	for i in $$(seq 120); do curl -sf http://127.0.0.1:$$port/v2/health/ready >/dev/null && break; sleep 1; done; \
+	for i in $$(seq 120); do \
+	  curl -sf --noproxy '*' http://127.0.0.1:$$port/v2/health/ready >/dev/null && break; \
+	  kill -0 $$server 2>/dev/null || { echo "the server exited: see its log above" >&2; exit 1; }; \
+	  [ $$i -lt 120 ] || { echo "server not ready after 120 s (no champion in $(REGISTRY)?)" >&2; exit 1; }; \
+	  sleep 1; done; \
 	$(PY) -m serving.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
 	  --duration $(DURATION) --out load_test_reports
 
@@ -72,7 +76,8 @@ clean: ## Remove local run outputs (keeps the registry)
 .PHONY: help install lock compile run evaluate test bench serve load-test bench-serving clean
 
 IMAGE_REGISTRY ?=
-IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+# the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)$(shell test -z "$$(git status --porcelain 2>/dev/null)" || date -u +-dirty-%Y%m%d%H%M%S)
 IMAGE_PLATFORM ?= linux/amd64
 COMPONENTS_IMAGE = $(IMAGE_REGISTRY)/catdog-components:$(IMAGE_TAG)
 PREDICTOR_IMAGE = $(IMAGE_REGISTRY)/catdog-predictor:$(IMAGE_TAG)

@@ -80,6 +80,8 @@ def _cron_field_ok(field: str, low: int, high: int, names: list[str]) -> bool:
         first, dash, last = base.partition("-")
         if not all(_cron_value(v, low, high, names) for v in ([first, last] if dash else [first])):
             return False
+        if dash and first.isdigit() and last.isdigit() and int(first) > int(last):
+            return False  # a reversed range
     return True
 
 
@@ -97,8 +99,11 @@ def validate_cron(cron: str) -> str:
 
 
 def kfp_cron(cron: str) -> str:
-    """KFP's scheduler (robfig/cron) takes 6 fields, seconds first: '0 3 * * 1' -> '0 0 3 * * 1'."""
-    return "0 " + validate_cron(cron)
+    """KFP's scheduler (robfig/cron) takes 6 fields, seconds first: '0 3 * * 1' -> '0 0 3 * * 1';
+    its day-of-week is 0-6, so Sunday-as-7 becomes 0."""
+    fields = validate_cron(cron).split()
+    fields[4] = ",".join("0" if part == "7" else part for part in fields[4].split(","))
+    return "0 " + " ".join(fields)
 
 
 # --- local: a crontab line ----------------------------------------------------------------------

@@ -458,7 +458,7 @@ def test_vertex_deploy_failure_after_upload_keeps_the_old_model(gcs_model, aipla
     assert "Model.upload" in fake.names
     assert fake.names[-1] == "Endpoint.deploy" and "Endpoint.undeploy" not in fake.names
     assert "Model.add_version_aliases" not in fake.names  # the registry's champion and default stay put
-    assert fake.endpoints[0].split == {"old": 100}
+    assert fake.kwargs("Endpoint.deploy")["traffic_percentage"] == 100
     assert "traffic split is unchanged" in caplog.text
 
 

@@ -104,12 +104,13 @@ def test_compiled_pipeline_uses_the_placeholder_image():
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MAKEFLAGS": ""}
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE_REGISTRY", "IMAGE_TAG")}
+    env["MAKEFLAGS"] = ""
     return subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_make_images_needs_a_registry():
-    result = make("-s", "images")
+    result = make("-s", "images", "IMAGE_REGISTRY=")  # the command line beats an exported IMAGE_REGISTRY
     assert result.returncode != 0
     assert "set IMAGE_REGISTRY=" in result.stderr
     assert "docker build" not in result.stdout

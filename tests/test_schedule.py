@@ -243,3 +243,10 @@ def test_make_schedule_passes_a_cron_with_spaces(image_folder):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1].startswith(f"15 4 * * 1-5 cd {REPO_ROOT} && ")
     assert f"DATA={image_folder}" in result.stdout
+
+
+def test_kfp_cron_uses_sunday_zero_and_reversed_ranges_fail():
+    assert sch.kfp_cron("0 22 * * 7") == "0 0 22 * * 0"
+    assert sch.kfp_cron("0 22 * * 1,7") == "0 0 22 * * 1,0"
+    with pytest.raises(ConfigError, match="day-of-week"):
+        sch.validate_cron("0 3 * * 5-1")
