@@ -17,14 +17,18 @@ as YAML (a KFP v2beta1 RecurringRun or a Vertex AI v1 Schedule), to stdout or SP
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import yaml
+from google.api_core.exceptions import GoogleAPICallError
+from kfp_server_api import ApiException
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
 from pipelines.run import (
@@ -140,8 +144,9 @@ def schedule_vertex(config: PipelineConfig, s: RemoteSettings, name: str, cron: 
         display_name=name, cron=validate_cron(cron), max_concurrent_run_count=1, max_run_count=None,
         service_account=s.service_account or None,
     )
-    for previous in old:
-        previous.delete()
+    with replaced_warning(schedule.resource_name):
+        for previous in old:
+            previous.delete()
     print(f"schedule {name} ({cron}, UTC) created in {s.project}/{s.region}"
           f"{f', replacing {len(old)}' if old else ''}: https://console.cloud.google.com/vertex-ai/"
           f"locations/{s.region}/pipelines/schedules?project={s.project}")
@@ -191,8 +196,9 @@ def schedule_kubeflow(config: PipelineConfig, s: RemoteSettings, name: str, cron
             enable_caching=False,
             service_account=s.service_account or None,
         )
-    for previous in old:
-        client.delete_recurring_run(previous.recurring_run_id)
+    with replaced_warning(recurring.recurring_run_id):
+        for previous in old:
+            client.delete_recurring_run(previous.recurring_run_id)
     print(f"recurring run {name} ({kfp_cron(cron)}) created on {s.kfp_host}"
           f"{f', replacing {len(old)}' if old else ''}: "
           f"{s.kfp_host}/#/recurringruns/details/{recurring.recurring_run_id}")
@@ -378,6 +384,18 @@ def delete(argv: list[str]) -> None:
     print(f"deleted {deleted} schedule(s) named {name}" if deleted else f"no schedule named {name}")
 
 
+@contextlib.contextmanager
+def replaced_warning(new_id: str) -> Iterator[None]:
+    """Deleting the schedules the new one replaces failed: say that both now run, then re-raise."""
+    try:
+        yield
+    except Exception:
+        print(f"error: the new schedule {new_id} was created, but deleting the one(s) it replaces "
+              f"failed: both run until you delete the old one (make unschedule deletes all of that name)",
+              file=sys.stderr)
+        raise
+
+
 def main(argv: list[str]) -> int:
     actions = {"create": create, "delete": delete, "examples": lambda _: write_examples()}
     if not argv or argv[0] not in actions:
@@ -388,6 +406,9 @@ def main(argv: list[str]) -> int:
         actions[argv[0]](argv[1:])
     except (ConfigError, SubmitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (GoogleAPICallError, ApiException) as exc:  # permission denied, API not enabled, bad request
+        print(f"error: the scheduling API refused the request: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -133,6 +133,9 @@ class CatDogModel(kserve.Model):
         self.inference_threads = int(inference_threads or available_cpus())
         self.reload_interval = float(reload_interval)
         self._executor = ThreadPoolExecutor(self.inference_threads, thread_name_prefix="catdog-infer")
+        # explanations (up to MAX_EXPLAIN_INSTANCES x (EXPLAIN_GRID**2 + 1) inferences) get their own
+        # thread: the OS time-slices one against predictions instead of queueing predictions behind it
+        self._explain_executor = ThreadPoolExecutor(1, thread_name_prefix="catdog-explain")
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -170,6 +173,7 @@ class CatDogModel(kserve.Model):
             except KeyError:
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._explain_executor.shutdown(wait=False, cancel_futures=True)
 
     def _load_and_swap(self, expected_version: str | None) -> bool:
         try:
@@ -380,7 +384,7 @@ class CatDogModel(kserve.Model):
         if len(batch.images) > MAX_EXPLAIN_INSTANCES:
             raise InvalidInput(f"explain takes at most {MAX_EXPLAIN_INSTANCES} images per request, got {len(batch.images)}")
         loop = asyncio.get_running_loop()
-        probabilities, saliency = await loop.run_in_executor(self._executor, self._explain, model, batch)
+        probabilities, saliency = await loop.run_in_executor(self._explain_executor, self._explain, model, batch)
         return Result(batch, probabilities, model, {"saliency": saliency})
 
     async def postprocess(self, result: Result, headers: dict | None = None, response_headers: dict | None = None):

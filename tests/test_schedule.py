@@ -250,3 +250,15 @@ def test_kfp_cron_uses_sunday_zero_and_reversed_ranges_fail():
     assert sch.kfp_cron("0 22 * * 1,7") == "0 0 22 * * 1,0"
     with pytest.raises(ConfigError, match="day-of-week"):
         sch.validate_cron("0 3 * * 5-1")
+
+
+def test_an_api_refusal_is_one_error_line_and_a_failed_replace_says_both_run(vertex, capsys):
+    from google.api_core.exceptions import PermissionDenied
+
+    vertex.existing_schedule(NAME).delete.side_effect = PermissionDenied("no aiplatform.schedules.delete")
+    args = [*VERTEX_ARGS, "CRON=0 3 * * 1"]
+    assert sch.main(["create", *args]) == 2
+    err = capsys.readouterr().err
+    assert "was created, but deleting the one(s) it replaces failed" in err
+    assert "error: the scheduling API refused the request: 403 no aiplatform.schedules.delete" in err
+    assert "Traceback" not in err
