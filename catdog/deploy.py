@@ -11,9 +11,10 @@ model serving:
   custom container; KServe's storage initializer downloads ``STORAGE_URI`` to /mnt/models). With
   ``canary_percent`` the new revision gets that share and the previous one keeps the rest; a new
   revision that never becomes ready gets no traffic (KServe keeps routing to the last ready one).
-- ``deploy_vertex``: uploads the model as a new version of the Vertex Model Registry model (alias
-  ``champion``), deploys it to the endpoint with a traffic share; the models already deployed keep
-  serving until the new one is up, and are retired only after a full (100 %) rollout.
+- ``deploy_vertex``: uploads the model as a new version of the Vertex Model Registry model, deploys
+  it to the endpoint with a traffic share, then moves the ``default`` and ``champion`` aliases to
+  it; the models already deployed keep serving until the new one is up, and are retired only after
+  a full (100 %) rollout.
 
 The manifests (manifests/base, manifests/overlays/*) are rendered here by a small subset of
 kustomize (resources, namespace, patches, images), so the deploy step needs no kustomize binary;
@@ -29,12 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from catdog import storage
 from catdog.model_files import METADATA_FILE, ONNX_FILE
-from catdog.predictor import OnnxPredictor
+from catdog.predictor import load_checked
 from catdog.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("catdog.deploy")
@@ -66,20 +66,10 @@ class ManifestError(DeployError):
 
 def smoke_test(model_dir: Path) -> dict:
     """Load a local model folder's ONNX and predict one blank image; returns its metadata."""
-    model_dir = Path(model_dir)
-    for name in (ONNX_FILE, METADATA_FILE):
-        if not (model_dir / name).is_file():
-            raise DeployError(f"{model_dir} has no {name}: not a model folder")
     try:
-        predictor = OnnxPredictor(model_dir)
-        blank = np.full((1, predictor.image_size, predictor.image_size, 3), 127, np.uint8)
-        probabilities = predictor.predict_pixels(blank)[0]
-    except Exception as exc:  # a corrupt ONNX file, metadata without class_names, ...
-        raise DeployError(f"the model in {model_dir} does not load or predict: {type(exc).__name__}: {exc}") from exc
-    if len(probabilities) != len(predictor.class_names) or not np.isclose(probabilities.sum(), 1.0, atol=1e-3):
-        raise DeployError(f"the model in {model_dir} gives probabilities {probabilities} for "
-                          f"{predictor.class_names}: they should be one per class and sum to 1")
-    return predictor.metadata
+        return load_checked(Path(model_dir)).metadata
+    except ValueError as exc:
+        raise DeployError(str(exc)) from exc
 
 
 def verify_model(model_uri: str) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from catdog.model_files import ONNX_FILE, load_metadata
+from catdog.model_files import METADATA_FILE, ONNX_FILE, load_metadata
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
 
@@ -37,3 +37,23 @@ class OnnxPredictor:
 
     def predict_bytes(self, images: list[bytes]) -> np.ndarray:
         return self.predict_pixels(np.stack([self.pixels(b) for b in images]))
+
+
+def load_checked(model_dir: Path, intra_op_threads: int = 0) -> OnnxPredictor:
+    """Open a model folder and check it with one prediction of a grey image (one probability per
+    class, summing to 1): what deploy and the server do before anyone is served by it.
+    Raises ValueError saying what is wrong."""
+    model_dir = Path(model_dir)
+    for name in (ONNX_FILE, METADATA_FILE):
+        if not (model_dir / name).is_file():
+            raise ValueError(f"{model_dir} has no {name}: not a model folder")
+    try:
+        predictor = OnnxPredictor(model_dir, intra_op_threads)
+        blank = np.full((1, predictor.image_size, predictor.image_size, 3), 127, np.uint8)
+        probabilities = predictor.predict_pixels(blank)[0]
+    except Exception as exc:  # a corrupt ONNX file, metadata without class_names, ...
+        raise ValueError(f"the model in {model_dir} does not load or predict: {type(exc).__name__}: {exc}") from exc
+    if len(probabilities) != len(predictor.class_names) or not np.isclose(probabilities.sum(), 1.0, atol=1e-3):
+        raise ValueError(f"the model in {model_dir} gives probabilities {probabilities} for "
+                         f"{predictor.class_names}: they should be one per class and sum to 1")
+    return predictor

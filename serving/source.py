@@ -8,16 +8,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from catdog import storage
 from catdog.model_files import METADATA_FILE, ONNX_FILE
-from catdog.predictor import OnnxPredictor
+from catdog.predictor import OnnxPredictor, load_checked
 from catdog.registry import CHAMPION_ALIAS, ModelRegistry, RegistryError
 
 
@@ -105,24 +104,26 @@ class ModelSource:
         if self.kind == "registry":
             version = self.registry.resolve(self.ref)
             model_dir = self.registry.fetch(version)
-            label, source = str(version), f"{self.registry.uri} v{version}"
+            source = f"{self.registry.uri} v{version}"
+        elif self.kind == "dir":
+            model_dir, source = Path(self.ref), self.ref
         else:
-            model_dir = Path(self.ref) if self.kind == "dir" else self._download()
-            for name in (ONNX_FILE, METADATA_FILE):
-                if not (model_dir / name).is_file():
-                    raise FileNotFoundError(f"{model_dir} has no {name}: not a model folder")
-            label, source = content_version(model_dir), self.ref
-        predictor = OnnxPredictor(model_dir, intra_op_threads=intra_op_threads)
-        blank = np.full((1, predictor.image_size, predictor.image_size, 3), 127, np.uint8)
-        probabilities = predictor.predict_pixels(blank)[0]  # warm-up and sanity check
-        if probabilities.shape != (len(predictor.class_names),) or not np.isclose(probabilities.sum(), 1.0, atol=1e-3):
-            raise RuntimeError(f"{source}: warm-up prediction {probabilities} is not a probability per class")
+            model_dir, source = self._download(), self.ref
+        try:
+            predictor = load_checked(model_dir, intra_op_threads)  # also the warm-up prediction
+        except ValueError:
+            if self.kind == "gcs-dir":  # our own download: nothing will use it
+                shutil.rmtree(model_dir, ignore_errors=True)
+            raise
+        label = str(version) if self.kind == "registry" else content_version(model_dir)
         return LoadedModel(predictor, label, source, Path(model_dir), _now())
 
     def _download(self) -> Path:
-        bucket, blob = storage.split_gcs(self.ref)
-        local = Path(tempfile.gettempdir()) / "catdog-model-cache" / bucket / blob.strip("/")
-        return storage.download_tree(self.ref, local)
+        """The two files serving reads (not model.keras) of a gs:// model folder, into a new folder."""
+        local = Path(tempfile.mkdtemp(prefix="catdog-model-"))
+        for name in (ONNX_FILE, METADATA_FILE):
+            (local / name).write_bytes(storage.read_bytes(storage.join(self.ref, name)))
+        return local
 
 
 def content_version(model_dir: Path) -> str:
