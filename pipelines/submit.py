@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -67,6 +68,7 @@ class RemoteSettings:
     service_account: str
     kfp_host: str
     kfp_namespace: str
+    kfp_token: str  # from the environment (KFP_TOKEN), never from the command line
     experiment: str
     run_name: str
     labels: dict[str, str]
@@ -169,7 +171,8 @@ def remote_settings(target: str, settings: dict[str, str], *, submitting: bool =
     return RemoteSettings(
         target=target, image=s["IMAGE"], project=s["PROJECT"], region=s["REGION"],
         pipeline_root=s["PIPELINE_ROOT"], service_account=s["SERVICE_ACCOUNT"], kfp_host=host,
-        kfp_namespace=s["KFP_NAMESPACE"], experiment=s["EXPERIMENT"] or "catdog",
+        kfp_namespace=s["KFP_NAMESPACE"], kfp_token=os.environ.get("KFP_TOKEN", ""),
+        experiment=s["EXPERIMENT"] or "catdog",
         run_name=s["RUN_NAME"] or default_run_name(), labels=labels,
         enable_caching=enable_caching, wait=wait,
     )
@@ -280,13 +283,14 @@ def submit_vertex(config: PipelineConfig, s: RemoteSettings) -> str:
 
 # --- Kubeflow Pipelines -------------------------------------------------------------------------
 
-def check_kfp_host(host: str, timeout_s: float = KFP_PROBE_TIMEOUT_S) -> None:
+def check_kfp_host(host: str, token: str = "", timeout_s: float = KFP_PROBE_TIMEOUT_S) -> None:
     """Probe the KFP API once, briefly: kfp.Client's constructor retries healthz for ~25 s."""
     import requests
 
     url = f"{host}/apis/v2beta1/healthz"
+    auth = {"headers": {"Authorization": f"Bearer {token}"}} if token else {}
     try:
-        response = requests.get(url, timeout=timeout_s, allow_redirects=False)
+        response = requests.get(url, timeout=timeout_s, allow_redirects=False, **auth)
     except requests.RequestException as exc:
         raise SubmitError(
             f"KFP_HOST={host} is unreachable ({type(exc).__name__}): check the URL, or port-forward "
@@ -296,8 +300,9 @@ def check_kfp_host(host: str, timeout_s: float = KFP_PROBE_TIMEOUT_S) -> None:
     if response.status_code in (301, 302, 303, 307, 308, 401, 403):
         raise SubmitError(
             f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: it needs a login "
-            "(multi-user Kubeflow); reach the API without the login proxy (port-forward svc/ml-pipeline-ui) "
-            "or from inside the cluster"
+            f"(multi-user Kubeflow): {'the KFP_TOKEN given was refused' if token else 'export KFP_TOKEN'}"
+            " (a bearer token the API accepts, e.g. `kubectl create token default-editor -n <profile>` "
+            "where the cluster authenticates service-account tokens), or run from inside the cluster"
         )
     if response.status_code >= 400:
         raise SubmitError(f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: is it the KFP API?")
@@ -315,12 +320,13 @@ def kfp_refusal(what: str) -> Iterator[None]:
 
 
 def kfp_client(s: RemoteSettings):
-    check_kfp_host(s.kfp_host)
+    check_kfp_host(s.kfp_host, s.kfp_token)
     import kfp
 
-    if s.kfp_namespace:
-        return kfp.Client(host=s.kfp_host, namespace=s.kfp_namespace)
-    return kfp.Client(host=s.kfp_host)
+    options = {"namespace": s.kfp_namespace} if s.kfp_namespace else {}
+    if s.kfp_token:
+        options["existing_token"] = s.kfp_token  # sent as Authorization: Bearer
+    return kfp.Client(host=s.kfp_host, **options)
 
 
 def submit_kubeflow(config: PipelineConfig, s: RemoteSettings) -> str:

@@ -327,3 +327,22 @@ def test_vertex_deploy_defaults_to_the_run_project_and_region():
     assert (config.vertex_project, config.vertex_region) == ("other", "us-east1")
     overrides, settings = parse_arguments(["TARGET=kubeflow", "PROJECT=proj-1", "REGION=europe-west4"])
     assert with_vertex_defaults(overrides, settings) == {}
+
+
+def test_run_kubeflow_sends_kfp_token_from_the_environment(kfp_api, monkeypatch):
+    import requests
+
+    probe = mock.Mock(return_value=mock.Mock(status_code=200))
+    monkeypatch.setattr(requests, "get", probe)
+    monkeypatch.setenv("KFP_TOKEN", "t0ken")
+    assert run_main(kubeflow_args(kfp_api.host, "KFP_NAMESPACE=team-a")) == 0
+    assert probe.call_args.kwargs["headers"] == {"Authorization": "Bearer t0ken"}
+    kfp_api.client_cls.assert_called_once_with(host=kfp_api.host, namespace="team-a", existing_token="t0ken")
+
+
+def test_refused_kfp_token_is_named(monkeypatch):
+    import requests
+
+    monkeypatch.setattr(requests, "get", mock.Mock(return_value=mock.Mock(status_code=403)))
+    with pytest.raises(sub.SubmitError, match="the KFP_TOKEN given was refused"):
+        sub.check_kfp_host("http://127.0.0.1:1", "bad")
