@@ -51,7 +51,8 @@ SERVING_PORT = 8080
 VERTEX_CHAMPION_ALIAS = "champion"
 VERTEX_PREDICT_ROUTE = "/v1/models/catdog:predict"
 VERTEX_HEALTH_ROUTE = "/v2/health/ready"
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # Kubernetes object names and namespaces (DNS-1123)
+MAX_SERVICE_NAME = 45  # KServe derives longer host and revision names from an InferenceService's name
 
 
 class DeployError(RuntimeError):
@@ -344,9 +345,9 @@ def inference_service_body(
     """The InferenceService to apply: the manifest's one InferenceService with this name, namespace,
     the model's STORAGE_URI, the image (when given) and canaryTrafficPercent (when > 0; else the
     manifest's, if any). Validated; raises ManifestError."""
-    for key, value in (("name", name), ("namespace", namespace)):
-        if not DNS_LABEL.match(value) or len(value) > 63:
-            raise ManifestError(f"{key} {value!r} is not a DNS-1123 label")
+    for key, value, longest in (("name", name, MAX_SERVICE_NAME), ("namespace", namespace, 63)):
+        if not re.match(DNS_LABEL, value) or len(value) > longest:
+            raise ManifestError(f"{key} {value!r} is not a DNS-1123 label of at most {longest} characters")
     if not 0 <= int(canary_percent) <= 100:
         raise ManifestError(f"canary_percent {canary_percent} is not in 0..100")
     services = [d for d in render(manifest) if d.get("kind") == "InferenceService"]

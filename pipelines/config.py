@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from catdog.deploy import DNS_LABEL, MAX_SERVICE_NAME
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # Kubernetes object names and namespaces
 
 
 class ConfigError(ValueError):
@@ -58,7 +58,7 @@ class PipelineConfig(BaseModel):
     # vertex: a Vertex AI endpoint. kserve and vertex read the model from a gs:// registry.
     deploy_target: Literal["local", "kserve", "vertex"] = "local"
     # (KServe derives longer host and revision names from it: keep it short)
-    kserve_name: Annotated[str, Field(pattern=DNS_LABEL, max_length=45)] = "catdog"
+    kserve_name: Annotated[str, Field(pattern=DNS_LABEL, max_length=MAX_SERVICE_NAME)] = "catdog"
     kserve_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "catdog"
     kserve_manifest: str = Field("manifests/base", description="InferenceService YAML or kustomize folder "
                                  "(relative to the repository), e.g. manifests/overlays/prod")

@@ -33,10 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from catdog.benchmarks import machine_description, update_section
-from serving.client import LoadResult, prepare, run_load, v1_body
+from serving.client import LoadResult, photo_files, prepare, run_load, v1_body
 
 SECTION = "serving-bench"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 LOOPBACK = "127.0.0.1"
 TARGET_P50_MS, TARGET_SPEEDUP, TARGET_RSS_MB = 10.0, 10.0, 300.0
 
@@ -51,12 +50,8 @@ def load_images(folder: Path, limit: int) -> list[tuple[str, bytes]]:
     """Up to `limit` decodable photos, spread evenly over the folder's sorted file list."""
     from catdog.preprocessing import InvalidImageError, read_header
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"error: no .jpg/.png/.webp images under {folder}")
-    step = max(1, len(files) // limit)
     images = []
-    for path in files[::step][:limit]:
+    for path in photo_files(folder, limit):
         data = path.read_bytes()
         try:
             read_header(data)

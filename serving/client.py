@@ -14,9 +14,22 @@ import ipaddress
 import itertools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def photo_files(folder: Path | str, limit: int) -> list[Path]:
+    """Up to `limit` photo files, spread evenly over the folder's sorted (recursive) file list;
+    the same photos for the benchmark and the load test."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if not files:
+        raise SystemExit(f"error: no .jpg/.png/.webp photos under {folder}")
+    return files[:: max(1, len(files) // limit)][:limit]
+
 
 LOOPBACK_HOSTS = {"localhost"}
 

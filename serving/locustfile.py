@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import io
 import random
-from pathlib import Path
 
 from locust import FastHttpUser, constant, events, task
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+from serving.client import photo_files
+
 _photos: list[str] = []  # base64 strings
 
 
@@ -34,11 +34,7 @@ def _options(parser):
 def load_photos(folder: str, limit: int, large_fraction: float, large_side: int) -> list[str]:
     from PIL import Image
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"no .jpg/.png/.webp photos under {folder!r} (--images / CATDOG_IMAGES)")
-    chosen = files[:: max(1, len(files) // limit)][:limit]
-    photos = [p.read_bytes() for p in chosen]
+    photos = [p.read_bytes() for p in photo_files(folder, limit)]
     rng = random.Random(0)
     for data in rng.sample(photos, max(0, min(len(photos), round(len(photos) * large_fraction)))):
         with Image.open(io.BytesIO(data)) as image:

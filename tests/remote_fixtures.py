@@ -24,6 +24,11 @@ import yaml
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/catdog/catdog-components:abc1234"
 REMOTE_ARGS = ["DATA=gs://bucket/photos", "REGISTRY=gs://bucket/registry", "WEIGHTS=gs://bucket/w.h5"]
+REMOTE_OVERRIDES = {"data_uri": "gs://bucket/photos", "registry_uri": "gs://bucket/registry", "weights": "gs://bucket/w.h5"}
+def kubeflow_args(host: str, *extra: str) -> list[str]:
+    return ["TARGET=kubeflow", f"KFP_HOST={host}", f"IMAGE={IMAGE}", *REMOTE_ARGS, *extra]
+
+
 VERTEX_ARGS = [
     "TARGET=vertex", "PROJECT=my-project", "REGION=europe-west4",
     "PIPELINE_ROOT=gs://bucket/pipeline-root", f"IMAGE={IMAGE}", *REMOTE_ARGS,

@@ -16,9 +16,8 @@ from pipelines import schedule as sch
 from pipelines.config import ConfigError, build_config
 from pipelines.run import REPO_ROOT
 from tests.helpers import free_port
-from tests.remote_fixtures import IMAGE, REMOTE_ARGS, VERTEX_ARGS, executor_images, kfp_api, vertex  # noqa: F401
+from tests.remote_fixtures import IMAGE, REMOTE_ARGS, REMOTE_OVERRIDES, VERTEX_ARGS, kubeflow_args, executor_images, kfp_api, vertex  # noqa: F401
 
-REMOTE_OVERRIDES = {"data_uri": "gs://bucket/photos", "registry_uri": "gs://bucket/registry", "weights": "gs://bucket/w.h5"}
 NAME = "catdog-retraining"
 
 
@@ -121,17 +120,13 @@ def test_unschedule_vertex_needs_only_project_and_region(vertex, capsys):
 
 # --- Kubeflow Pipelines -------------------------------------------------------------------------
 
-def kfp_args(host: str, *extra: str) -> list[str]:
-    return ["TARGET=kubeflow", f"KFP_HOST={host}", f"IMAGE={IMAGE}", *REMOTE_ARGS, *extra]
-
-
 def test_schedule_kubeflow_creates_the_exact_recurring_run_and_replaces_by_name(kfp_api, capsys):
     kfp_api.client.list_recurring_runs.return_value = SimpleNamespace(
         recurring_runs=[SimpleNamespace(display_name=NAME, recurring_run_id="rr-old"),
                         SimpleNamespace(display_name="someone-else", recurring_run_id="rr-other")],
         next_page_token="",
     )
-    args = kfp_args(kfp_api.host, "CRON=0 3 * * 1", "EXPERIMENT=retraining", "image_size=224")
+    args = kubeflow_args(kfp_api.host, "CRON=0 3 * * 1", "EXPERIMENT=retraining", "image_size=224")
     assert sch.main(["create", *args]) == 0
     kfp_api.client_cls.assert_called_once_with(host=kfp_api.host)
     kfp_api.client.create_experiment.assert_called_once_with(name="retraining", namespace=None)
@@ -182,7 +177,7 @@ def test_unschedule_kubeflow_walks_every_page(kfp_api, capsys):
 def test_schedule_kubeflow_unreachable_host_fails_within_seconds(kfp_api, capsys):
     host = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    assert sch.main(["create", *kfp_args(host, "CRON=0 3 * * 1")]) == 2
+    assert sch.main(["create", *kubeflow_args(host, "CRON=0 3 * * 1")]) == 2
     assert time.monotonic() - started < 5
     assert "is unreachable" in capsys.readouterr().err
     kfp_api.client_cls.assert_not_called()

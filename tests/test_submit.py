@@ -17,9 +17,8 @@ from pipelines.compile import PIPELINE_YAML
 from pipelines.config import build_config
 from pipelines.run import main as run_main
 from tests.helpers import free_port
-from tests.remote_fixtures import IMAGE, REMOTE_ARGS, VERTEX_ARGS, executor_images, kfp_api, vertex  # noqa: F401
+from tests.remote_fixtures import IMAGE, REMOTE_ARGS, REMOTE_OVERRIDES, VERTEX_ARGS, kubeflow_args, executor_images, kfp_api, vertex  # noqa: F401
 
-REMOTE_OVERRIDES = {"data_uri": "gs://bucket/photos", "registry_uri": "gs://bucket/registry", "weights": "gs://bucket/w.h5"}
 
 
 # --- the image in the compiled pipeline ---------------------------------------------------------
@@ -196,10 +195,6 @@ def test_run_vertex_without_credentials_fails_fast(vertex, capsys):
 
 
 # --- TARGET=kubeflow ----------------------------------------------------------------------------
-
-def kubeflow_args(host: str, *extra: str) -> list[str]:
-    return ["TARGET=kubeflow", f"KFP_HOST={host}", f"IMAGE={IMAGE}", *REMOTE_ARGS, *extra]
-
 
 def test_run_kubeflow_sends_the_exact_run(kfp_api, capsys):
     args = kubeflow_args(kfp_api.host + "/", "RUN_NAME=try-1", "EXPERIMENT=catdog-dev", "batch_size=16",
