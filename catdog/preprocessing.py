@@ -16,7 +16,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}  # stored file names
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp", "GIF": "image/gif"}
 DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb ceiling (a 40 MP photo is already huge)
+DEFAULT_MIN_SIDE = 32  # smaller photos carry too little to learn from (the pipeline's min_image_side)
 RESIZE_FILTER = Image.Resampling.BILINEAR
 PREPROCESSING_SPEC = {
     "decode": "Pillow; first frame; EXIF orientation applied; alpha composited on white; RGB",
@@ -87,6 +90,16 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: 
         raise
     except Exception as exc:
         raise InvalidImageError(f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from None
+
+
+def validate_image(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """The acceptance rule for a photo anyone gives us (ingest, the feedback app): an allowed format
+    by content, not a bomb, shorter side >= min_side, and fully decodable. Raises InvalidImageError."""
+    header = read_header(data, max_pixels)
+    if min(header.width, header.height) < min_side:
+        raise InvalidImageError(f"too small: {header.width}x{header.height}, minimum side is {min_side}px")
+    decode_image(data, max_pixels)  # catches truncated and corrupt data that headers hide
+    return header
 
 
 def resize_pixels(image: Image.Image, size: int) -> np.ndarray:

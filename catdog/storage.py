@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,16 +72,46 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")  # unique per writer (threads too)
     try:
-        tmp.write_bytes(data)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; keep the usual permissions of a written file
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
+        Path(tmp).unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
 
 
 def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
+
+
+def copy(source: str, target: str) -> None:
+    """Copy one object or file (server-side on GCS when both are gs://); the target appears whole."""
+    if is_gcs(source) and is_gcs(target):
+        (src_bucket, src_blob), (dst_bucket, dst_blob) = split_gcs(source), split_gcs(target)
+        client = gcs_client()
+        client.bucket(src_bucket).copy_blob(client.bucket(src_bucket).blob(src_blob), client.bucket(dst_bucket), dst_blob)
+        return
+    write_bytes(target, read_bytes(source))
+
+
+def delete(uri: str) -> bool:
+    """Remove one object or file; False when it was not there."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        bucket, blob = split_gcs(uri)
+        try:
+            gcs_client().bucket(bucket).blob(blob).delete()
+        except NotFound:
+            return False
+        return True
+    try:
+        Path(uri).unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def list_files(uri: str) -> list[str]:

@@ -12,7 +12,7 @@ Routes (model name `catdog` by default):
 - GET  /metrics                                Prometheus (catdog_* metrics carry model_version)
 - Vertex AI: POST $AIP_PREDICT_ROUTE (Vertex's {"instances": [...]} format), GET $AIP_HEALTH_ROUTE
 
-Hardening: bodies over `max_body_bytes` get 413 before they are parsed (Content-Length, or
+Hardening: bodies over `max_body_bytes` get 413 before they are parsed (catdog.body_limit: Content-Length, or
 counted while streaming when chunked); anything the request decoding raises is a 400 with the
 reason; the model repository load/unload routes are not exposed; unexpected server errors are
 500s with a logged traceback (none is expected from any input; the tests check).
@@ -47,6 +47,7 @@ from kserve.protocol.rest.v1_endpoints import V1Endpoints, register_v1_endpoints
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 
+from catdog.body_limit import BodyLimitMiddleware
 from serving import metrics
 from serving.model import CatDogModel
 
@@ -56,7 +57,6 @@ logger = logging.getLogger("catdog.serving")
 warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read (and drop) at most this much of an oversized body
 
 
 class CatDogDataPlane(DataPlane):
@@ -109,84 +109,11 @@ class CatDogDataPlane(DataPlane):
             raise InvalidInput(f"malformed request ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-# -- request limits and response accounting (pure ASGI, so it sees every request) ---------------
-class LimitsMiddleware:
-    def __init__(self, app, max_body_bytes: int):
-        self.app = app
-        self.max_body_bytes = int(max_body_bytes)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                metrics.HTTP_RESPONSES.labels(str(status)).inc()
-                if 400 <= status < 500:
-                    metrics.REJECTED.labels(str(status)).inc()
-            await send(message)
-
-        length = None
-        for key, value in scope.get("headers", []):
-            if key == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    return await _error(counting_send, 400, f"invalid Content-Length header {value!r}")
-        if length is not None:
-            if length > self.max_body_bytes:
-                await _drain(receive, min(length, DRAIN_LIMIT_BYTES))
-                return await _error(counting_send, 413, self._too_large(f"{length:,} bytes"))
-            return await self.app(scope, receive, counting_send)
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return await self.app(scope, receive, counting_send)
-        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > self.max_body_bytes:
-                if more:
-                    await _drain(receive, DRAIN_LIMIT_BYTES)
-                return await _error(counting_send, 413, self._too_large(f"more than {self.max_body_bytes:,} bytes"))
-            chunks.append(chunk)
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, counting_send)
-
-    def _too_large(self, size: str) -> str:
-        return f"request body of {size} is over the limit of {self.max_body_bytes:,} bytes (--max-body-bytes)"
-
-
-async def _drain(receive, limit: int) -> None:
-    """Read and drop the body (up to `limit`), so the client sees our answer, not a reset."""
-    read = 0
-    while read <= limit:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        read += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
-
-
-async def _error(send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+# -- response accounting (the body limit is catdog.body_limit's, shared with the feedback app) -----
+def _count_status(status: int) -> None:
+    metrics.HTTP_RESPONSES.labels(str(status)).inc()
+    if 400 <= status < 500:
+        metrics.REJECTED.labels(str(status)).inc()
 
 
 class JSONBody(Response):
@@ -342,5 +269,6 @@ def create_app(
     app.add_exception_handler(ServerNotLive, _not_ready)
     app.add_exception_handler(UnsupportedProtocol, _unsupported)
     app.add_exception_handler(Exception, _server_error)
-    app.add_middleware(LimitsMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, setting="--max-body-bytes",
+                       on_status=_count_status)
     return app

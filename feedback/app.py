@@ -1,0 +1,105 @@
+"""The FastAPI application: routers, static files, offline API docs, limits and error answers.
+
+    create_app(service) -> FastAPI       (service: a started feedback.service.FeedbackService)
+
+Errors are answers, never 5xx for bad input: photos we cannot use are 422 (413 when too large),
+unknown predictions 404, unknown labels 422, a predictor that is down, slow or not ready 503
+(naming it), a predictor answer we cannot read 502. Request bodies over MAX_REQUEST_BYTES get
+413 before they are parsed. HTML pages carry a Content-Security-Policy that allows this origin only.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from catdog.body_limit import BodyLimitMiddleware
+from feedback.photos import PhotoRejected
+from feedback.predictor import PredictorError
+from feedback.routers import pages, predictions, status, uploads
+from feedback.service import FeedbackService, NotFound, UnknownLabel
+
+logger = logging.getLogger("catdog.feedback")
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+class SecurityHeaders:
+    """nosniff on everything; the page policy on HTML that sets none itself (/docs keeps Swagger's inline script)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        is_docs = scope["path"] == "/docs"
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"same-origin"))
+                if not is_docs and b"content-security-policy" not in names:
+                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
+
+
+def _error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status_code)
+
+
+def create_app(service: FeedbackService) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(title="catdog feedback", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Predictions people can confirm or correct; validated photos become training data.")
+    app.state.service = service
+    for router in (predictions.router, uploads.router, status.router, pages.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="catdog feedback API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+    @app.exception_handler(PhotoRejected)
+    async def photo_rejected(request: Request, exc: PhotoRejected):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(PredictorError)
+    async def predictor_error(request: Request, exc: PredictorError):
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return _error(404, str(exc))
+
+    @app.exception_handler(UnknownLabel)
+    async def unknown_label(request: Request, exc: UnknownLabel):
+        return _error(422, str(exc))
+
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=service.settings.max_request_bytes, error_key="detail",
+                       setting="MAX_REQUEST_BYTES")
+    return app

@@ -1,0 +1,112 @@
+"""The store's tables (SQLAlchemy 2 typed models); Alembic migrations in feedback/migrations create them.
+
+- photos: one row per distinct photo (by SHA-256): stored once however often it is uploaded.
+  `label` is the latest verdict of a person (None until someone validated it) and
+  `published_label` the class folder of the feedback dataset that holds it now; they differ only
+  between a validation's commit and the file move that follows (repaired at start-up).
+- predictions: every answer of the predictor for an uploaded photo, with the model that gave it.
+- validations: every verdict, in order; a later correction is a new row (the history is kept,
+  the latest wins and is copied into photos.label in the same transaction).
+A prediction's status derives from its photo's verdict: unvalidated (none yet), confirmed (the
+verdict is the predicted label) or corrected (another label).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SHA256_LENGTH = 64
+LABEL_LENGTH = 64
+NAME_LENGTH = 100
+NOTE_LENGTH = 1000
+STATUSES = ("unvalidated", "confirmed", "corrected")
+SOURCES = ("page", "api", "upload-data")
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend: stored as naive UTC (microseconds kept on
+    MySQL/MariaDB, whose DATETIME drops them by default), read back with tzinfo=UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware (UTC) datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect):
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+
+    sha256: Mapped[str] = mapped_column(String(SHA256_LENGTH), primary_key=True)
+    format: Mapped[str] = mapped_column(String(8))  # by content: JPEG, PNG, WEBP, BMP, GIF
+    width: Mapped[int]
+    height: Mapped[int]
+    size_bytes: Mapped[int]
+    uri: Mapped[str] = mapped_column(String(1024))  # the original, under <FEEDBACK_URI>/photos/
+    original_name: Mapped[str | None] = mapped_column(String(255))  # as the client sent it; never a path
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH), index=True)
+    published_label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="photo")
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    photo_sha256: Mapped[str] = mapped_column(ForeignKey("photos.sha256"), index=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(128), index=True)
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    confidence: Mapped[float] = mapped_column(Float, index=True)  # the predicted label's probability
+    probabilities: Mapped[dict[str, Any]]
+    latency_ms: Mapped[float] = mapped_column(Float)  # the predictor's answer, as the app waited for it
+    explanation: Mapped[dict[str, Any] | None]  # what :explain returned besides the prediction
+    source: Mapped[str] = mapped_column(String(16))  # page or api
+
+    photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
+
+    @property
+    def status(self) -> str:
+        verdict = self.photo.label
+        return "unvalidated" if verdict is None else "confirmed" if verdict == self.label else "corrected"
+
+
+class Validation(Base):
+    __tablename__ = "validations"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    photo_sha256: Mapped[str] = mapped_column(ForeignKey("photos.sha256"), index=True)
+    prediction_id: Mapped[str | None] = mapped_column(ForeignKey("predictions.id"), index=True)
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    by_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    note: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # page, api or upload-data

@@ -1,0 +1,183 @@
+"""The predictor, over REST: the app never loads a model itself.
+
+Two protocols (PREDICTOR_PROTOCOL):
+- kserve (default): our KServe predictor, `make serve` or an InferenceService, at PREDICTOR_URL:
+  POST /v1/models/<model>:predict and :explain ({"instances": [{"image_bytes": {"b64": ...}}]}),
+  GET /v2/models/<model>/ready and /v2/models/<model> (metadata: version, class names).
+- vertex: a Vertex AI endpoint serving the same container, PREDICTOR_URL =
+  https://REGION-aiplatform.googleapis.com/v1/projects/P/locations/R/endpoints/E; POST <url>:predict
+  with a Google OAuth token (Application Default Credentials); the model version is the answer's
+  modelVersionId. Vertex's :explain needs an explanation spec, so the app asks no explanation there.
+Every failure is a PredictorError carrying the HTTP status the app should answer with (503 when
+the predictor is down, slow or not ready; 422 when it refused the photo; 502 for a broken answer).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from feedback.settings import Settings
+from feedback.store import PredictorAnswer
+
+VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+STATUS_TIMEOUT_S = 3.0
+
+
+class PredictorError(RuntimeError):
+    """`kind`: unreachable (down or slow), not_ready, refused (the photo), bad_answer."""
+
+    STATUS = {"unreachable": 503, "not_ready": 503, "refused": 422, "bad_answer": 502}
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def status(self) -> int:
+        return self.STATUS[self.kind]
+
+
+@dataclass(frozen=True)
+class PredictorStatus:
+    url: str
+    protocol: str
+    reachable: bool
+    ready: bool
+    model_version: str | None = None
+    class_names: list[str] | None = None
+    error: str | None = None
+    explanations: bool = True
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class GoogleToken:
+    """A bearer token from Application Default Credentials, refreshed when it expires."""
+
+    def __init__(self, credentials=None):
+        self._credentials = credentials
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        import google.auth
+        import google.auth.transport.requests
+
+        with self._lock:
+            if self._credentials is None:
+                self._credentials, _ = google.auth.default(scopes=list(VERTEX_SCOPES))
+            if not self._credentials.valid:
+                self._credentials.refresh(google.auth.transport.requests.Request())
+            return self._credentials.token
+
+
+class PredictorClient:
+    def __init__(self, settings: Settings, token=None, transport: httpx.BaseTransport | None = None):
+        self.url = settings.predictor_url
+        self.model = settings.predictor_model
+        self.protocol = settings.predictor_protocol
+        self.timeout_s = settings.predictor_timeout_s
+        self._token = token or (GoogleToken() if self.protocol == "vertex" else None)
+        self._http = httpx.Client(timeout=self.timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def explanations(self) -> bool:
+        return self.protocol == "kserve"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token()}"} if self._token else {}
+
+    def _call(self, method: str, url: str, timeout: float | None = None, **kwargs) -> httpx.Response:
+        try:
+            return self._http.request(method, url, headers=self._headers(), timeout=timeout or self.timeout_s, **kwargs)
+        except httpx.TimeoutException:
+            raise PredictorError(f"the predictor at {self.url} did not answer within {timeout or self.timeout_s:g} s "
+                                 "(PREDICTOR_TIMEOUT_S)", "unreachable") from None
+        except httpx.HTTPError as exc:
+            raise PredictorError(f"the predictor at {self.url} is unreachable ({type(exc).__name__}: {exc})",
+                                 "unreachable") from None
+        except Exception as exc:  # e.g. no Google credentials for a Vertex endpoint
+            raise PredictorError(f"cannot call the predictor at {self.url}: {type(exc).__name__}: {exc}",
+                                 "unreachable") from None
+
+    def predict(self, image: bytes, explain: bool = False) -> PredictorAnswer:
+        """One photo's label and probabilities (and explanation when asked and available)."""
+        body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}]}
+        if self.protocol == "vertex":
+            url = f"{self.url}:predict"
+        else:
+            url = f"{self.url}/v1/models/{self.model}:{'explain' if explain else 'predict'}"
+        start = time.perf_counter()
+        response = self._call("POST", url, json=body)
+        latency = time.perf_counter() - start
+        payload = self._json(response)
+        try:
+            (prediction,) = payload["predictions"]
+            label, probabilities = prediction["label"], {k: float(v) for k, v in prediction["probabilities"].items()}
+            if label not in probabilities:
+                raise ValueError(f"label {label!r} is not among the probabilities")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PredictorError(f"the predictor at {self.url} gave an answer the app cannot read "
+                                 f"({type(exc).__name__}: {exc})", "bad_answer") from None
+        explanation = {k: v for k, v in prediction.items() if k not in ("label", "probabilities")} or None
+        if self.protocol == "vertex":
+            version = payload.get("modelVersionId") or payload.get("deployedModelId")
+            model_name = payload.get("model") or self.model
+        else:
+            version, model_name = response.headers.get("x-model-version"), self.model
+        return PredictorAnswer(label, probabilities, model_name, version, latency, explanation if explain else None)
+
+    def _json(self, response: httpx.Response) -> dict:
+        if response.status_code == 400:  # the predictor refused the photo: say why
+            raise PredictorError(f"the predictor refused the photo: {_error_text(response)}", "refused")
+        if response.status_code == 503:
+            raise PredictorError(f"the predictor at {self.url} is not ready: {_error_text(response)}", "not_ready")
+        if response.status_code != 200:
+            raise PredictorError(f"the predictor at {self.url} answered HTTP {response.status_code}: "
+                                 f"{_error_text(response)}", "bad_answer")
+        try:
+            return response.json()
+        except ValueError:
+            raise PredictorError(f"the predictor at {self.url} answered something that is not JSON",
+                                 "bad_answer") from None
+
+    def status(self) -> PredictorStatus:
+        """Reachable? Ready? Which model version and classes? Never raises."""
+        base = dict(url=self.url, protocol=self.protocol, explanations=self.explanations)
+        try:
+            if self.protocol == "vertex":
+                response = self._call("GET", self.url, timeout=STATUS_TIMEOUT_S)
+                payload = self._json(response)
+                deployed = payload.get("deployedModels") or []
+                return PredictorStatus(**base, reachable=True, ready=bool(deployed),
+                                       model_version=deployed[0].get("modelVersionId") if deployed else None,
+                                       error=None if deployed else "the endpoint has no deployed model")
+            ready = self._call("GET", f"{self.url}/v2/models/{self.model}/ready", timeout=STATUS_TIMEOUT_S)
+            if ready.status_code != 200:
+                return PredictorStatus(**base, reachable=True, ready=False, error=_error_text(ready))
+            metadata = self._json(self._call("GET", f"{self.url}/v2/models/{self.model}", timeout=STATUS_TIMEOUT_S))
+            parameters = metadata.get("parameters") or {}
+            versions = metadata.get("versions") or [None]
+            return PredictorStatus(**base, reachable=True, ready=True,
+                                   model_version=parameters.get("model_version") or versions[0],
+                                   class_names=parameters.get("class_names"))
+        except PredictorError as exc:
+            return PredictorStatus(**base, reachable=exc.kind != "unreachable", ready=False, error=str(exc))
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:300] or f"HTTP {response.status_code}"
+    if isinstance(payload, dict):
+        return str(payload.get("error") or payload.get("detail") or payload)[:300]
+    return str(payload)[:300]

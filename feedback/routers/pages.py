@@ -1,0 +1,73 @@
+"""The page: upload (/), the review queue (/review), the history (/history), and card fragments.
+
+Server-rendered Jinja2 templates (autoescaped) with one small script, feedback/static/app.js;
+every asset is served by the app itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from feedback import store
+from feedback.deps import get_service
+from feedback.service import FeedbackService
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 24
+
+
+def _render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
+    if "queue_length" not in context:
+        context["queue_length"] = _queue_length(service)
+    return TEMPLATES.TemplateResponse(request, name, {
+        "labels": service.labels,
+        "predictor": service.predictor_status(),
+        "auth_required": service.settings.auth_required,
+        **context,
+    })
+
+
+def _queue_length(service: FeedbackService) -> int:
+    with service.db.read() as session:
+        return store.queue_length(session)
+
+
+@router.get("/", response_class=HTMLResponse)
+def upload_page(request: Request, service: FeedbackService = Depends(get_service)):
+    return _render(request, "upload.html", service, page="upload")
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, service: FeedbackService = Depends(get_service)):
+    with service.db.read() as session:
+        queue = store.review_queue(session, limit=PAGE_SIZE)
+        length = store.queue_length(session)
+    return _render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
+
+
+@router.get("/history", response_class=HTMLResponse)
+def history_page(
+    request: Request,
+    status: Literal["unvalidated", "confirmed", "corrected", ""] = "",
+    model_version: str = "",
+    offset: int = Query(0, ge=0),
+    service: FeedbackService = Depends(get_service),
+):
+    with service.db.read() as session:
+        rows = store.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset)
+        versions = store.model_versions(session)
+    return _render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
+                   more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
+                   offset=offset, page_size=PAGE_SIZE)
+
+
+@router.get("/cards/{prediction_id}", response_class=HTMLResponse)
+def card(request: Request, prediction_id: str, service: FeedbackService = Depends(get_service)):
+    """One prediction's card: the page inserts it after an upload or a verdict."""
+    return TEMPLATES.TemplateResponse(request, "_card.html", {"p": service.get(prediction_id), "labels": service.labels})

@@ -1,0 +1,68 @@
+"""`make app`: the feedback app on 127.0.0.1:8000 (uvicorn).
+
+    python -m feedback.server [--host 127.0.0.1] [--port 8000] [--predictor-url URL]
+                              [--database-url URL] [--feedback-uri DIR|gs://...]
+
+Every setting also comes from the environment (feedback/settings.py: PREDICTOR_URL, DATABASE_URL,
+FEEDBACK_URI, APP_TOKEN, ...); flags win. APP_TOKEN is read from the environment only, so it never
+shows in a process list. Binding an address other than loopback needs APP_TOKEN. Before serving,
+the database schema is migrated and interrupted dataset writes are repaired; a database that
+cannot be reached or has a newer schema is an error here, not a half-working app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m feedback.server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", help="address to bind (env APP_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (env APP_PORT; default 8000)")
+    parser.add_argument("--predictor-url", help="the predictor's base URL (env PREDICTOR_URL; default http://127.0.0.1:8080)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL; default SQLite in feedback_data/)")
+    parser.add_argument("--feedback-uri", help="folder or gs:// prefix for photos and the dataset (env FEEDBACK_URI)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from feedback.db import SchemaError
+    from feedback.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(host=args.host, port=args.port, predictor_url=args.predictor_url,
+                                 database_url=args.database_url, feedback_uri=args.feedback_uri)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from feedback.app import create_app
+    from feedback.service import FeedbackService
+
+    service = FeedbackService(settings)
+    try:
+        service.start()
+    except (SchemaError, SQLAlchemyError, OSError) as exc:
+        service.close()
+        print(f"error: cannot open the store: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("catdog.feedback").info(
+        "feedback app on http://%s:%d (predictor %s, photos %s, schema %s%s)", settings.host, settings.port,
+        settings.predictor_url, settings.feedback_uri, service.schema_revision,
+        ", token required for changes" if settings.auth_required else "")
+    uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level=args.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The app's operations: predict a photo, validate a prediction, add labelled photos, repair.
+
+One FeedbackService per process holds the settings, the database, the photo store and the
+predictor client; the routers (feedback/routers/) call these methods and turn their errors into
+HTTP answers. Order of writes, so that nothing is lost or half-stored:
+- predict: check the photo -> ask the predictor -> store the original -> one transaction for the
+  photo and prediction rows. A predictor failure stores nothing; a crash after the file write
+  leaves an unreferenced original (harmless: same bytes, same name next time).
+- validate: one transaction for the verdict (the database is the source of truth), then the
+  dataset file is moved to the verdict's class folder and the manifest rewritten. A crash in
+  between leaves photos.published_label behind photos.label, which `repair` (at start-up and
+  every REPAIR_INTERVAL_S) finds and finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
+from catdog.preprocessing import EXTENSIONS
+from feedback import store
+from feedback.db import Database, migrate, open_database, ping
+from feedback.models import Photo, Prediction
+from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
+from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
+from feedback.settings import Settings
+
+logger = logging.getLogger("catdog.feedback")
+LOCK_STRIPES = 64
+
+
+class NotFound(LookupError):
+    pass
+
+
+class UnknownLabel(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    name: str  # as the client sent it: for the report only, never a path
+    data: bytes
+    label: str
+
+
+@dataclass
+class UploadReport:
+    added: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    def reject(self, name: str, reason: str) -> None:
+        self.rejected.append({"name": name, "reason": reason})
+
+
+class FeedbackService:
+    def __init__(self, settings: Settings, predictor: PredictorClient | None = None):
+        self.settings = settings
+        self.labels = settings.labels
+        self.label_map = parse_label_map(DEFAULT_LABEL_MAP)  # zip folders named like ingest's (cats -> cat)
+        self.db: Database = open_database(settings.database_url)
+        self.photos = PhotoStore(settings.feedback_uri, settings.labels)
+        self.predictor = predictor or PredictorClient(settings)
+        self.schema_revision: str | None = None
+        self._publish_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._manifest_lock = threading.Lock()
+        self._manifest_requested = 0
+        self._manifest_written = 0
+        self._stop = threading.Event()
+        self._repairer: threading.Thread | None = None
+        self._predictor_status: tuple[float, PredictorStatus] | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self, background_repair: bool = True) -> None:
+        """Migrate the schema, finish any interrupted dataset writes, then keep repairing."""
+        self.schema_revision = migrate(self.db)
+        repaired = self.repair()
+        if repaired:
+            logger.warning("repaired %d photo(s) whose dataset file did not match their validation", repaired)
+        if background_repair and self.settings.repair_interval_s > 0:
+            self._repairer = threading.Thread(target=self._repair_loop, name="feedback-repair", daemon=True)
+            self._repairer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._repairer is not None:
+            self._repairer.join(timeout=10)
+        self.predictor.close()
+        self.db.close()
+
+    def _repair_loop(self) -> None:
+        while not self._stop.wait(self.settings.repair_interval_s):
+            try:
+                self.repair()
+            except Exception:  # storage or database hiccup: try again next time
+                logger.exception("repair failed; retrying in %.0f s", self.settings.repair_interval_s)
+
+    # -- predictions ----------------------------------------------------------------------------
+    def check(self, data: bytes) -> CheckedPhoto:
+        return check_photo(data, self.settings.max_photo_bytes, self.settings.min_image_side, self.settings.max_pixels)
+
+    def predict(self, data: bytes, original_name: str | None = None, explain: bool = False,
+                source: str = "api") -> Prediction:
+        """Check, predict, then store; raises PhotoRejected or PredictorError before storing anything."""
+        photo = self.check(data)
+        answer = self.predictor.predict(photo.data, explain=explain and self.predictor.explanations)
+        unknown = sorted(set(answer.probabilities) - set(self.labels))
+        if unknown:
+            raise PredictorError(f"the predictor answers label(s) {unknown} that this app does not know "
+                                 f"(LABELS={','.join(self.labels)})", "bad_answer")
+        uri = self.photos.save(photo)
+        with self.db.write.begin() as session:
+            row = store.add_photo(session, photo, uri, original_name)
+            return store.add_prediction(session, row, answer, source)
+
+    def explain(self, prediction_id: str) -> Prediction:
+        """Ask the predictor for an explanation of a stored prediction that has none yet."""
+        prediction = self.get(prediction_id)
+        if prediction.explanation is None:
+            if not self.predictor.explanations:
+                raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "bad_answer")
+            answer = self.predictor.predict(self.photos.read(prediction.photo.uri), explain=True)
+            with self.db.write.begin() as session:
+                session.get(Prediction, prediction_id).explanation = answer.explanation
+            prediction = self.get(prediction_id)
+        return prediction
+
+    def get(self, prediction_id: str) -> Prediction:
+        with self.db.read() as session:
+            prediction = store.get_prediction(session, prediction_id)
+        if prediction is None:
+            raise NotFound(f"no prediction {prediction_id!r}")
+        return prediction
+
+    def photo(self, prediction_id: str) -> tuple[bytes, str]:
+        """The original photo of a prediction and its media type (from its content)."""
+        prediction = self.get(prediction_id)
+        return self.photos.read(prediction.photo.uri), prediction.photo.format
+
+    # -- verdicts -------------------------------------------------------------------------------
+    def check_label(self, label: str) -> str:
+        if label not in self.labels:
+            raise UnknownLabel(f"unknown label {label!r}; choose one of {list(self.labels)}")
+        return label
+
+    def validate(self, prediction_id: str, label: str, by: str | None = None, note: str | None = None,
+                 source: str = "api") -> Prediction:
+        """Record a person's verdict on a prediction and move the photo into that class folder."""
+        self.check_label(label)
+        with self.db.write.begin() as session:
+            prediction = store.get_prediction(session, prediction_id)
+            if prediction is None:
+                raise NotFound(f"no prediction {prediction_id!r}")
+            store.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
+            sha256 = prediction.photo_sha256
+        self.publish(sha256)
+        self.refresh_manifest()
+        return self.get(prediction_id)
+
+    def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
+        """Photos with their labels straight into the dataset; bad ones are listed with the reason."""
+        report = report or UploadReport()
+        for item in files:
+            try:
+                photo = self.check(item.data)
+                self.check_label(item.label)
+            except (PhotoRejected, UnknownLabel) as exc:
+                report.reject(item.name, str(exc))
+                continue
+            uri = self.photos.save(photo)
+            with self.db.write.begin() as session:
+                row = store.add_photo(session, photo, uri, item.name)
+                previous = row.label
+                if previous != item.label:
+                    store.add_validation(session, photo.sha256, item.label, "upload-data", by)
+            self.publish(photo.sha256)
+            outcome = "added" if previous is None else "already in the dataset" if previous == item.label else "relabelled"
+            report.added.append({"name": item.name, "sha256": photo.sha256, "label": item.label,
+                                 "previous_label": previous, "outcome": outcome})
+        if report.added:
+            self.refresh_manifest()
+        return report
+
+    # -- the dataset ----------------------------------------------------------------------------
+    def publish(self, sha256: str) -> None:
+        """Make the dataset folder match the photo's current label (idempotent; serialised per photo
+        in this process, and it re-reads the label, so racing verdicts end on the latest one)."""
+        with self._publish_locks[int(sha256[:8], 16) % LOCK_STRIPES]:
+            with self.db.read() as session:
+                photo = session.get(Photo, sha256)
+                label, published, uri, fmt = photo.label, photo.published_label, photo.uri, photo.format
+            if label is None or label == published:
+                return
+            self.photos.publish(sha256, EXTENSIONS[fmt], uri, label)
+            with self.db.write.begin() as session:
+                session.get(Photo, sha256).published_label = label
+
+    def repair(self) -> int:
+        """Finish every dataset move that a crash or a storage error interrupted; returns how many."""
+        with self.db.read() as session:
+            pending = [photo.sha256 for photo in store.unpublished(session)]
+        for sha256 in pending:
+            self.publish(sha256)
+        if pending or not self._manifest_written:
+            self.refresh_manifest()
+        return len(pending)
+
+    def refresh_manifest(self) -> None:
+        """Rewrite dataset/manifest.json from the database; concurrent callers share one write."""
+        with self._manifest_lock:
+            self._manifest_requested += 1
+            wanted = self._manifest_requested
+        with self._manifest_lock:
+            if self._manifest_written >= wanted:
+                return  # another thread wrote it after this caller's change was committed
+            latest = self._manifest_requested
+            with self.db.read() as session:
+                entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
+            self.photos.write_manifest(entries)
+            self._manifest_written = latest
+
+    # -- status ---------------------------------------------------------------------------------
+    def counts(self) -> dict:
+        with self.db.read() as session:
+            return store.counts(session)
+
+    def predictor_status(self, max_age_s: float = 5.0) -> PredictorStatus:
+        """The predictor's status, asked again when the last answer is older than max_age_s (pages
+        show it on every render; this keeps them from probing the predictor each time)."""
+        cached = self._predictor_status
+        if cached is None or time.monotonic() - cached[0] > max_age_s:
+            cached = self._predictor_status = (time.monotonic(), self.predictor.status())
+        return cached[1]
+
+    def database_error(self) -> str | None:
+        try:
+            ping(self.db)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return None

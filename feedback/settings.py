@@ -1,0 +1,122 @@
+"""The app's settings: one typed object, read from the environment (and `python -m feedback.server` flags)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+
+MiB = 1024 * 1024
+DEFAULT_DATA_DIR = "feedback_data"
+# environment variable -> field
+ENVIRONMENT = {
+    "APP_HOST": "host",
+    "APP_PORT": "port",
+    "PREDICTOR_URL": "predictor_url",
+    "PREDICTOR_MODEL": "predictor_model",
+    "PREDICTOR_PROTOCOL": "predictor_protocol",
+    "PREDICTOR_TIMEOUT_S": "predictor_timeout_s",
+    "DATABASE_URL": "database_url",
+    "FEEDBACK_URI": "feedback_uri",
+    "APP_TOKEN": "app_token",
+    "LABELS": "labels",
+    "MAX_PHOTO_BYTES": "max_photo_bytes",
+    "MAX_REQUEST_BYTES": "max_request_bytes",
+    "REPAIR_INTERVAL_S": "repair_interval_s",
+}
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names the environment variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    predictor_url: str = "http://127.0.0.1:8080"
+    predictor_model: str = "catdog"
+    predictor_protocol: Literal["kserve", "vertex"] = "kserve"
+    predictor_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/feedback.db"
+    feedback_uri: str = DEFAULT_DATA_DIR
+    app_token: SecretStr | None = None
+    labels: tuple[str, ...] = ("cat", "dog")
+    max_photo_bytes: Annotated[int, Field(ge=1)] = 10 * MiB
+    max_request_bytes: Annotated[int, Field(ge=1)] = 200 * MiB  # a zip of class folders for upload-data
+    max_pixels: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PIXELS
+    min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
+    repair_interval_s: Annotated[float, Field(ge=0)] = 60.0  # 0: repair at start-up only
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _two_or_more_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2 or len(set(value)) != len(value):
+            raise ValueError(f"need two or more distinct labels, got {list(value)}")
+        bad = [v for v in value if not v.replace("_", "").replace("-", "").isalnum()]
+        if bad:  # labels name folders of the dataset
+            raise ValueError(f"labels may hold letters, digits, '-' and '_' only: {bad}")
+        return value
+
+    @field_validator("predictor_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("app_token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _token_to_bind_other_addresses(self) -> Settings:
+        if not is_loopback(self.host) and self.app_token is None:
+            raise ValueError(f"APP_TOKEN must be set to bind {self.host!r}: anyone who reaches the address "
+                             "could change the data (validations, uploads) otherwise")
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        return self.app_token is not None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Settings from the environment (names in ENVIRONMENT), then `overrides` (None = not given)."""
+    environ = os.environ if environ is None else environ
+    values = {field: environ[name] for name, field in ENVIRONMENT.items() if environ.get(name, "") != ""}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        names = {field: name for name, field in ENVIRONMENT.items()}
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"][:1])
+            where = names.get(field, field) if field else ""
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None

@@ -1,0 +1,215 @@
+// The feedback page's one script: uploads, verdicts, heat maps, the access token. No framework,
+// no CDN; cards are rendered by the server (/cards/<id>) and inserted as they are.
+"use strict";
+
+const TOKEN_KEY = "catdog-feedback-token";
+const NAME_KEY = "catdog-feedback-name";
+const authRequired = () => document.body.dataset.authRequired === "true";
+
+function askToken() {
+  const dialog = document.getElementById("token-dialog");
+  const input = dialog.querySelector("input[name=token]");
+  input.value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const token = dialog.returnValue === "ok" ? input.value.trim() : "";
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      resolve(token);
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+// fetch() for routes that change data: sends the token when the app asks for one, asks again on 401.
+async function writeFetch(url, options) {
+  const send = (token) => fetch(url, {
+    ...options,
+    headers: { ...(options.headers || {}), "X-Feedback-Client": "page",
+               ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+  });
+  let token = sessionStorage.getItem(TOKEN_KEY) || "";
+  if (authRequired() && !token) token = await askToken();
+  let response = await send(token);
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = await askToken();
+    if (token) response = await send(token);
+  }
+  return response;
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+  } catch {
+    return `HTTP ${response.status}`;
+  }
+}
+
+async function cardElement(id) {
+  const response = await fetch(`/cards/${encodeURIComponent(id)}`);
+  if (!response.ok) throw new Error(await errorText(response));
+  const template = document.createElement("template");
+  template.innerHTML = (await response.text()).trim(); // server-rendered and escaped
+  return template.content.firstElementChild;
+}
+
+function placeholder(name) {
+  const card = document.createElement("article");
+  card.className = "card pending";
+  card.setAttribute("data-testid", "upload-pending");
+  const text = document.createElement("p");
+  text.textContent = `Asking the model about ${name}…`;
+  card.append(text);
+  return card;
+}
+
+async function uploadOne(file, results) {
+  const card = placeholder(file.name);
+  results.prepend(card);
+  const form = new FormData();
+  form.append("image", file, file.name);
+  try {
+    const response = await fetch("/api/predict?explain=true", {
+      method: "POST", body: form, headers: { "X-Feedback-Client": "page" },
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    const prediction = await response.json();
+    card.replaceWith(await cardElement(prediction.id));
+  } catch (error) {
+    card.classList.add("failed");
+    card.setAttribute("data-testid", "upload-error");
+    card.firstElementChild.textContent = `${file.name}: ${error.message}`;
+  }
+}
+
+async function uploadAll(files) {
+  const results = document.querySelector("[data-testid=results]");
+  for (const file of files) await uploadOne(file, results); // one at a time: the predictor has few cores
+}
+
+function setQueueCount(delta) {
+  for (const badge of document.querySelectorAll("[data-testid=queue-count], [data-testid=nav-queue-count]")) {
+    badge.textContent = String(Math.max(0, Number(badge.textContent) + delta));
+  }
+}
+
+async function validate(card, label) {
+  const error = card.querySelector("[data-testid=card-error]");
+  const wasUnvalidated = card.dataset.status === "unvalidated";
+  const by = (localStorage.getItem(NAME_KEY) || "").trim();
+  for (const button of card.querySelectorAll("button")) button.disabled = true;
+  try {
+    const response = await writeFetch(`/api/predictions/${encodeURIComponent(card.dataset.predictionId)}/validation`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(by ? { label, by } : { label }),
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    if (wasUnvalidated) setQueueCount(-1);
+    if (card.closest("[data-testid=review-queue]")) {
+      card.remove();
+      const queue = document.querySelector("[data-testid=review-queue]");
+      if (!queue.querySelector("[data-testid=prediction]")) {
+        document.querySelector("[data-testid=queue-empty]").hidden = false;
+      }
+    } else {
+      card.replaceWith(await cardElement(card.dataset.predictionId));
+    }
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+    for (const button of card.querySelectorAll("button")) button.disabled = false;
+  }
+}
+
+// The heat map: the explanation's grid (Grad-CAM in [0, 1], or occlusion saliency: any range)
+// drawn over the photo, positive values only, scaled to the grid's maximum.
+function explanationGrid(explanation) {
+  if (!explanation) return null;
+  for (const value of Object.values(explanation)) {
+    if (value && Array.isArray(value.values)) return value.values;
+    if (value && Array.isArray(value.grid)) return value.grid;
+  }
+  return null;
+}
+
+function drawHeatmap(canvas, grid, image) {
+  const rows = grid.length, cols = grid[0].length;
+  canvas.width = image.naturalWidth || image.width;
+  canvas.height = image.naturalHeight || image.height;
+  const context = canvas.getContext("2d");
+  const peak = Math.max(1e-9, ...grid.flat().map((v) => Math.max(0, v)));
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const v = Math.max(0, grid[i][j]) / peak;
+      context.fillStyle = `rgba(255, ${Math.round(200 * (1 - v))}, 0, ${(0.6 * v).toFixed(3)})`;
+      context.fillRect((j * canvas.width) / cols, (i * canvas.height) / rows,
+                       Math.ceil(canvas.width / cols), Math.ceil(canvas.height / rows));
+    }
+  }
+}
+
+async function toggleHeatmap(card, button) {
+  const canvas = card.querySelector("canvas.heatmap");
+  if (!canvas.hidden) {
+    canvas.hidden = true;
+    button.setAttribute("aria-pressed", "false");
+    return;
+  }
+  let explanation = JSON.parse(card.dataset.explanation || "null");
+  const error = card.querySelector("[data-testid=card-error]");
+  if (!explanationGrid(explanation)) {
+    button.disabled = true;
+    const response = await fetch(`/api/predictions/${encodeURIComponent(card.dataset.predictionId)}/explanation`,
+                                 { method: "POST" });
+    button.disabled = false;
+    if (!response.ok) {
+      error.textContent = `No heat map: ${await errorText(response)}`;
+      error.hidden = false;
+      return;
+    }
+    explanation = (await response.json()).explanation;
+    card.dataset.explanation = JSON.stringify(explanation);
+  }
+  const grid = explanationGrid(explanation);
+  if (!grid) {
+    error.textContent = "The predictor gave no heat map for this photo.";
+    error.hidden = false;
+    return;
+  }
+  drawHeatmap(canvas, grid, card.querySelector("img"));
+  canvas.hidden = false;
+  button.setAttribute("aria-pressed", "true");
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  const card = button && button.closest("[data-testid=prediction]");
+  if (!card) return;
+  if (button.dataset.action === "validate") validate(card, button.dataset.label);
+  if (button.dataset.action === "heatmap") toggleHeatmap(card, button);
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const name = document.querySelector("[data-testid=reviewer-name]");
+  if (name) {
+    name.value = localStorage.getItem(NAME_KEY) || "";
+    name.addEventListener("change", () => localStorage.setItem(NAME_KEY, name.value.trim()));
+  }
+  const input = document.querySelector("[data-testid=photo-input]");
+  if (!input) return;
+  input.addEventListener("change", () => {
+    uploadAll([...input.files]);
+    input.value = "";
+  });
+  const zone = document.querySelector("[data-testid=dropzone]");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    uploadAll([...event.dataTransfer.files].filter((f) => f.type.startsWith("image/") || f.type === ""));
+  });
+});

@@ -1,0 +1,184 @@
+"""The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/models.py).
+
+The callers own the transactions (feedback/service.py); nothing here commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from feedback.models import Photo, Prediction, Validation, utcnow
+from feedback.photos import CheckedPhoto
+
+ORDERS = ("newest", "least_confident")
+
+
+@dataclass(frozen=True)
+class PredictorAnswer:
+    """What the predictor said about one photo (feedback/predictor.py)."""
+
+    label: str
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str | None
+    latency_s: float
+    explanation: dict | None = None
+
+
+def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
+    """The photo's row, created on first sight; a concurrent insert of the same photo is tolerated."""
+    existing = session.get(Photo, photo.sha256)
+    if existing is not None:
+        return existing
+    row = Photo(sha256=photo.sha256, format=photo.header.format, width=photo.header.width,
+                height=photo.header.height, size_bytes=len(photo.data), uri=uri,
+                original_name=(original_name or None) and original_name[:255])
+    try:
+        with session.begin_nested():  # a savepoint: losing the race to another request is no error
+            session.add(row)
+    except IntegrityError:
+        row = session.get(Photo, photo.sha256, populate_existing=True)
+    return row
+
+
+def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, source: str) -> Prediction:
+    prediction = Prediction(
+        id=uuid.uuid4().hex, photo_sha256=photo.sha256, photo=photo, model_name=answer.model_name,
+        model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
+        probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
+        source=source,
+    )
+    session.add(prediction)
+    session.flush()
+    return prediction
+
+
+def add_validation(session: Session, sha256: str, label: str, source: str, by: str | None = None,
+                   note: str | None = None, prediction_id: str | None = None) -> Validation:
+    """Record a verdict and make it the photo's current label. The photo row is locked first, so
+    of two concurrent verdicts the one committed last is also the newest row (latest wins)."""
+    photo = session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()).scalar_one()
+    validation = Validation(photo_sha256=sha256, prediction_id=prediction_id, label=label, by_name=by,
+                            note=note, source=source, created_at=utcnow())
+    session.add(validation)
+    photo.label = label
+    session.flush()
+    return validation
+
+
+def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
+    return session.get(Prediction, prediction_id)
+
+
+def _status_filter(status: str):
+    return {
+        "unvalidated": Photo.label.is_(None),
+        "confirmed": Photo.label == Prediction.label,
+        "corrected": Photo.label != Prediction.label,  # NULL != x is not true: unvalidated stay out
+    }[status]
+
+
+def list_predictions(session: Session, status: str | None = None, model_version: str | None = None,
+                     order: str = "newest", limit: int = 50, offset: int = 0,
+                     latest_per_photo: bool = False) -> list[Prediction]:
+    """Predictions filtered by status and model version. least_confident puts the photos where a
+    person's answer teaches the model most first; latest_per_photo shows a photo uploaded several
+    times once (its newest prediction)."""
+    query = select(Prediction).join(Prediction.photo)
+    if status is not None:
+        query = query.where(_status_filter(status))
+    if model_version is not None:
+        query = query.where(Prediction.model_version == model_version)
+    if latest_per_photo:
+        newer = aliased(Prediction)
+        query = query.where(~select(newer.id).where(
+            newer.photo_sha256 == Prediction.photo_sha256,
+            or_(newer.created_at > Prediction.created_at,
+                (newer.created_at == Prediction.created_at) & (newer.id > Prediction.id)),
+        ).exists())
+    if order == "least_confident":
+        query = query.order_by(Prediction.confidence.asc(), Prediction.created_at.asc(), Prediction.id)
+    else:
+        query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def review_queue(session: Session, limit: int = 50) -> list[Prediction]:
+    """Photos nobody validated yet, least confident first, each once."""
+    return list_predictions(session, status="unvalidated", order="least_confident", limit=limit,
+                            latest_per_photo=True)
+
+
+def queue_length(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Photo).where(
+        Photo.label.is_(None), Photo.predictions.any())) or 0
+
+
+def validations_of(session: Session, sha256: str) -> list[Validation]:
+    return list(session.scalars(select(Validation).where(Validation.photo_sha256 == sha256).order_by(Validation.id)))
+
+
+def model_versions(session: Session) -> list[str]:
+    return list(session.scalars(select(Prediction.model_version).where(Prediction.model_version.is_not(None))
+                                .distinct().order_by(Prediction.model_version)))
+
+
+def counts(session: Session) -> dict:
+    """Predictions by status, photos, and validated photos per label."""
+    statuses = Counter({status: 0 for status in ("unvalidated", "confirmed", "corrected")})
+    for status in statuses:
+        statuses[status] = session.scalar(
+            select(func.count()).select_from(Prediction).join(Prediction.photo).where(_status_filter(status))) or 0
+    labels = dict(session.execute(select(Photo.label, func.count()).where(Photo.label.is_not(None))
+                                  .group_by(Photo.label)).all())
+    return {
+        "predictions": sum(statuses.values()),
+        **statuses,
+        "photos": session.scalar(select(func.count()).select_from(Photo)) or 0,
+        "validated_photos": labels,
+        "review_queue": queue_length(session),
+    }
+
+
+def unpublished(session: Session) -> list[Photo]:
+    """Validated photos whose dataset folder does not match their label yet."""
+    return list(session.scalars(select(Photo).where(
+        Photo.label.is_not(None), or_(Photo.published_label.is_(None), Photo.published_label != Photo.label))))
+
+
+def manifest_entries(session: Session, extension_of) -> list[dict]:
+    """One entry per validated photo: its dataset file and where it came from (the latest verdict)."""
+    latest = (select(func.max(Validation.id)).where(Validation.photo_sha256 == Photo.sha256)
+              .correlate(Photo).scalar_subquery())
+    rows = session.execute(
+        select(Photo, Validation, Prediction)
+        .join(Validation, Validation.id == latest)
+        .outerjoin(Prediction, Prediction.id == Validation.prediction_id)
+        .where(Photo.label.is_not(None))
+        .order_by(Photo.sha256)
+    ).all()
+    return [
+        {
+            "file": f"{photo.label}/{photo.sha256}{extension_of(photo.format)}",
+            "label": photo.label,
+            "sha256": photo.sha256,
+            "format": photo.format,
+            "width": photo.width,
+            "height": photo.height,
+            "original_name": photo.original_name,
+            "first_seen": photo.created_at.isoformat(),
+            "source": validation.source,
+            "validated_at": validation.created_at.isoformat(),
+            "validated_by": validation.by_name,
+            "prediction_id": validation.prediction_id,
+            "predicted_label": prediction.label if prediction else None,
+            "model_version": prediction.model_version if prediction else None,
+        }
+        for photo, validation, prediction in rows
+    ]
