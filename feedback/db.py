@@ -9,6 +9,7 @@ newer than the code's migrations is refused with a clear error, never downgraded
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+logger = logging.getLogger("catdog.feedback")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -88,9 +90,12 @@ def migrate(database: Database) -> str:
             f"(newest here: {script.get_current_head()}): run a newer version of the app, or point "
             "DATABASE_URL at another database"
         )
-    with database.write.begin() as session:
-        command.upgrade(alembic_config(session.connection()), "head")
-    return script.get_current_head()
+    head = script.get_current_head()
+    if current != {head}:
+        logger.info("migrating the database schema from %s to %s", sorted(current) or "nothing", head)
+        with database.write.begin() as session:
+            command.upgrade(alembic_config(session.connection()), "head")
+    return head
 
 
 def ping(database: Database) -> None:

@@ -70,6 +70,11 @@ class PredictionList(BaseModel):
     offset: int
 
 
+class ReviewQueue(BaseModel):
+    length: int = Field(description="photos waiting for a verdict")
+    predictions: list[PredictionOut] = Field(description="the least confident first, at most `limit`")
+
+
 class ValidationIn(BaseModel):
     label: str = Field(description="the right label, e.g. dog", max_length=64)
     by: str | None = Field(None, max_length=NAME_LENGTH, description="who says so (optional)")

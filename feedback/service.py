@@ -69,6 +69,7 @@ class FeedbackService:
         self._manifest_lock = threading.Lock()
         self._manifest_requested = 0
         self._manifest_written = 0
+        self._manifest_stale = True  # written at start-up, then after every change
         self._stop = threading.Event()
         self._repairer: threading.Thread | None = None
         self._predictor_status: tuple[float, PredictorStatus] | None = None
@@ -156,7 +157,7 @@ class FeedbackService:
                 raise NotFound(f"no prediction {prediction_id!r}")
             store.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
             sha256 = prediction.photo_sha256
-        self.publish(sha256)
+        self.publish_or_defer(sha256)
         self.refresh_manifest()
         return self.get(prediction_id)
 
@@ -176,7 +177,7 @@ class FeedbackService:
                 previous = row.label
                 if previous != item.label:
                     store.add_validation(session, photo.sha256, item.label, "upload-data", by)
-            self.publish(photo.sha256)
+            self.publish_or_defer(photo.sha256)
             outcome = "added" if previous is None else "already in the dataset" if previous == item.label else "relabelled"
             report.added.append({"name": item.name, "sha256": photo.sha256, "label": item.label,
                                  "previous_label": previous, "outcome": outcome})
@@ -198,18 +199,28 @@ class FeedbackService:
             with self.db.write.begin() as session:
                 session.get(Photo, sha256).published_label = label
 
+    def publish_or_defer(self, sha256: str) -> None:
+        """publish(), but a storage failure after the verdict was committed is logged, counted as
+        `unpublished` in the status, and left to repair(): the verdict itself is safe."""
+        try:
+            self.publish(sha256)
+        except Exception as exc:  # OSError, google.api_core errors...: whatever the storage raised
+            logger.error("dataset file of photo %s not moved yet (%s: %s); repair retries it",
+                         sha256[:12], type(exc).__name__, exc)
+
     def repair(self) -> int:
         """Finish every dataset move that a crash or a storage error interrupted; returns how many."""
         with self.db.read() as session:
             pending = [photo.sha256 for photo in store.unpublished(session)]
         for sha256 in pending:
             self.publish(sha256)
-        if pending or not self._manifest_written:
+        if pending or self._manifest_stale:
             self.refresh_manifest()
         return len(pending)
 
     def refresh_manifest(self) -> None:
-        """Rewrite dataset/manifest.json from the database; concurrent callers share one write."""
+        """Rewrite dataset/manifest.json from the database; concurrent callers share one write. A
+        failed write is logged and left to repair() (the manifest is derived from the database)."""
         with self._manifest_lock:
             self._manifest_requested += 1
             wanted = self._manifest_requested
@@ -217,10 +228,15 @@ class FeedbackService:
             if self._manifest_written >= wanted:
                 return  # another thread wrote it after this caller's change was committed
             latest = self._manifest_requested
-            with self.db.read() as session:
-                entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
-            self.photos.write_manifest(entries)
-            self._manifest_written = latest
+            try:
+                with self.db.read() as session:
+                    entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
+                self.photos.write_manifest(entries)
+            except Exception as exc:  # storage errors of any kind: the next repair() writes it
+                self._manifest_stale = True
+                logger.error("dataset manifest not written (%s: %s); repair retries it", type(exc).__name__, exc)
+                return
+            self._manifest_written, self._manifest_stale = latest, False
 
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:

@@ -63,7 +63,10 @@ def add_validation(session: Session, sha256: str, label: str, source: str, by: s
                    note: str | None = None, prediction_id: str | None = None) -> Validation:
     """Record a verdict and make it the photo's current label. The photo row is locked first, so
     of two concurrent verdicts the one committed last is also the newest row (latest wins)."""
-    photo = session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()).scalar_one()
+    # populate_existing: a copy of the row loaded before the lock may be stale, and the ORM would
+    # then skip an UPDATE that "changes nothing"
+    photo = session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()
+                            .execution_options(populate_existing=True)).scalar_one()
     validation = Validation(photo_sha256=sha256, prediction_id=prediction_id, label=label, by_name=by,
                             note=note, source=source, created_at=utcnow())
     session.add(validation)
@@ -143,6 +146,7 @@ def counts(session: Session) -> dict:
         "photos": session.scalar(select(func.count()).select_from(Photo)) or 0,
         "validated_photos": labels,
         "review_queue": queue_length(session),
+        "unpublished": len(unpublished(session)),  # verdicts whose dataset file is not moved yet
     }
 
 

@@ -29,7 +29,7 @@ def read_zip(data: bytes, labels: tuple[str, ...], label_map: dict[str, str], ma
     with archive:
         for info in archive.infolist():
             path = PurePosixPath(info.filename)
-            if info.is_dir() or any(part in IGNORED_DIRS or part.startswith(".") for part in path.parts):
+            if info.is_dir() or path.name.startswith(".") or any(part in IGNORED_DIRS for part in path.parts):
                 continue  # folders, macOS resource forks, hidden files: not photos (as ingest skips them)
             folder = path.parent.name
             label = label_map.get(folder, folder)

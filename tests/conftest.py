@@ -25,7 +25,14 @@ Fixtures:
   monkeypatch), clears ``catdog.storage.gcs_client``'s cache before and after, and gives a
   unique ``gs://`` prefix (``gcs.prefix``, ``gcs.uri("a", "b")``) so tests never share objects.
 
-Marker: ``slow`` (registered here; slow tests still run by default).
+Throwaway servers and a browser (tests/db_servers.py, tests/browser.py; imported here):
+``postgres_server`` / ``postgres_url`` / ``postgres_db_url``, ``mariadb_server`` / ``mariadb_url`` /
+``mariadb_db_url``, ``browser`` / ``page``. Without the server binaries or Chromium they skip.
+
+Markers: ``slow`` (slow tests still run by default); ``needs_postgres``, ``needs_mariadb``,
+``needs_browser``, added automatically to a test that uses the matching fixtures. With CI=true (or
+1) a test carrying one of these markers that is skipped is reported as FAILED ("CI must run this
+test, but it was skipped: <reason>"), so CI can never pass by skipping them.
 """
 
 from __future__ import annotations
@@ -43,6 +50,17 @@ if str(REPO_ROOT) not in sys.path:  # `tests.helpers` importable under plain `py
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests import browser as _browser  # noqa: E402
+from tests import db_servers as _db_servers  # noqa: E402
+from tests.browser import browser, page  # noqa: E402,F401 (fixtures)
+from tests.db_servers import (  # noqa: E402,F401 (fixtures)
+    mariadb_db_url,
+    mariadb_server,
+    mariadb_url,
+    postgres_db_url,
+    postgres_server,
+    postgres_url,
+)
 from tests.helpers import (  # noqa: E402
     CLASS_COLORS,
     IMAGES_PER_CLASS,
@@ -55,6 +73,13 @@ from tests.helpers import (  # noqa: E402
 
 __all__ = ["CLASS_COLORS", "IMAGES_PER_CLASS", "image_bytes", "make_class_folders", "make_image"]
 GCS_BUCKET = "catdog-test"
+pytest_plugins = ["pytester"]  # tests/test_db_servers.py runs pytest on generated test files
+NEEDS_MARKERS = {
+    "needs_postgres": "a throwaway PostgreSQL server (tests/db_servers.py; apt-get install postgresql)",
+    "needs_mariadb": "a throwaway MariaDB server (tests/db_servers.py; apt-get install mariadb-server)",
+    "needs_browser": "headless Chromium via Playwright (tests/browser.py; apt-get install chromium)",
+}
+FIXTURE_MARKERS = {**_db_servers.FIXTURE_MARKERS, **_browser.FIXTURE_MARKERS}
 
 
 def pytest_configure(config):
@@ -62,6 +87,42 @@ def pytest_configure(config):
         "markers", "slow: a long test (e.g. the local end-to-end pipeline run); runs by default, "
         "deselect with -m 'not slow'"
     )
+    for name, needs in NEEDS_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: needs {needs}; with CI=true a skip is a failure")
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a server or browser fixture carries its marker, so the CI rule applies."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = FIXTURE_MARKERS.get(fixture)
+            if marker and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With CI=true, a skipped test that carries a needs_* marker becomes a failure."""
+    report = yield
+    if (report.skipped and not hasattr(report, "wasxfail") and running_in_ci()
+            and any(item.get_closest_marker(name) for name in NEEDS_MARKERS)):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"CI must run this test, but it was skipped: {reason}"
+        report.ci_must_run = True
+    return report
+
+
+def pytest_report_teststatus(report, config):
+    """Such a report is FAILED (not ERROR) even when the skip came from a fixture's setup."""
+    if getattr(report, "ci_must_run", False):
+        return "failed", "F", "FAILED"
+    return None
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from catdog.preprocessing import MEDIA_TYPES
 from feedback import store
 from feedback.deps import get_service, require_writer
-from feedback.schemas import ImageB64In, PredictionList, PredictionOut, ValidationIn
+from feedback.schemas import ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 from feedback.service import FeedbackService
 
 router = APIRouter(prefix="/api", tags=["predictions"])
@@ -78,6 +78,15 @@ def list_predictions(
     with service.db.read() as session:
         rows = store.list_predictions(session, status, model_version, order, limit, offset)
     return PredictionList(predictions=[PredictionOut.of(p) for p in rows], count=len(rows), limit=limit, offset=offset)
+
+
+@router.get("/review-queue", response_model=ReviewQueue,
+            summary="Photos nobody validated yet, least confident first (each photo once)")
+def review_queue(limit: int = Query(50, ge=0, le=500), service: FeedbackService = Depends(get_service)) -> ReviewQueue:
+    with service.db.read() as session:
+        rows = store.review_queue(session, limit) if limit else []
+        length = store.queue_length(session)
+    return ReviewQueue(length=length, predictions=[PredictionOut.of(p) for p in rows])
 
 
 def _detail(service: FeedbackService, prediction_id: str) -> PredictionOut:

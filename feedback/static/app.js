@@ -77,6 +77,7 @@ async function uploadOne(file, results) {
     if (!response.ok) throw new Error(await errorText(response));
     const prediction = await response.json();
     card.replaceWith(await cardElement(prediction.id));
+    await refreshQueueLength();
   } catch (error) {
     card.classList.add("failed");
     card.setAttribute("data-testid", "upload-error");
@@ -89,15 +90,19 @@ async function uploadAll(files) {
   for (const file of files) await uploadOne(file, results); // one at a time: the predictor has few cores
 }
 
-function setQueueCount(delta) {
+function showQueueLength(length) {
   for (const badge of document.querySelectorAll("[data-testid=queue-count], [data-testid=nav-queue-count]")) {
-    badge.textContent = String(Math.max(0, Number(badge.textContent) + delta));
+    badge.textContent = String(length);
   }
+}
+
+async function refreshQueueLength() {
+  const response = await fetch("/api/review-queue?limit=0");
+  if (response.ok) showQueueLength((await response.json()).length);
 }
 
 async function validate(card, label) {
   const error = card.querySelector("[data-testid=card-error]");
-  const wasUnvalidated = card.dataset.status === "unvalidated";
   const by = (localStorage.getItem(NAME_KEY) || "").trim();
   for (const button of card.querySelectorAll("button")) button.disabled = true;
   try {
@@ -107,7 +112,7 @@ async function validate(card, label) {
       body: JSON.stringify(by ? { label, by } : { label }),
     });
     if (!response.ok) throw new Error(await errorText(response));
-    if (wasUnvalidated) setQueueCount(-1);
+    await refreshQueueLength();
     if (card.closest("[data-testid=review-queue]")) {
       card.remove();
       const queue = document.querySelector("[data-testid=review-queue]");

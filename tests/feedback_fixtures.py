@@ -1,0 +1,203 @@
+"""Fixtures and helpers for the feedback app's tests (tests/test_feedback_*.py).
+
+- ``predictor`` (session): the REAL predictor (serving/, ONNX Runtime) serving the tiny test model
+  (tests/serving_fixtures.py) on 127.0.0.1; ``.url``.
+- ``feedback_settings(tmp_path, predictor_url, **changes)``: Settings with the store in tmp_path
+  (SQLite unless database_url is given) and the repair loop off.
+- ``running_app(settings)``: a started FeedbackService behind the app, served by uvicorn on a free
+  loopback port in a thread; yields an ``AppClient`` (``.url``, ``.service``, ``.get/.post``,
+  ``.predict(bytes)``, ``.validate(id, label)``); closes the service on exit.
+- ``app`` (function): running_app on SQLite against ``predictor``.
+- ``stub_server(handler)``: a loopback HTTP server answering with ``handler(method, path, headers,
+  body) -> (status, headers, body)``; for a slow, broken or Vertex-like predictor.
+- ``photo(seed)``: a distinct 64x48 JPEG (tests.serving_fixtures.photo).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from tests.helpers import LOOPBACK, free_port
+from tests.serving_fixtures import make_model, photo, run_server, tiny_model_dir
+
+__all__ = ["photo"]
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    with run_server(make_model(tiny_model_dir())) as server:
+        yield server
+
+
+def feedback_settings(tmp_path, predictor_url: str, **changes):
+    from feedback.settings import Settings
+
+    values = dict(predictor_url=predictor_url, database_url=f"sqlite:///{tmp_path}/store/feedback.db",
+                  feedback_uri=str(tmp_path / "store"), repair_interval_s=0, predictor_timeout_s=5)
+    values.update(changes)
+    return Settings(**values)
+
+
+@dataclass
+class AppClient:
+    url: str
+    service: object  # feedback.service.FeedbackService
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def predict(self, data: bytes, name: str = "photo.jpg", **kwargs) -> requests.Response:
+        return self.post("/api/predict", files={"image": (name, data, "image/jpeg")}, **kwargs)
+
+    def validate(self, prediction_id: str, label: str, **body) -> requests.Response:
+        headers = body.pop("headers", None)
+        return self.post(f"/api/predictions/{prediction_id}/validation", json={"label": label, **body},
+                         headers=headers)
+
+
+@contextmanager
+def running_app(settings, start: bool = True):
+    import uvicorn
+
+    from feedback.app import create_app
+    from feedback.service import FeedbackService
+
+    service = FeedbackService(settings)
+    if start:
+        service.start(background_repair=settings.repair_interval_s > 0)
+    config = uvicorn.Config(create_app(service), host=LOOPBACK, port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-feedback", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start the feedback app")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield AppClient(f"http://{LOOPBACK}:{port}", service)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        service.close()  # idempotent: the lifespan closed it already when uvicorn shut down cleanly
+
+
+@pytest.fixture
+def app(tmp_path, predictor):
+    with running_app(feedback_settings(tmp_path, predictor.url)) as client:
+        yield client
+
+
+@contextmanager
+def stub_server(handler):
+    """handler(method, path, headers, body) -> (status, headers dict, body bytes or JSON-able)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, headers, payload = handler(self.command, self.path, dict(self.headers), body)
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                for key, value in {"content-type": "application/json", **headers}.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                pass
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def unused_url() -> str:
+    """A loopback URL where nothing listens (a predictor that is down)."""
+    return f"http://{LOOPBACK}:{free_port()}"
+
+
+class FakePredictor:
+    """Stands in for feedback.predictor.PredictorClient in service-level tests: answers from a
+    table of sha256 -> probabilities (default: cat 0.6), or raises `error` when set."""
+
+    explanations = True
+    protocol = "kserve"
+
+    def __init__(self, version: str = "v1"):
+        self.version = version
+        self.answers: dict[str, dict[str, float]] = {}
+        self.error: Exception | None = None
+        self.calls = 0
+
+    def answer(self, data: bytes, probabilities: dict[str, float]) -> None:
+        import hashlib
+
+        self.answers[hashlib.sha256(data).hexdigest()] = probabilities
+
+    def predict(self, image: bytes, explain: bool = False):
+        import hashlib
+
+        from feedback.store import PredictorAnswer
+
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        probabilities = self.answers.get(hashlib.sha256(image).hexdigest(), {"cat": 0.6, "dog": 0.4})
+        label = max(probabilities, key=probabilities.get)
+        explanation = {"saliency": {"values": [[0.1, 0.9], [0.0, 0.5]]}} if explain else None
+        return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation)
+
+    def status(self):
+        from feedback.predictor import PredictorStatus
+
+        return PredictorStatus("fake://", "kserve", True, True, self.version, ["cat", "dog"])
+
+    def close(self) -> None:
+        pass
+
+
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.needs_postgres),
+             pytest.param("mariadb", marks=pytest.mark.needs_mariadb)]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database on each backend (the server ones skip with a reason when absent)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/feedback.db"
+    return request.getfixturevalue(f"{request.param}_db_url")
+
+
+def started_service(tmp_path, database_url: str, predictor=None, **changes):
+    """A FeedbackService on `database_url` with its photos under tmp_path/store, migrated and repaired."""
+    from feedback.service import FeedbackService
+
+    settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=database_url, **changes)
+    service = FeedbackService(settings, predictor=predictor or FakePredictor())
+    service.start(background_repair=False)
+    return service
