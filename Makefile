@@ -19,6 +19,9 @@ USERS ?= 8
 DURATION ?= 30
 LOAD_PORT ?= 8089
 BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
+# the feedback app: PORT=... on `make app`/`make up` is the app's port (8000 unless given)
+APP_PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8000)
+PREDICTOR_PORT ?= 8080
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -70,10 +73,19 @@ bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model
 	$(PY) -m serving.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
 
+app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [PREDICTOR_URL=...] [DATABASE_URL=...] [FEEDBACK_URI=...]
+	$(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)
+
+up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app (PORT=8000); Ctrl-C stops both
+	@set -e; \
+	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $(PREDICTOR_PORT) & predictor=$$!; \
+	trap 'kill $$predictor 2>/dev/null; wait $$predictor 2>/dev/null || true' EXIT; \
+	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)
+
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving clean
+.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving app up clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag
@@ -81,15 +93,18 @@ IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)$(shell 
 IMAGE_PLATFORM ?= linux/amd64
 COMPONENTS_IMAGE = $(IMAGE_REGISTRY)/catdog-components:$(IMAGE_TAG)
 PREDICTOR_IMAGE = $(IMAGE_REGISTRY)/catdog-predictor:$(IMAGE_TAG)
+FEEDBACK_IMAGE = $(IMAGE_REGISTRY)/catdog-feedback:$(IMAGE_TAG)
 
-images: ## Build + push the component and predictor images: IMAGE_REGISTRY=<registry> [IMAGE_TAG=<git sha>]
+images: ## Build + push the component, predictor and feedback app images: IMAGE_REGISTRY=<registry> [IMAGE_TAG=<git sha>]
 	@test -n "$(IMAGE_REGISTRY)" || { echo "error: set IMAGE_REGISTRY=<registry>, e.g. IMAGE_REGISTRY=us-central1-docker.pkg.dev/PROJECT/REPO" >&2; exit 2; }
 	@command -v docker >/dev/null || { echo "error: docker is not installed (make images builds with docker buildx/BuildKit)" >&2; exit 2; }
 	docker build --platform $(IMAGE_PLATFORM) -f components/Dockerfile -t $(COMPONENTS_IMAGE) .
 	docker build --platform $(IMAGE_PLATFORM) -f serving/Dockerfile -t $(PREDICTOR_IMAGE) .
+	docker build --platform $(IMAGE_PLATFORM) -f feedback/Dockerfile -t $(FEEDBACK_IMAGE) .
 	docker push $(COMPONENTS_IMAGE)
 	docker push $(PREDICTOR_IMAGE)
-	@echo "pushed $(COMPONENTS_IMAGE) and $(PREDICTOR_IMAGE)"
+	docker push $(FEEDBACK_IMAGE)
+	@echo "pushed $(COMPONENTS_IMAGE), $(PREDICTOR_IMAGE) and $(FEEDBACK_IMAGE)"
 	@echo "submit with: make run TARGET=vertex|kubeflow IMAGE=$(COMPONENTS_IMAGE) [serving_image=$(PREDICTOR_IMAGE)] ..."
 
 schedule: ## Scheduled retraining: TARGET=vertex|kubeflow|local CRON="0 3 * * 1" [SCHEDULE_NAME=...] [key=value ...]

@@ -4,10 +4,18 @@ Format: TFRecord shards of already-resized uint8 pixels. Each image is decoded a
 (by catdog.preprocessing, the same code the server runs), so training epochs read fixed-size
 tensors with no JPEG decoding on a 2-core CPU; TFRecord is tf.data's native, streamable format
 (it reads straight from gs:// on Vertex), and shards let tf.data interleave reads.
+
+Split: the data's photos are split stratified by class (or by the source's own folders) exactly as
+when there is no feedback; each feedback photo goes to train/validation/test by a hash of
+(seed, sha256), so its split never changes as more feedback arrives (see split_dataset).
+
+dataset.json: per split, "count", "class_counts", "shards", "sha256" (the photos in file order),
+"origins" (parallel to "sha256": "data" or "feedback") and "feedback_count".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -52,11 +60,22 @@ def _stratified(records: list[ImageRecord], fractions: dict[str, float], seed: i
     return out
 
 
-def split_dataset(result: IngestResult, ratios: SplitRatios, seed: int) -> tuple[dict[str, list[ImageRecord]], str]:
-    """Return {split: records} and a sentence saying how the split was formed."""
-    if result.layout == "train_validation":
-        held_out = [r for r in result.images if r.source_split == "validation"]
-        pool = [r for r in result.images if r.source_split == "train"]
+def feedback_split(sha256: str, ratios: SplitRatios, seed: int) -> str:
+    """The split of one feedback photo: a uniform draw in [0, 1) from sha256(seed:sha256), cut at
+    the ratios. It depends on nothing else, so it never changes as more photos arrive."""
+    draw = int.from_bytes(hashlib.sha256(f"{seed}:{sha256}".encode()).digest()[:8], "big") / 2**64
+    if draw < ratios.train:
+        return "train"
+    return "validation" if draw < ratios.train + ratios.validation else "test"
+
+
+def _split_data(
+    images: list[ImageRecord], layout: str, ratios: SplitRatios, seed: int
+) -> tuple[dict[str, list[ImageRecord]], str]:
+    """The data's own photos (no feedback): {split: records} and the policy sentence."""
+    if layout == "train_validation":
+        held_out = [r for r in images if r.source_split == "validation"]
+        pool = [r for r in images if r.source_split == "train"]
         val_fraction = ratios.validation / (ratios.train + ratios.validation)
         parts = _stratified(pool, {"train": 1 - val_fraction, "validation": val_fraction}, seed)
         parts["test"] = sorted(held_out, key=lambda r: r.sha256)
@@ -67,12 +86,30 @@ def split_dataset(result: IngestResult, ratios: SplitRatios, seed: int) -> tuple
             f"(seed {seed})."
         )
     else:
-        parts = _stratified(
-            result.images, {"train": ratios.train, "validation": ratios.validation, "test": ratios.test}, seed
-        )
+        parts = _stratified(images, {"train": ratios.train, "validation": ratios.validation, "test": ratios.test}, seed)
         policy = (
             f"Stratified by class into train/validation/test {ratios.train}/{ratios.validation}/"
             f"{ratios.test} (seed {seed}; order fixed by content hash, so independent of file names)."
+        )
+    return parts, policy
+
+
+def split_dataset(result: IngestResult, ratios: SplitRatios, seed: int) -> tuple[dict[str, list[ImageRecord]], str]:
+    """Return {split: records} and a sentence saying how the split was formed.
+
+    The data's photos are split as if there were no feedback; feedback photos follow, each in the
+    split feedback_split() gives it (in sha256 order).
+    """
+    parts, policy = _split_data([r for r in result.images if r.origin == "data"], result.layout, ratios, seed)
+    feedback = sorted((r for r in result.images if r.origin == "feedback"), key=lambda r: r.sha256)
+    for rec in feedback:
+        parts[feedback_split(rec.sha256, ratios, seed)].append(rec)
+    if feedback:
+        policy += (
+            f" The {len(feedback)} feedback photo(s) are assigned one by one by a hash of (seed, sha256) to "
+            f"train/validation/test with probabilities {ratios.train}/{ratios.validation}/{ratios.test}, so a "
+            "feedback photo's split never changes as more feedback arrives (one in test never trains a later "
+            "model) and the data's photos are split as without feedback."
         )
     empty = [f"{s}/{c}" for s in SPLITS for c in result.class_names if not any(r.label == c for r in parts[s])]
     if empty:
@@ -122,6 +159,8 @@ def write_dataset(
             "class_counts": {c: sum(r.label == c for r in records) for c in result.class_names},
             "shards": shards,
             "sha256": [r.sha256 for r in records],
+            "origins": [r.origin for r in records],
+            "feedback_count": sum(r.origin == "feedback" for r in records),
         }
     metadata = {
         "class_names": result.class_names,
@@ -137,6 +176,13 @@ def write_dataset(
 
 def load_metadata(dataset_dir: Path) -> dict:
     return json.loads((Path(dataset_dir) / METADATA_NAME).read_text())
+
+
+def split_origins(metadata: dict, split: str) -> list[str]:
+    """The origin of each photo of a split, in file order; a dataset.json written before feedback
+    existed has no "origins": all its photos are the data's."""
+    info = metadata["splits"][split]
+    return info.get("origins", ["data"] * info["count"])
 
 
 def load_split(dataset_dir: Path, split: str):

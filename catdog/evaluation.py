@@ -53,6 +53,25 @@ def evaluate_pixels(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.nda
     return classification_metrics(labels, predictor.predict_pixels(pixels), predictor.class_names)
 
 
+def subset_metrics(labels: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, name: str) -> dict:
+    """{name}_n and, when it is not 0, {name}_accuracy on the photos where mask is True."""
+    labels, mask = np.asarray(labels), np.asarray(mask, dtype=bool)
+    if mask.shape != labels.shape:
+        raise ValueError(f"{name}: mask of shape {mask.shape} for {labels.shape} labels")
+    result = {f"{name}_n": int(mask.sum())}
+    if mask.any():
+        result[f"{name}_accuracy"] = float(skm.accuracy_score(labels[mask], probabilities[mask].argmax(axis=1)))
+    return result
+
+
+def evaluate_by_origin(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.ndarray, origins: list[str]) -> dict:
+    """The metrics of the whole split plus feedback_n and feedback_accuracy (omitted when
+    feedback_n is 0) on its photos that came from the feedback app; origins is parallel to labels."""
+    probabilities = predictor.predict_pixels(pixels)
+    result = classification_metrics(labels, probabilities, predictor.class_names)
+    return result | subset_metrics(labels, probabilities, np.asarray(origins) == "feedback", "feedback")
+
+
 def evaluate_files(predictor: OnnxPredictor, files: list[tuple[Path, int]]) -> dict:
     """Metrics on (path, label index) pairs; unreadable images are skipped and counted."""
     pixels, labels, skipped = [], [], []

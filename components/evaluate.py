@@ -14,21 +14,26 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     evaluation: Output[Artifact],
 ):
-    """Score the ONNX export (what is served) on the held-out test split."""
+    """Score the ONNX export (what is served) on the held-out test split, and on its feedback photos."""
     import json
     from pathlib import Path
 
-    from catdog.dataset import load_split_arrays
-    from catdog.evaluation import evaluate_pixels
+    from catdog.dataset import load_metadata, load_split_arrays, split_origins
+    from catdog.evaluation import evaluate_by_origin
     from catdog.predictor import OnnxPredictor
 
     pixels, labels = load_split_arrays(Path(dataset.path), "test")
-    result = evaluate_pixels(OnnxPredictor(Path(model.path)), pixels, labels)
+    origins = split_origins(load_metadata(Path(dataset.path)), "test")
+    result = evaluate_by_origin(OnnxPredictor(Path(model.path)), pixels, labels, origins)
     for key in ("accuracy", "precision", "recall", "f1", "auc"):
         metrics.log_metric(key, result[key])
     metrics.log_metric("n", result["n"])
+    metrics.log_metric("feedback_n", result["feedback_n"])
+    if "feedback_accuracy" in result:  # no feedback photo in the test split: no accuracy to report
+        metrics.log_metric("feedback_accuracy", result["feedback_accuracy"])
     classification.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
     if "roc" in result:
         classification.log_roc_curve(result["roc"]["fpr"], result["roc"]["tpr"], result["roc"]["thresholds"])
     Path(evaluation.path).write_text(json.dumps(result, indent=1))
-    print({k: result[k] for k in ("n", "accuracy", "precision", "recall", "f1", "auc")})
+    shown = ("n", "accuracy", "precision", "recall", "f1", "auc", "feedback_n", "feedback_accuracy")
+    print({k: result[k] for k in shown if k in result})

@@ -9,6 +9,7 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ingest(
     data_uri: str,
+    feedback_uri: str,
     label_map: str,
     min_image_side: int,
     max_image_pixels: int,
@@ -16,23 +17,33 @@ def ingest(
     report: Output[Markdown],
     report_json: Output[Artifact],
 ):
-    """Validate images by content (format, size, bombs, duplicates); write a dataset report."""
+    """Validate images by content (format, size, bombs, duplicates); write a dataset report.
+
+    feedback_uri ('' = none): also the photos validated in the feedback app, under <feedback_uri>/dataset.
+    """
     import json
     from pathlib import Path
 
     from catdog import ingest as lib
 
     result = lib.ingest_dataset(
-        data_uri, Path(dataset.path), min_image_side, max_image_pixels, label_map=lib.parse_label_map(label_map)
+        data_uri, Path(dataset.path), min_image_side, max_image_pixels, label_map=lib.parse_label_map(label_map),
+        feedback_uri=feedback_uri,
     )
-    summary = lib.build_report(result, data_uri)
+    summary = lib.build_report(result, data_uri, feedback_uri)
     Path(report.path).write_text(lib.report_markdown(summary))
     Path(report_json.path).write_text(json.dumps(summary, indent=1))
     dataset.metadata.update(
         {"n_images": summary["n_images"], "n_skipped": summary["n_skipped"],
-         "class_counts": summary["class_counts"], "fingerprint": summary["fingerprint"]}
+         "class_counts": summary["class_counts"], "fingerprint": summary["fingerprint"],
+         "n_feedback": summary["n_images_by_origin"]["feedback"]}
     )
     print(f"kept {summary['n_images']} images {summary['class_counts']}, skipped {summary['n_skipped']}")
+    if feedback_uri:
+        print(f"feedback {feedback_uri}: kept {summary['n_images_by_origin']['feedback']} "
+              f"{summary['class_counts_by_origin']['feedback']}, skipped {summary['n_skipped_by_origin']['feedback']}")
+    for note in summary["notes"]:
+        print(note)
     for skipped in summary["skipped"]:
         print(f"  skipped {skipped['source']}: {skipped['reason']}")
     lib.check_usable(result)

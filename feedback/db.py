@@ -10,6 +10,7 @@ newer than the code's migrations is refused with a clear error, never downgraded
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 logger = logging.getLogger("catdog.feedback")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
+MIGRATION_LOCK_ID = 7_164_263_533  # any constant: the PostgreSQL advisory lock of our migrations
+MIGRATION_LOCK_NAME = "catdog_feedback_migrations"
 
 
 class SchemaError(RuntimeError):
@@ -78,24 +81,40 @@ def alembic_config(connection=None) -> Config:
 
 
 def migrate(database: Database) -> str:
-    """Bring the schema to the newest revision; returns it. Raises SchemaError for an unknown one."""
-    config = alembic_config()
-    script = ScriptDirectory.from_config(config)
-    with database.engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    unknown = current - {revision.revision for revision in script.walk_revisions()}
-    if unknown:
-        raise SchemaError(
-            f"the database's schema revision {sorted(unknown)} is newer than this code knows "
-            f"(newest here: {script.get_current_head()}): run a newer version of the app, or point "
-            "DATABASE_URL at another database"
-        )
+    """Bring the schema to the newest revision; returns it. Raises SchemaError for an unknown one.
+    Replicas starting together take turns: the first migrates, the others find it done."""
+    script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    if current != {head}:
-        logger.info("migrating the database schema from %s to %s", sorted(current) or "nothing", head)
-        with database.write.begin() as session:
-            command.upgrade(alembic_config(session.connection()), "head")
+    with database.write.begin() as session, _migration_lock(session.connection()) as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        unknown = current - {revision.revision for revision in script.walk_revisions()}
+        if unknown:
+            raise SchemaError(
+                f"the database's schema revision {sorted(unknown)} is newer than this code knows "
+                f"(newest here: {head}): run a newer version of the app, or point DATABASE_URL at "
+                "another database"
+            )
+        if current != {head}:
+            logger.info("migrating the database schema from %s to %s", sorted(current) or "nothing", head)
+            command.upgrade(alembic_config(connection), "head")
     return head
+
+
+@contextmanager
+def _migration_lock(connection):
+    """A server-wide lock around migrations (PostgreSQL advisory lock, MySQL named lock); SQLite's
+    BEGIN IMMEDIATE already serialises them."""
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")  # released at commit
+    elif backend in ("mysql", "mariadb"):
+        if connection.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATION_LOCK_NAME}', 300)").scalar() != 1:
+            raise SchemaError("another process has held the migration lock for 5 minutes")
+    try:
+        yield connection
+    finally:
+        if backend in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits implicitly
+            connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATION_LOCK_NAME}')")
 
 
 def ping(database: Database) -> None:

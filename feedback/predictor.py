@@ -29,9 +29,10 @@ STATUS_TIMEOUT_S = 3.0
 
 
 class PredictorError(RuntimeError):
-    """`kind`: unreachable (down or slow), not_ready, refused (the photo), bad_answer."""
+    """`kind`: unreachable (down or slow), not_ready, refused (the photo), too_large (for the
+    predictor's body limit), bad_answer."""
 
-    STATUS = {"unreachable": 503, "not_ready": 503, "refused": 422, "bad_answer": 502}
+    STATUS = {"unreachable": 503, "not_ready": 503, "refused": 422, "too_large": 413, "bad_answer": 502}
 
     def __init__(self, message: str, kind: str):
         super().__init__(message)
@@ -138,6 +139,8 @@ class PredictorClient:
     def _json(self, response: httpx.Response) -> dict:
         if response.status_code == 400:  # the predictor refused the photo: say why
             raise PredictorError(f"the predictor refused the photo: {_error_text(response)}", "refused")
+        if response.status_code == 413:
+            raise PredictorError(f"the photo is too large for the predictor: {_error_text(response)}", "too_large")
         if response.status_code == 503:
             raise PredictorError(f"the predictor at {self.url} is not ready: {_error_text(response)}", "not_ready")
         if response.status_code != 200:

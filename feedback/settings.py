@@ -48,7 +48,8 @@ class Settings(BaseModel):
     feedback_uri: str = DEFAULT_DATA_DIR
     app_token: SecretStr | None = None
     labels: tuple[str, ...] = ("cat", "dog")
-    max_photo_bytes: Annotated[int, Field(ge=1)] = 10 * MiB
+    # 7 MiB: sent base64-encoded (4/3 larger), a photo must fit the predictor's 10 MiB body limit
+    max_photo_bytes: Annotated[int, Field(ge=1)] = 7 * MiB
     max_request_bytes: Annotated[int, Field(ge=1)] = 200 * MiB  # a zip of class folders for upload-data
     max_pixels: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PIXELS
     min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE

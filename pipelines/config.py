@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catdog.deploy import DNS_LABEL, MAX_SERVICE_NAME
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
+from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
@@ -27,9 +28,11 @@ class PipelineConfig(BaseModel):
 
     # data
     data_uri: str = Field("data", description="folder, .zip/.tar.gz path or URL, or gs:// prefix")
+    feedback_uri: str = Field("", description="folder or gs:// prefix of the feedback app's published photos "
+                              "(<feedback_uri>/dataset/<label>/...), added to data_uri's; '' = none")
     label_map: str = Field(DEFAULT_LABEL_MAP, description="folder=label renames, e.g. for cats_and_dogs_filtered")
-    min_image_side: Annotated[int, Field(ge=1)] = 32
-    max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
+    max_image_pixels: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PIXELS
     # split and preprocessing
     train_split: Annotated[float, Field(gt=0, lt=1)] = 0.7
     val_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -84,6 +87,13 @@ class PipelineConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}; choose from {list(known)}")
         return ",".join(names)
+
+    @field_validator("feedback_uri")
+    @classmethod
+    def _feedback_uri_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith("gs://"):
+            raise ValueError(f"{value!r}: give a local folder or a gs:// prefix")
+        return value
 
     @field_validator("label_map")
     @classmethod

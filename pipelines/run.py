@@ -19,7 +19,7 @@ from pipelines.submit import REMOTE_SETTINGS, REMOTE_TARGETS, RemoteRunFailed, S
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
 RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), **REMOTE_SETTINGS}
-PATH_PARAMETERS = ("data_uri", "registry_uri", "weights")
+PATH_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights")
 
 
 def parse_arguments(
@@ -47,17 +47,20 @@ def parse_arguments(
 
 
 def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
-    """Local steps run in other working directories: make relative local paths absolute."""
+    """Local steps run in other working directories: make relative local paths absolute ('' = unset)."""
     updates = {}
     for key in PATH_PARAMETERS:
         value = getattr(config, key)
-        if "://" not in value and value.lower() not in ("imagenet", "none"):
+        if value and "://" not in value and value.lower() not in ("imagenet", "none"):
             updates[key] = str(Path(value).expanduser().resolve())
     return config.model_copy(update=updates)
 
 
 def check_local_inputs(config: PipelineConfig) -> None:
-    """TARGET=local: a local DATA or WEIGHTS path that does not exist fails now, not steps later."""
+    """TARGET=local: a local DATA or WEIGHTS path that does not exist fails now, not steps later.
+
+    A feedback_uri that does not exist (yet) is fine: ingest reports that there is no feedback photo.
+    """
     if "://" not in config.data_uri and not Path(config.data_uri).exists():
         raise ConfigError(
             f"DATA={config.data_uri} does not exist: give a folder with one sub-folder per class, "

@@ -21,6 +21,7 @@ _D = PipelineConfig()
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, select and deploy a cats-vs-dogs classifier.")
 def training_pipeline(
     data_uri: str = _D.data_uri,
+    feedback_uri: str = _D.feedback_uri,
     label_map: str = _D.label_map,
     min_image_side: int = _D.min_image_side,
     max_image_pixels: int = _D.max_image_pixels,
@@ -60,7 +61,11 @@ def training_pipeline(
     vertex_max_replicas: int = _D.vertex_max_replicas,
 ):
     ingest_task = ingest(
-        data_uri=data_uri, label_map=label_map, min_image_side=min_image_side, max_image_pixels=max_image_pixels
+        data_uri=data_uri,
+        feedback_uri=feedback_uri,
+        label_map=label_map,
+        min_image_side=min_image_side,
+        max_image_pixels=max_image_pixels,
     )
     ingest_task.set_display_name("ingest")
     preprocess_task = preprocess(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import Augmentation, ConfigError, PipelineConfig, build_config
-from pipelines.run import absolute_local_paths, parse_arguments
+from pipelines.run import absolute_local_paths, check_local_inputs, parse_arguments
 
 
 def test_defaults_are_valid():
@@ -137,6 +137,25 @@ def test_absolute_local_paths(tmp_path, monkeypatch):
     assert config.registry_uri == "gs://b/reg"
     assert config.weights == "imagenet"
     assert Path(absolute_local_paths(build_config({"weights": "w.h5"})).weights).is_absolute()
+
+
+def test_feedback_uri_made_absolute_unless_unset_or_remote(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_local_paths(build_config()).feedback_uri == ""
+    assert absolute_local_paths(build_config({"feedback_uri": "feedback_data"})).feedback_uri == str(
+        tmp_path / "feedback_data")
+    assert absolute_local_paths(build_config({"feedback_uri": "gs://b/fb"})).feedback_uri == "gs://b/fb"
+
+
+def test_feedback_uri_that_does_not_exist_yet_is_not_an_error(image_folder, tmp_path):
+    check_local_inputs(build_config({"data_uri": str(image_folder), "feedback_uri": str(tmp_path / "nobody-yet"),
+                                     "weights": "none"}))
+
+
+@pytest.mark.parametrize("uri", ["https://h/feedback", "s3://b/feedback"])
+def test_feedback_uri_must_be_a_folder_or_gcs(uri):
+    with pytest.raises(ConfigError, match=r"feedback_uri: .*give a local folder or a gs:// prefix"):
+        build_config({"feedback_uri": uri})
 
 
 # --- one parameter set everywhere ------------------------------------------------------------

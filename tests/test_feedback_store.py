@@ -164,3 +164,31 @@ def test_a_verdict_on_a_missing_photo_row_cannot_be_written(service):
         store.add_validation(session, "0" * 64, "cat", "api")
     with service.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Validation)) == 0
+
+
+def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
+    """Without the migration lock, racing CREATE TABLEs fail (PostgreSQL) or wait forever (MariaDB's
+    metadata locks): daemon threads and a deadline keep a regression from hanging the suite."""
+    import threading
+
+    databases = [open_database(database_url) for _ in range(4)]
+    results: list = [None] * len(databases)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = migrate(databases[i])
+        except Exception as exc:  # reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(databases))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert results == ["0001"] * len(databases)
+        with databases[0].read() as session:
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    finally:
+        for database in databases:
+            database.close()

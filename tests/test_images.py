@@ -1,4 +1,4 @@
-"""The two Dockerfiles (components, serving) and `make images`, checked without Docker: base
+"""The three Dockerfiles (components, serving, feedback) and `make images`, checked without Docker: base
 image, non-root user, every COPY source present in the repo and let through its .dockerignore.
 """
 
@@ -17,7 +17,8 @@ from components import BASE_IMAGE
 from pipelines.compile import PIPELINE_YAML
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILES = [REPO_ROOT / "components" / "Dockerfile", REPO_ROOT / "serving" / "Dockerfile"]
+DOCKERFILES = [REPO_ROOT / "components" / "Dockerfile", REPO_ROOT / "serving" / "Dockerfile",
+               REPO_ROOT / "feedback" / "Dockerfile"]
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -116,15 +117,17 @@ def test_make_images_needs_a_registry():
     assert "docker build" not in result.stdout
 
 
-def test_make_images_builds_and_pushes_both_images():
+def test_make_images_builds_and_pushes_all_three_images():
     result = make("-n", "images", "IMAGE_REGISTRY=europe-docker.pkg.dev/p/r", "IMAGE_TAG=abc1234")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    components, predictor = ("europe-docker.pkg.dev/p/r/catdog-components:abc1234",
-                             "europe-docker.pkg.dev/p/r/catdog-predictor:abc1234")
+    components, predictor, feedback = (f"europe-docker.pkg.dev/p/r/catdog-{name}:abc1234"
+                                       for name in ("components", "predictor", "feedback"))
     assert f"-f components/Dockerfile -t {components} ." in out
     assert f"-f serving/Dockerfile -t {predictor} ." in out
-    assert f"docker push {components}" in out and f"docker push {predictor}" in out
+    assert f"-f feedback/Dockerfile -t {feedback} ." in out
+    for image in (components, predictor, feedback):
+        assert f"docker push {image}" in out
     assert f"IMAGE={components}" in out
 
 
@@ -138,5 +141,5 @@ def test_make_images_default_tag_is_the_git_sha():
 
 def test_make_help_lists_the_new_targets():
     out = re.sub(r"\x1b\[[0-9;]*m", "", make("-s", "help").stdout)
-    for target in ("images", "schedule", "unschedule"):
+    for target in ("images", "schedule", "unschedule", "app", "up"):
         assert re.search(rf"^\s+{target}\s+\S", out, re.M), target

@@ -376,7 +376,8 @@ def test_report_without_skipped_says_none(image_folder, tmp_path):
 
 def test_report_markdown_escapes_pipes_in_reasons():
     report = {
-        "data_uri": "d", "layout": "class_folders", "fingerprint": "0" * 64, "n_images": 0, "n_skipped": 1,
+        "data_uri": "d", "feedback_uri": "", "notes": [], "layout": "class_folders", "fingerprint": "0" * 64,
+        "n_images": 0, "n_skipped": 1,
         "class_counts": {}, "class_counts_by_source_split": {}, "formats": {}, "width": {}, "height": {},
         "shorter_side_histogram": {}, "skipped": [{"source": "a.jpg", "reason": "x | y"}],
     }

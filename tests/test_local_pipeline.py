@@ -2,21 +2,25 @@
 
 The configuration is as small as the pipeline allows (32 px, random init, one epoch per phase) so
 the run stays short. Assertions look task folders up by name under the run folder and check only
-the data steps' outputs, so the test stays valid as steps are added after them.
+the data steps' outputs (the data plus a few feedback-app photos) and evaluate's feedback metrics,
+so the test stays valid as steps are added after them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import build_config
+from catdog.dataset import SplitRatios, feedback_split
+from pipelines.config import PipelineConfig, build_config
 from pipelines.run import describe_outputs, run_local
-from tests.helpers import make_class_folders
+from tests.helpers import CLASS_COLORS, image_bytes, make_class_folders
 
 PER_CLASS = {"cat": 12, "dog": 12}
+FEEDBACK = {"cat": 3, "dog": 3}  # as the feedback app publishes them: <feedback_uri>/dataset/<label>/<sha256>.jpg
 pytestmark = [
     # kfp.local says these when it runs container settings in a subprocess; expected here
     pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
@@ -31,15 +35,32 @@ def task_dir(run_dir: Path, name: str) -> Path:
     return matches[0]
 
 
+def publish_feedback(feedback_uri: Path) -> None:
+    """FEEDBACK photos as the feedback app publishes them, the first cat one of those the split
+    puts in test (default seed and ratios), so that evaluate has a feedback photo to score."""
+    defaults = PipelineConfig()
+    ratios = SplitRatios(defaults.train_split, defaults.val_split, defaults.test_split)
+    for label, n in FEEDBACK.items():
+        photos = [image_bytes(seed=900 + i, color=CLASS_COLORS[label]) for i in range(40)]
+        if label == "cat":
+            photos.sort(key=lambda p: feedback_split(hashlib.sha256(p).hexdigest(), ratios, defaults.seed) != "test")
+        (feedback_uri / "dataset" / label).mkdir(parents=True)
+        for photo in photos[:n]:
+            (feedback_uri / "dataset" / label / f"{hashlib.sha256(photo).hexdigest()}.jpg").write_bytes(photo)
+    (feedback_uri / "dataset" / "manifest.json").write_text("{}")
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("local_run")
     data = make_class_folders(root / "data", PER_CLASS)
     (data / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (data / "cat" / "empty.png").write_bytes(b"")
+    publish_feedback(root / "feedback")
     config = build_config(
         {
             "data_uri": str(data),
+            "feedback_uri": str(root / "feedback"),
             "image_size": "32",
             "weights": "none",
             "frozen_epochs": "1",
@@ -58,14 +79,16 @@ def test_local_run_ingest_outputs(local_run):
     assert run_dir.parent == root / "outputs"
     ingest_dir = task_dir(run_dir, "ingest")
     report = json.loads((ingest_dir / "report_json").read_text())
-    assert report["class_counts"] == PER_CLASS
+    assert report["class_counts_by_origin"] == {"data": PER_CLASS, "feedback": FEEDBACK}
+    assert report["feedback_uri"] == str(root / "feedback")
     assert report["n_skipped"] == 2
     assert {s["source"] for s in report["skipped"]} == {"dog/broken.jpg", "cat/empty.png"}
     markdown = (ingest_dir / "report").read_text()
     assert "| `cat/empty.png` | empty file (0 bytes) |" in markdown
-    assert "24 images kept, 2 skipped" in markdown
+    assert "30 images kept, 2 skipped" in markdown
+    assert f"Feedback: `{root / 'feedback'}`: 6 photos kept, 0 skipped" in markdown
     manifest = json.loads((ingest_dir / "dataset" / "manifest.json").read_text())
-    assert len(manifest["images"]) == 24
+    assert len(manifest["images"]) == 30
     for image in manifest["images"]:
         assert (ingest_dir / "dataset" / image["file"]).is_file()
 
@@ -77,12 +100,26 @@ def test_local_run_preprocess_outputs(local_run):
     metadata = json.loads((dataset_dir / "dataset.json").read_text())
     assert metadata["image_size"] == 32
     assert metadata["class_names"] == ["cat", "dog"]
-    counts = {split: info["count"] for split, info in metadata["splits"].items()}
-    assert counts == {"train": 18, "validation": 4, "test": 2}  # 12 per class -> 9/2/1 each
+    data_counts = {split: info["count"] - info["feedback_count"] for split, info in metadata["splits"].items()}
+    assert data_counts == {"train": 18, "validation": 4, "test": 2}  # 12 per class -> 9/2/1 each
+    assert sum(info["feedback_count"] for info in metadata["splits"].values()) == 6
     ingest_report = json.loads((task_dir(run_dir, "ingest") / "report_json").read_text())
     assert metadata["fingerprint"] == ingest_report["fingerprint"]
     for info in metadata["splits"].values():
         assert all((dataset_dir / shard).stat().st_size > 0 for shard in info["shards"])
+
+
+@pytest.mark.slow
+def test_local_run_evaluates_the_feedback_photos_of_the_test_split(local_run):
+    run_dir, _ = local_run
+    metadata = json.loads((task_dir(run_dir, "preprocess") / "dataset" / "dataset.json").read_text())
+    evaluation = json.loads((task_dir(run_dir, "evaluate") / "evaluation").read_text())
+    assert evaluation["n"] == metadata["splits"]["test"]["count"]
+    assert evaluation["feedback_n"] == metadata["splits"]["test"]["feedback_count"] >= 1
+    executor_output = json.loads((task_dir(run_dir, "evaluate") / "executor_output.json").read_text())
+    (logged,) = executor_output["artifacts"]["metrics"]["artifacts"]
+    assert logged["metadata"]["feedback_n"] == evaluation["feedback_n"]
+    assert logged["metadata"]["feedback_accuracy"] == evaluation["feedback_accuracy"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,152 @@
+"""The page in a real browser (Playwright driving Debian's Chromium, headless) against the app and
+the real predictor on loopback: upload photos, see labels, confirm one, correct another, watch the
+review queue shrink; the heat map, the token prompt, escaping, and that nothing leaves the origin."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.feedback_fixtures import app, feedback_settings, photo, predictor, running_app  # noqa: F401
+
+LABELS = ("cat", "dog")
+
+
+def photo_files(tmp_path, seeds, prefix="photo"):
+    files = []
+    for seed in seeds:
+        path = tmp_path / f"{prefix}-{seed}.jpg"
+        path.write_bytes(photo(seed))
+        files.append(str(path))
+    return files
+
+
+def record_hosts(page) -> set[str]:
+    hosts: set[str] = set()
+    page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+    return hosts
+
+
+def upload(page, files) -> None:
+    page.get_by_test_id("photo-input").set_input_files(files)
+    expect(page.get_by_test_id("prediction")).to_have_count(len(files))
+
+
+def test_upload_confirm_correct_and_the_queue_shrinks(app, page, tmp_path):
+    hosts = record_hosts(page)
+    page.goto(app.url + "/")
+    upload(page, photo_files(tmp_path, [1, 2, 3]))
+    cards = page.get_by_test_id("prediction")
+    assert cards.count() == 3
+    labels = [cards.nth(i).get_by_test_id("prediction-label").text_content().strip() for i in range(3)]
+    assert set(labels) <= set(LABELS)
+    for i in range(3):  # both probabilities on every card
+        text = cards.nth(i).inner_text()
+        assert re.search(r"cat\s+[\d.]+%", text) and re.search(r"dog\s+[\d.]+%", text)
+    expect(page.get_by_test_id("nav-queue-count")).to_have_text("3")
+
+    first = cards.nth(0)
+    first_label = labels[0]
+    first.get_by_test_id("confirm").click()
+    expect(cards.nth(0)).to_have_attribute("data-status", "confirmed")
+    expect(cards.nth(0).get_by_test_id("prediction-status")).to_have_text(f"Confirmed: {first_label}")
+
+    second_label = labels[1]
+    other = "dog" if second_label == "cat" else "cat"
+    cards.nth(1).get_by_test_id(f"correct-{other}").click()
+    expect(cards.nth(1)).to_have_attribute("data-status", "corrected")
+    expect(cards.nth(1).get_by_test_id("prediction-status")).to_have_text(f"Corrected: {other}")
+    expect(page.get_by_test_id("nav-queue-count")).to_have_text("1")
+
+    page.goto(app.url + "/review")
+    queue = page.get_by_test_id("review-queue").get_by_test_id("prediction")
+    assert queue.count() == 1 and page.get_by_test_id("queue-count").inner_text() == "1"
+    remaining = queue.nth(0)
+    remaining.get_by_test_id("confirm").click()
+    expect(queue).to_have_count(0)
+    expect(page.get_by_test_id("queue-count")).to_have_text("0")
+    expect(page.get_by_test_id("queue-empty")).to_be_visible()
+
+    # what the browser did is what the store holds
+    counts = app.get("/api/status").json()["counts"]
+    assert (counts["confirmed"], counts["corrected"], counts["unvalidated"]) == (2, 1, 0)
+    assert hosts == {urlsplit(app.url).netloc}  # every script, style and image came from the app
+
+
+def test_the_review_queue_puts_the_least_confident_first(app, page, tmp_path):
+    confidences = [app.predict(photo(seed)).json()["confidence"] for seed in (10, 11, 12, 13)]
+    page.goto(app.url + "/review")
+    cards = page.get_by_test_id("prediction")
+    shown = [float(cards.nth(i).locator(".confidence").inner_text().rstrip("%")) / 100 for i in range(cards.count())]
+    assert shown == pytest.approx(sorted(confidences), abs=1e-4)
+
+
+def test_the_heat_map_toggles_over_the_photo(app, page, tmp_path):
+    page.goto(app.url + "/")
+    upload(page, photo_files(tmp_path, [20]))
+    card = page.get_by_test_id("prediction").nth(0)
+    heatmap = card.get_by_test_id("heatmap")
+    assert heatmap.is_hidden()
+    card.get_by_test_id("toggle-heatmap").click()
+    heatmap.wait_for(state="visible")
+    painted = page.evaluate("""() => {
+        const canvas = document.querySelector('[data-testid=heatmap]');
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let alpha = 0; for (let i = 3; i < data.length; i += 4) alpha += data[i];
+        return {width: canvas.width, alpha};
+    }""")
+    assert painted["width"] == 64 and painted["alpha"] > 0  # drawn at the photo's size, not blank
+    card.get_by_test_id("toggle-heatmap").click()
+    heatmap.wait_for(state="hidden")
+
+
+def test_history_filters_by_status(app, page, tmp_path):
+    bodies = [app.predict(photo(seed)).json() for seed in (30, 31)]
+    app.validate(bodies[0]["id"], bodies[0]["predicted_class"])
+    page.goto(app.url + "/history")
+    assert page.get_by_test_id("prediction").count() == 2
+    page.get_by_test_id("filter-status").select_option("confirmed")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"status=confirmed"))
+    assert page.get_by_test_id("prediction").count() == 1
+    assert page.get_by_test_id("prediction").nth(0).get_attribute("data-prediction-id") == bodies[0]["id"]
+
+
+def test_with_a_token_the_page_asks_for_it_once(page, tmp_path, predictor):
+    settings = feedback_settings(tmp_path, predictor.url, app_token="page-token-123")
+    with running_app(settings) as guarded:
+        ids = [guarded.predict(photo(seed)).json()["id"] for seed in (40, 41)]
+        page.goto(guarded.url + "/review")
+        page.get_by_test_id("prediction").nth(0).get_by_test_id("confirm").click()
+        dialog = page.get_by_test_id("token-dialog")
+        dialog.wait_for(state="visible")
+        page.get_by_test_id("token-input").fill("page-token-123")
+        page.get_by_test_id("token-submit").click()
+        queue = page.get_by_test_id("review-queue").get_by_test_id("prediction")
+        expect(queue).to_have_count(1)
+        queue.nth(0).get_by_test_id("confirm").click()  # no second prompt
+        expect(queue).to_have_count(0)
+        expect(dialog).to_be_hidden()
+        assert all(guarded.get(f"/api/predictions/{i}").json()["status"] == "confirmed" for i in ids)
+
+
+def test_a_file_name_with_markup_is_shown_as_text(app, page, tmp_path):
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    path = tmp_path / '<img src=x onerror=alert(1)>.jpg'
+    path.write_bytes(photo(50))
+    page.goto(app.url + "/")
+    upload(page, [str(path)])
+    expect(page.get_by_test_id("prediction").nth(0)).to_contain_text("<img src=x onerror=alert(1)>.jpg")
+    assert dialogs == [] and page.locator("img[src=x]").count() == 0
+
+
+def test_a_bad_file_shows_the_reason(app, page, tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("not a photo")
+    page.goto(app.url + "/")
+    page.get_by_test_id("photo-input").set_input_files(str(path))
+    expect(page.get_by_test_id("upload-error")).to_contain_text("not a decodable image")
