@@ -30,9 +30,10 @@ STATUS_TIMEOUT_S = 3.0
 
 class PredictorError(RuntimeError):
     """`kind`: unreachable (down or slow), not_ready, refused (the photo), too_large (for the
-    predictor's body limit), bad_answer."""
+    predictor's body limit), bad_answer, unsupported (e.g. explanations from Vertex)."""
 
-    STATUS = {"unreachable": 503, "not_ready": 503, "refused": 422, "too_large": 413, "bad_answer": 502}
+    STATUS = {"unreachable": 503, "not_ready": 503, "refused": 422, "too_large": 413, "bad_answer": 502,
+              "unsupported": 501}
 
     def __init__(self, message: str, kind: str):
         super().__init__(message)

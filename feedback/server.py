@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up lines are noise; upgrades are logged by us
+    for noisy in ("alembic", "httpx"):  # plugin set-up lines, one line per predictor call: noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from feedback.db import SchemaError
     from feedback.settings import SettingsError, load_settings

@@ -122,7 +122,7 @@ class FeedbackService:
         prediction = self.get(prediction_id)
         if prediction.explanation is None:
             if not self.predictor.explanations:
-                raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "bad_answer")
+                raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "unsupported")
             answer = self.predictor.predict(self.photos.read(prediction.photo.uri), explain=True)
             with self.db.write.begin() as session:
                 session.get(Prediction, prediction_id).explanation = answer.explanation

@@ -4,7 +4,8 @@
   (tests/serving_fixtures.py) on 127.0.0.1; ``.url``.
 - ``feedback_settings(tmp_path, predictor_url, **changes)``: Settings with the store in tmp_path
   (SQLite unless database_url is given) and the repair loop off.
-- ``running_app(settings)``: a started FeedbackService behind the app, served by uvicorn on a free
+- ``running_app(settings, predictor=None)``: a started FeedbackService (optionally with its own
+  predictor client) behind the app, served by uvicorn on a free
   loopback port in a thread; yields an ``AppClient`` (``.url``, ``.service``, ``.get/.post``,
   ``.predict(bytes)``, ``.validate(id, label)``); closes the service on exit.
 - ``app`` (function): running_app on SQLite against ``predictor``.
@@ -67,15 +68,14 @@ class AppClient:
 
 
 @contextmanager
-def running_app(settings, start: bool = True):
+def running_app(settings, predictor=None):
     import uvicorn
 
     from feedback.app import create_app
     from feedback.service import FeedbackService
 
-    service = FeedbackService(settings)
-    if start:
-        service.start(background_repair=settings.repair_interval_s > 0)
+    service = FeedbackService(settings, predictor=predictor)
+    service.start(background_repair=settings.repair_interval_s > 0)
     config = uvicorn.Config(create_app(service), host=LOOPBACK, port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-feedback", daemon=True)
