@@ -73,6 +73,9 @@ bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model
 	$(PY) -m serving.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
 
+bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, then 16 validating (model of make bench) -> docs/BENCHMARKS.md
+	$(PY) -m feedback.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
+
 app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [PREDICTOR_URL=...] [DATABASE_URL=...] [FEEDBACK_URI=...]
 	$(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)
 
@@ -85,7 +88,7 @@ up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving app up clean
+.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving bench-app app up clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

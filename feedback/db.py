@@ -3,6 +3,8 @@
 SQLite (the default) runs in WAL mode, so readers never wait for the writer; write transactions
 start with BEGIN IMMEDIATE (SQLAlchemy's documented pysqlite recipe), so concurrent writers queue
 on the busy timeout instead of failing with "database is locked" when a read turns into a write.
+Within one process, SQLite writers also take a lock first: SQLite's busy handler waits in sleeps
+of up to 100 ms, which at 16 concurrent writers cost more than the writes themselves.
 Migrations are Alembic's (feedback/migrations), applied at start-up; a database whose schema is
 newer than the code's migrations is refused with a clear error, never downgraded or ignored.
 """
@@ -10,8 +12,12 @@ newer than the code's migrations is refused with a clear error, never downgraded
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
@@ -37,7 +43,14 @@ class SchemaError(RuntimeError):
 class Database:
     engine: Engine
     read: sessionmaker[Session]  # plain transactions
-    write: sessionmaker[Session]  # on SQLite, BEGIN IMMEDIATE
+    _write: sessionmaker[Session]  # on SQLite, BEGIN IMMEDIATE
+    _write_lock: threading.Lock | None = field(default=None)  # SQLite: one writer at a time in this process
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction, committed on exit (rolled back on an exception)."""
+        with self._write_lock or nullcontext(), self._write.begin() as session:
+            yield session
 
     def close(self) -> None:
         self.engine.dispose()
@@ -51,11 +64,14 @@ def open_database(url: str) -> Database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
         _configure_sqlite(engine)
-        writer = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        writer, lock = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"), threading.Lock()
     else:  # server databases: drop connections the server closed (MySQL's wait_timeout, failovers)
-        engine = create_engine(parsed, pool_pre_ping=True, pool_recycle=1800)
-        writer = engine
-    return Database(engine, sessionmaker(engine, expire_on_commit=False), sessionmaker(writer, expire_on_commit=False))
+        # READ COMMITTED everywhere (PostgreSQL's default; InnoDB's is REPEATABLE READ, whose
+        # snapshot hides a row another request committed a moment ago, e.g. the same photo)
+        engine = create_engine(parsed, pool_pre_ping=True, pool_recycle=1800, isolation_level="READ COMMITTED")
+        writer, lock = engine, None
+    return Database(engine, sessionmaker(engine, expire_on_commit=False), sessionmaker(writer, expire_on_commit=False),
+                    lock)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -63,14 +79,28 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # pysqlite must not emit its own BEGIN
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL",
-                       f"busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"):
+        for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}", "foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
+        _set_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _set_wal(cursor) -> None:
+    """Switch to WAL (it persists in the file). The switch ignores the busy timeout: when another
+    process is switching a new database at the same moment it fails at once with "locked", so retry."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def alembic_config(connection=None) -> Config:
@@ -85,7 +115,8 @@ def migrate(database: Database) -> str:
     Replicas starting together take turns: the first migrates, the others find it done."""
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    with database.write.begin() as session, _migration_lock(session.connection()) as connection:
+    with _migration_lock(database.engine), database.writing() as session:
+        connection = session.connection()
         current = set(MigrationContext.configure(connection).get_current_heads())
         unknown = current - {revision.revision for revision in script.walk_revisions()}
         if unknown:
@@ -100,21 +131,34 @@ def migrate(database: Database) -> str:
     return head
 
 
+MIGRATION_LOCKS = {  # (take, release) on a connection of its own, held around the migration's transaction
+    "postgresql": (f"SELECT pg_advisory_lock({MIGRATION_LOCK_ID})", f"SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"),
+    "mysql": (f"SELECT GET_LOCK('{MIGRATION_LOCK_NAME}', 300)", f"SELECT RELEASE_LOCK('{MIGRATION_LOCK_NAME}')"),
+}
+MIGRATION_LOCKS["mariadb"] = MIGRATION_LOCKS["mysql"]
+
+
 @contextmanager
-def _migration_lock(connection):
-    """A server-wide lock around migrations (PostgreSQL advisory lock, MySQL named lock); SQLite's
-    BEGIN IMMEDIATE already serialises them."""
-    backend = connection.dialect.name
-    if backend == "postgresql":
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")  # released at commit
-    elif backend in ("mysql", "mariadb"):
-        if connection.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATION_LOCK_NAME}', 300)").scalar() != 1:
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """A server-wide lock around migrations (PostgreSQL advisory lock, MySQL named lock), taken
+    before the migration's transaction begins: a transaction begun earlier would read a snapshot
+    from before another replica's migration (InnoDB's repeatable read). SQLite's BEGIN IMMEDIATE
+    serialises migrations by itself."""
+    statements = MIGRATION_LOCKS.get(engine.dialect.name)
+    if statements is None:
+        yield
+        return
+    take, release = statements
+    with engine.connect() as connection:
+        acquired = connection.exec_driver_sql(take).scalar()
+        connection.commit()
+        if engine.dialect.name != "postgresql" and acquired != 1:
             raise SchemaError("another process has held the migration lock for 5 minutes")
-    try:
-        yield connection
-    finally:
-        if backend in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits implicitly
-            connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATION_LOCK_NAME}')")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(release)
+            connection.commit()
 
 
 def ping(database: Database) -> None:

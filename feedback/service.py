@@ -7,9 +7,9 @@ HTTP answers. Order of writes, so that nothing is lost or half-stored:
   photo and prediction rows. A predictor failure stores nothing; a crash after the file write
   leaves an unreferenced original (harmless: same bytes, same name next time).
 - validate: one transaction for the verdict (the database is the source of truth), then the
-  dataset file is moved to the verdict's class folder and the manifest rewritten. A crash in
-  between leaves photos.published_label behind photos.label, which `repair` (at start-up and
-  every REPAIR_INTERVAL_S) finds and finishes.
+  dataset file is moved to the verdict's class folder; the manifest follows within a second (a
+  background thread). A crash in between leaves photos.published_label behind photos.label,
+  which `repair` (at start-up and every REPAIR_INTERVAL_S) finds and finishes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from feedback.settings import Settings
 
 logger = logging.getLogger("catdog.feedback")
 LOCK_STRIPES = 64
+MANIFEST_DELAY_S = 1.0  # the manifest follows changes within about this long
 
 
 class NotFound(LookupError):
@@ -67,37 +68,44 @@ class FeedbackService:
         self.schema_revision: str | None = None
         self._publish_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._manifest_lock = threading.Lock()
-        self._manifest_requested = 0
-        self._manifest_written = 0
-        self._manifest_stale = True  # written at start-up, then after every change
+        self._manifest_dirty = threading.Event()  # set by every change; the maintenance thread writes
         self._stop = threading.Event()
-        self._repairer: threading.Thread | None = None
+        self._maintainer: threading.Thread | None = None
         self._predictor_status: tuple[float, PredictorStatus] | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
-    def start(self, background_repair: bool = True) -> None:
-        """Migrate the schema, finish any interrupted dataset writes, then keep repairing."""
+    def start(self, background: bool = True) -> None:
+        """Migrate the schema, finish any interrupted dataset writes, write the manifest; then (in
+        the background) keep the manifest current and repair every REPAIR_INTERVAL_S."""
         self.schema_revision = migrate(self.db)
         repaired = self.repair()
         if repaired:
             logger.warning("repaired %d photo(s) whose dataset file did not match their validation", repaired)
-        if background_repair and self.settings.repair_interval_s > 0:
-            self._repairer = threading.Thread(target=self._repair_loop, name="feedback-repair", daemon=True)
-            self._repairer.start()
+        self.flush_manifest(always=True)
+        if background:
+            self._maintainer = threading.Thread(target=self._maintain, name="feedback-maintenance", daemon=True)
+            self._maintainer.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._repairer is not None:
-            self._repairer.join(timeout=10)
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._maintainer is not None:
+                self._maintainer.join(timeout=30)
+            self.flush_manifest()
         self.predictor.close()
         self.db.close()
 
-    def _repair_loop(self) -> None:
-        while not self._stop.wait(self.settings.repair_interval_s):
+    def _maintain(self) -> None:
+        interval = self.settings.repair_interval_s
+        next_repair = time.monotonic() + interval
+        while not self._stop.wait(MANIFEST_DELAY_S):
             try:
-                self.repair()
-            except Exception:  # storage or database hiccup: try again next time
-                logger.exception("repair failed; retrying in %.0f s", self.settings.repair_interval_s)
+                if interval > 0 and time.monotonic() >= next_repair:
+                    next_repair = time.monotonic() + interval
+                    self.repair()
+                self.flush_manifest()
+            except Exception:  # a storage or database hiccup: next round
+                logger.exception("background repair or manifest write failed; retrying")
 
     # -- predictions ----------------------------------------------------------------------------
     def check(self, data: bytes) -> CheckedPhoto:
@@ -113,7 +121,7 @@ class FeedbackService:
             raise PredictorError(f"the predictor answers label(s) {unknown} that this app does not know "
                                  f"(LABELS={','.join(self.labels)})", "bad_answer")
         uri = self.photos.save(photo)
-        with self.db.write.begin() as session:
+        with self.db.writing() as session:
             row = store.add_photo(session, photo, uri, original_name)
             return store.add_prediction(session, row, answer, source)
 
@@ -124,7 +132,7 @@ class FeedbackService:
             if not self.predictor.explanations:
                 raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "unsupported")
             answer = self.predictor.predict(self.photos.read(prediction.photo.uri), explain=True)
-            with self.db.write.begin() as session:
+            with self.db.writing() as session:
                 session.get(Prediction, prediction_id).explanation = answer.explanation
             prediction = self.get(prediction_id)
         return prediction
@@ -151,14 +159,14 @@ class FeedbackService:
                  source: str = "api") -> Prediction:
         """Record a person's verdict on a prediction and move the photo into that class folder."""
         self.check_label(label)
-        with self.db.write.begin() as session:
+        with self.db.writing() as session:
             prediction = store.get_prediction(session, prediction_id)
             if prediction is None:
                 raise NotFound(f"no prediction {prediction_id!r}")
             store.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
             sha256 = prediction.photo_sha256
         self.publish_or_defer(sha256)
-        self.refresh_manifest()
+        self._manifest_dirty.set()
         return self.get(prediction_id)
 
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
@@ -172,7 +180,7 @@ class FeedbackService:
                 report.reject(item.name, str(exc))
                 continue
             uri = self.photos.save(photo)
-            with self.db.write.begin() as session:
+            with self.db.writing() as session:
                 row = store.add_photo(session, photo, uri, item.name)
                 previous = row.label
                 if previous != item.label:
@@ -182,7 +190,7 @@ class FeedbackService:
             report.added.append({"name": item.name, "sha256": photo.sha256, "label": item.label,
                                  "previous_label": previous, "outcome": outcome})
         if report.added:
-            self.refresh_manifest()
+            self._manifest_dirty.set()
         return report
 
     # -- the dataset ----------------------------------------------------------------------------
@@ -196,7 +204,7 @@ class FeedbackService:
             if label is None or label == published:
                 return
             self.photos.publish(sha256, EXTENSIONS[fmt], uri, label)
-            with self.db.write.begin() as session:
+            with self.db.writing() as session:
                 session.get(Photo, sha256).published_label = label
 
     def publish_or_defer(self, sha256: str) -> None:
@@ -214,29 +222,28 @@ class FeedbackService:
             pending = [photo.sha256 for photo in store.unpublished(session)]
         for sha256 in pending:
             self.publish(sha256)
-        if pending or self._manifest_stale:
-            self.refresh_manifest()
+        if pending:
+            self._manifest_dirty.set()
         return len(pending)
 
-    def refresh_manifest(self) -> None:
-        """Rewrite dataset/manifest.json from the database; concurrent callers share one write. A
-        failed write is logged and left to repair() (the manifest is derived from the database)."""
+    def flush_manifest(self, always: bool = False) -> bool:
+        """Rewrite dataset/manifest.json from the database when something changed since the last
+        write (or `always`); True when written. Requests do not wait for it: it is O(validated
+        photos), so the maintenance thread writes it within MANIFEST_DELAY_S of a burst of changes.
+        A failed write is logged and retried (the manifest is derived from the database)."""
         with self._manifest_lock:
-            self._manifest_requested += 1
-            wanted = self._manifest_requested
-        with self._manifest_lock:
-            if self._manifest_written >= wanted:
-                return  # another thread wrote it after this caller's change was committed
-            latest = self._manifest_requested
+            if not (always or self._manifest_dirty.is_set()):
+                return False
+            self._manifest_dirty.clear()  # changes from here on set it again: at least one more write
             try:
                 with self.db.read() as session:
                     entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
                 self.photos.write_manifest(entries)
-            except Exception as exc:  # storage errors of any kind: the next repair() writes it
-                self._manifest_stale = True
-                logger.error("dataset manifest not written (%s: %s); repair retries it", type(exc).__name__, exc)
-                return
-            self._manifest_written, self._manifest_stale = latest, False
+            except Exception as exc:  # storage errors of any kind: try again next round
+                self._manifest_dirty.set()
+                logger.error("dataset manifest not written (%s: %s); retrying", type(exc).__name__, exc)
+                return False
+            return True
 
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:

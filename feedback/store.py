@@ -44,6 +44,8 @@ def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: st
             session.add(row)
     except IntegrityError:
         row = session.get(Photo, photo.sha256, populate_existing=True)
+        if row is None:  # not the same photo inserted by another request: a real error
+            raise
     return row
 
 

@@ -139,8 +139,11 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 def _labels(body: bytes) -> list[str]:
-    """Labels from a V1 ({"predictions": ...}) or V2 ({"outputs": ...}) answer."""
+    """Labels from a V1 ({"predictions": ...}), V2 ({"outputs": ...}) or feedback app
+    ({"predicted_class": ...}) answer."""
     data = orjson.loads(body)
+    if "predicted_class" in data:
+        return [data["predicted_class"]]
     if "predictions" in data:
         return [p["label"] for p in data["predictions"]]
     return next(o["data"] for o in data["outputs"] if o["name"] == "label")

@@ -75,7 +75,7 @@ def running_app(settings, predictor=None):
     from feedback.service import FeedbackService
 
     service = FeedbackService(settings, predictor=predictor)
-    service.start(background_repair=settings.repair_interval_s > 0)
+    service.start()
     config = uvicorn.Config(create_app(service), host=LOOPBACK, port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-feedback", daemon=True)
@@ -199,5 +199,5 @@ def started_service(tmp_path, database_url: str, predictor=None, **changes):
 
     settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=database_url, **changes)
     service = FeedbackService(settings, predictor=predictor or FakePredictor())
-    service.start(background_repair=False)
+    service.start(background=False)
     return service

@@ -62,7 +62,7 @@ def test_a_database_with_a_newer_schema_is_refused_at_start(tmp_path):
     url = f"sqlite:///{tmp_path}/feedback.db"
     database = open_database(url)
     migrate(database)
-    with database.write.begin() as session:
+    with database.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0042'"))
     database.close()
     result = server("--port", str(free_port()), env={"DATABASE_URL": url, "FEEDBACK_URI": str(tmp_path / "fb")})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from catdog import storage
 from feedback.photos import PhotoRejected, PhotoStore, check_photo
 from feedback.service import UploadReport
 from feedback.uploads import pair_labels, read_zip
-from tests.feedback_fixtures import FakePredictor, photo, started_service
+from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, started_service
 from tests.helpers import image_bytes, png_header_only
 from tests.model_fixtures import FailAfter
 
@@ -88,6 +89,7 @@ def test_the_service_publishes_dataset_and_manifest_on_gcs(tmp_path, gcs):
         prediction = service.predict(photo(3), original_name="x.jpg")
         service.validate(prediction.id, "dog", by="ana")
         sha = prediction.photo_sha256
+        assert service.flush_manifest()  # what the maintenance thread does within a second of a change
         assert storage.list_files(gcs.uri("fb", "dataset")) == [gcs.uri("fb", "dataset", "dog", f"{sha}.jpg"),
                                                                  gcs.uri("fb", "dataset", "manifest.json")]
         (entry,) = json.loads(storage.read_text(gcs.uri("fb", "dataset", "manifest.json")))["photos"]
@@ -130,7 +132,7 @@ def test_a_crash_between_the_database_and_the_file_write_is_repaired(tmp_path):
     service = started_service(tmp_path, url)
     prediction = service.predict(photo(5))
     service.validate(prediction.id, "cat")
-    with service.db.write.begin() as session:  # a correction, committed; then the "crash"
+    with service.db.writing() as session:  # a correction, committed; then the "crash"
         store.add_validation(session, prediction.photo_sha256, "dog", "api")
     service.close()
     assert (_store_root(service) / "dataset" / "cat" / f"{prediction.photo_sha256}.jpg").exists()
@@ -188,6 +190,7 @@ def test_labelled_photos_go_straight_into_the_dataset(tmp_path):
             "bad.jpg": "not a decodable image", "bird.jpg": "unknown label 'bird'; choose one of ['cat', 'dog']"}
         sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
         assert service.photos.dataset_files() == {"cat": sorted([f"{sha(good)}.jpg", f"{sha(other)}.jpg"]), "dog": []}
+        assert service.flush_manifest() and not service.flush_manifest()  # written once, then nothing new
         assert {e["source"] for e in service.photos.read_manifest()} == {"upload-data"}
     finally:
         service.close()
@@ -237,3 +240,34 @@ def test_labels_pair_with_files_or_one_for_all():
     assert pair_labels(["a", "b"], ["cat", "dog"]) == ["cat", "dog"]
     with pytest.raises(PhotoRejected, match="2 file"):
         pair_labels(["a", "b"], ["cat", "dog", "cat"])
+
+
+def test_the_manifest_follows_changes_in_the_background(tmp_path):
+    from feedback.service import FeedbackService
+
+    settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=f"sqlite:///{tmp_path}/db.sqlite")
+    background = FeedbackService(settings, predictor=FakePredictor())
+    background.start()  # with the maintenance thread
+    try:
+        prediction = background.predict(photo(11))
+        background.validate(prediction.id, "dog")
+        deadline = time.monotonic() + 10
+        while not background.photos.read_manifest() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [e["sha256"] for e in background.photos.read_manifest()] == [prediction.photo_sha256]
+    finally:
+        background.close()
+
+
+def test_a_failed_manifest_write_is_retried(tmp_path, monkeypatch):
+    service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        prediction = service.predict(photo(12))
+        service.validate(prediction.id, "cat")
+        monkeypatch.setattr(storage, "write_text", FailAfter(storage.write_text, 0))
+        assert service.flush_manifest() is False  # logged, still dirty
+        monkeypatch.undo()
+        assert service.flush_manifest() is True
+        assert [e["label"] for e in service.photos.read_manifest()] == ["cat"]
+    finally:
+        service.close()

@@ -39,7 +39,7 @@ def test_migrating_again_changes_nothing(service):
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
-    with service.db.write.begin() as session:
+    with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
     with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0001"):
         migrate(service.db)
@@ -160,7 +160,7 @@ def test_predictions_and_verdicts_survive_a_restart(tmp_path, database_url, requ
 def test_a_verdict_on_a_missing_photo_row_cannot_be_written(service):
     from sqlalchemy.exc import NoResultFound
 
-    with pytest.raises(NoResultFound), service.db.write.begin() as session:
+    with pytest.raises(NoResultFound), service.db.writing() as session:
         store.add_validation(session, "0" * 64, "cat", "api")
     with service.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Validation)) == 0
