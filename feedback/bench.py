@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, TypeError) as exc:
         print(f"error: {exc} (`make bench` trains one; or pass --model-dir)", file=sys.stderr)
         return 2
+    from catdog.model_files import load_metadata
+
+    metadata = load_metadata(model_dir)
+    model_desc += f" ({metadata['image_size']} px, classes {metadata['class_names']})"
     images = load_images(args.images, args.max_images)
     work = Path(tempfile.mkdtemp(prefix="catdog-bench-app-"))
     python = sys.executable
