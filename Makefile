@@ -74,7 +74,7 @@ bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model
 	  --output docs/BENCHMARKS.md
 
 bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, then 16 validating (model of make bench) -> docs/BENCHMARKS.md
-	$(PY) -m feedback.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
+	$(PY) -m serving.bench_app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
 
 app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [PREDICTOR_URL=...] [DATABASE_URL=...] [FEEDBACK_URI=...]
 	$(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)

@@ -72,14 +72,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")  # unique per writer (threads too)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")  # unique per writer (threads too)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; keep the usual permissions of a written file
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)  # mkstemp creates 0600; keep the usual permissions of a written file
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
+        tmp.unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
 
 
 def write_text(uri: str, text: str) -> None:

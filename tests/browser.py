@@ -3,7 +3,7 @@
 Never ``playwright install`` (it downloads): the browser is Debian's ``chromium`` package.
 tests/conftest.py imports the fixtures:
 
-- ``browser`` (session): a Playwright ``Browser``, headless, launched from ``chromium_path()``
+- ``browser`` (module): a Playwright ``Browser``, headless, launched from ``chromium_path()``
   with ``CHROMIUM_ARGS``; closed at the end.
 - ``page`` (function): a ``Page`` in a new browser context (no cookies or storage shared between
   tests), closed after the test.
@@ -43,9 +43,11 @@ def playwright_available() -> bool:
     return importlib.util.find_spec("playwright") is not None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (a playwright.sync_api.Browser) for the session."""
+    """Headless Chromium (a playwright.sync_api.Browser) for one test module. Not for the session:
+    while Playwright's sync API is active, an asyncio loop runs in the main thread, and later tests
+    that call asyncio.run() (serving.client) would fail."""
     if not playwright_available():
         pytest.skip(PLAYWRIGHT_MISSING)
     executable = chromium_path()

@@ -1,6 +1,6 @@
 """`make bench-app`: the feedback app under concurrent clients, side by side with the predictor it calls.
 
-    python -m feedback.bench (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
+    python -m serving.bench_app (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
                              [--concurrency 1,4,16] [--duration 10] [--database-url URL] [--output FILE]
 
 One predictor (serving.server) and one app (feedback.server, SQLite in a temp folder unless
@@ -111,7 +111,7 @@ def render(args, model_desc: str, images, levels: list[tuple[LoadResult, LoadRes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m feedback.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.bench_app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--registry")
     parser.add_argument("--model", default="champion")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         stored = requests.get(f"{app.url}/api/status", timeout=30).json()["counts"]["predictions"]
         validations = validate_all(app.url, args.validators)
         problems = store_check(app.url, work / "fb", stored)
-    command = "python -m feedback.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m serving.bench_app " + shlex.join(argv if argv is not None else sys.argv[1:])
     markdown = render(args, model_desc, images, levels, validations, problems, command, stored)
     print("\n" + markdown)
     if args.output:
