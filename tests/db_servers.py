@@ -356,17 +356,28 @@ def _drop_quietly(server: DbServer, name: str) -> None:
         warnings.warn(f"could not drop test database {name}: {exc}", stacklevel=1)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A throwaway PostgreSQL server for the session (see the module docstring)."""
-    bindir = find_postgres_bin()
-    if bindir is None:
-        pytest.skip(POSTGRES_MISSING)
-    server = PostgresServer.launch(bindir)
+def _session_server(found, missing: str, launch):
+    """Skip with `missing` when the binaries were not found; else launch, yield, close."""
+    if found is None:
+        pytest.skip(missing)
+    server = launch(found)
     try:
         yield server
     finally:
         server.close()
+
+
+def _fresh_database(server):
+    """A fresh, empty database on `server` for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield server.new_database(name)
+    _drop_quietly(server, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (see the module docstring)."""
+    yield from _session_server(find_postgres_bin(), POSTGRES_MISSING, PostgresServer.launch)
 
 
 @pytest.fixture(scope="session")
@@ -378,23 +389,13 @@ def postgres_url(postgres_server) -> str:
 @pytest.fixture
 def postgres_db_url(postgres_server):
     """The URL of a fresh, empty PostgreSQL database for this test (dropped afterwards)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    url = postgres_server.new_database(name)
-    yield url
-    _drop_quietly(postgres_server, name)
+    yield from _fresh_database(postgres_server)
 
 
 @pytest.fixture(scope="session")
 def mariadb_server():
     """A throwaway MariaDB server for the session (see the module docstring)."""
-    binaries = find_mariadb()
-    if binaries is None:
-        pytest.skip(MARIADB_MISSING)
-    server = MariaDbServer.launch(*binaries)
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _session_server(find_mariadb(), MARIADB_MISSING, lambda binaries: MariaDbServer.launch(*binaries))
 
 
 @pytest.fixture(scope="session")
@@ -406,7 +407,4 @@ def mariadb_url(mariadb_server) -> str:
 @pytest.fixture
 def mariadb_db_url(mariadb_server):
     """The URL of a fresh, empty MariaDB database for this test (dropped afterwards)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    url = mariadb_server.new_database(name)
-    yield url
-    _drop_quietly(mariadb_server, name)
+    yield from _fresh_database(mariadb_server)
