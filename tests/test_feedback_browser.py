@@ -150,3 +150,22 @@ def test_a_bad_file_shows_the_reason(app, page, tmp_path):
     page.goto(app.url + "/")
     page.get_by_test_id("photo-input").set_input_files(str(path))
     expect(page.get_by_test_id("upload-error")).to_contain_text("not a decodable image")
+
+
+def test_photos_dropped_on_the_page_are_uploaded(app, page):
+    import base64
+    import hashlib
+
+    page.goto(app.url + "/")
+    files = page.evaluate_handle("""(photos) => {
+        const transfer = new DataTransfer();
+        photos.forEach((b64, i) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], `dropped-${i}.jpg`, {type: "image/jpeg"}));
+        });
+        return transfer;
+    }""", [base64.b64encode(photo(seed)).decode() for seed in (60, 61)])
+    page.get_by_test_id("dropzone").dispatch_event("drop", {"dataTransfer": files})
+    expect(page.get_by_test_id("prediction")).to_have_count(2)
+    stored = app.get("/api/predictions").json()["predictions"]
+    assert {p["photo"]["sha256"] for p in stored} == {hashlib.sha256(photo(s)).hexdigest() for s in (60, 61)}
