@@ -64,11 +64,10 @@ def subset_metrics(labels: np.ndarray, probabilities: np.ndarray, mask: np.ndarr
     return result
 
 
-def evaluate_by_origin(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.ndarray, origins: list[str]) -> dict:
+def metrics_by_origin(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], origins: list[str]) -> dict:
     """The metrics of the whole split plus feedback_n and feedback_accuracy (omitted when
     feedback_n is 0) on its photos that came from the feedback app; origins is parallel to labels."""
-    probabilities = predictor.predict_pixels(pixels)
-    result = classification_metrics(labels, probabilities, predictor.class_names)
+    result = classification_metrics(labels, probabilities, class_names)
     return result | subset_metrics(labels, probabilities, np.asarray(origins) == "feedback", "feedback")
 
 

@@ -1,7 +1,9 @@
 """The classifier: MobileNetV2 backbone + pooled features + softmax head, and its exports.
 
 The model takes float32 RGB pixels in [0, 255] (catdog.preprocessing's output) and normalises
-them itself, so the Keras and ONNX models share one input contract.
+them itself, so the Keras and ONNX models share one input contract. The exported (serving) model
+has two outputs: `probabilities` (n, classes) and `gradcam` (n, h, w, classes), the Grad-CAM map
+of every class at the last feature map's resolution (see GradCamHead).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
+from catdog.predictor import GRADCAM_OUTPUT, PROBABILITIES_OUTPUT
 
 BACKBONE_NAME = "backbone"
+HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
+FEATURE_LAYER = "out_relu"  # the backbone's last feature map, just before its average pooling
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -48,7 +54,7 @@ def build_model(num_classes: int, image_size: int, alpha: float, weights: str, d
     backbone.trainable = False
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_NAME)(x)
     return keras.Model(inputs, outputs, name="catdog_mobilenet_v2")
 
 
@@ -63,13 +69,83 @@ class HorizontalFlip(keras.layers.Layer):
         return keras.ops.take(images, keras.ops.arange(images.shape[2] - 1, -1, -1), axis=2)
 
 
+def normalise_maps(maps):
+    """Each (image, class) map of (n, h, w, classes) divided by its maximum; an all-zero map stays 0."""
+    peak = keras.ops.max(maps, axis=(1, 2), keepdims=True)
+    return maps / keras.ops.where(peak > 0, peak, keras.ops.ones_like(peak))
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class NormaliseMaps(keras.layers.Layer):
+    """normalise_maps as a layer."""
+
+    def call(self, maps):
+        return normalise_maps(maps)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class GradCamHead(keras.layers.Layer):
+    """The classifier's head on the last feature map A (n, h, w, k): its probabilities (global
+    average pooling, then the trained Dense softmax layer, which this layer owns) and the Grad-CAM
+    map of every class (n, h, w, classes), ReLU'd and normalised by its maximum.
+
+    With average pooling, d logit_c / d A_ijk = W_kc / (h * w) for every position, so Grad-CAM's
+    channel weights are the Dense weights and the map ReLU(sum_k W_kc A_k) is exact (it is the class
+    activation map). Dropout, between pooling and Dense in training, is the identity here."""
+
+    def __init__(self, dense: keras.layers.Dense, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def build(self, input_shape):
+        if not self.dense.built:  # when loaded from model.keras
+            self.dense.build((input_shape[0], input_shape[-1]))
+
+    def call(self, features):
+        probabilities = self.dense(keras.ops.mean(features, axis=(1, 2)))
+        # A @ W as a 1x1 convolution: in ONNX about half the nodes of a Tensordot (a matmul)
+        kernel = keras.ops.reshape(self.dense.kernel, (1, 1, *self.dense.kernel.shape))
+        maps = keras.ops.relu(keras.ops.conv(features, kernel))
+        return probabilities, normalise_maps(maps)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dense": keras.saving.serialize_keras_object(self.dense)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GradCamHead":
+        config = dict(config)
+        return cls(keras.saving.deserialize_keras_object(config.pop("dense")), **config)
+
+
+def with_gradcam(classifier: keras.Model) -> keras.Model:
+    """The serving model of a build_model classifier, sharing its layers and weights: outputs
+    `probabilities` (as the classifier's) and `gradcam` (GradCamHead). A model that already has
+    the gradcam output is returned as it is."""
+    if GRADCAM_OUTPUT in classifier.output_names:
+        return classifier
+    backbone = classifier.get_layer(BACKBONE_NAME)
+    features = keras.Model(backbone.input, backbone.get_layer(FEATURE_LAYER).output, name="features")
+    inputs = keras.Input(classifier.input_shape[1:], name="image")
+    x = classifier.get_layer("normalise")(inputs)
+    probabilities, maps = GradCamHead(classifier.get_layer(HEAD_NAME), name="head")(features(x))
+    outputs = [keras.layers.Identity(name=PROBABILITIES_OUTPUT)(probabilities),
+               keras.layers.Identity(name=GRADCAM_OUTPUT)(maps)]
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_gradcam")
+
+
 def with_flip_averaging(model: keras.Model) -> keras.Model:
     """Test-time augmentation inside the model: the mean of the probabilities for the image and its
     mirror image. Inside the graph, so Keras, the ONNX export, evaluation and serving all get it.
-    Measured over 12 training runs: +0.3 points of test accuracy on average (docs/BENCHMARKS.md)."""
+    Measured over 12 training runs: +0.3 points of test accuracy on average (docs/BENCHMARKS.md).
+    The mirror image's Grad-CAM maps are mirrored back and averaged with the image's, then
+    normalised again. Takes a classifier (given the gradcam output first) or a serving model."""
+    model = with_gradcam(model)
     inputs = keras.Input(model.input_shape[1:], name="image")
-    mirrored = HorizontalFlip(name="mirror")(inputs)
-    outputs = keras.layers.Average(name="flip_averaged_probabilities")([model(inputs), model(mirrored)])
+    probabilities, maps = model(inputs)
+    mirror_probabilities, mirror_maps = model(HorizontalFlip(name="mirror")(inputs))
+    probabilities = keras.layers.Average(name=PROBABILITIES_OUTPUT)([probabilities, mirror_probabilities])
+    maps = keras.layers.Average(name="averaged_maps")([maps, HorizontalFlip(name="unmirror")(mirror_maps)])
+    outputs = [probabilities, NormaliseMaps(name=GRADCAM_OUTPUT)(maps)]
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
@@ -91,18 +167,46 @@ def unfreeze_top(model: keras.Model, n_layers: int) -> int:
 
 
 def export_onnx(model: keras.Model, path: Path) -> Path:
-    """ONNX export of the same model (Keras' exporter, tf2onnx underneath)."""
+    """ONNX export of the same model (Keras' exporter, tf2onnx underneath), its outputs named as
+    the Keras model's (tf2onnx would call them Identity:0, Identity_1:0, ...)."""
     size = model.input_shape[1]
     model(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built call graph
     model.export(str(path), format="onnx", verbose=False)
+    _rename_onnx_outputs(Path(path), list(model.output_names))
     return Path(path)
 
 
+def _rename_onnx_outputs(path: Path, names: list[str]) -> None:
+    """Rename the ONNX graph's outputs, in order, to names (and every node that reads or writes them)."""
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    if len(graph.output) != len(names):
+        raise ValueError(f"{path} has {len(graph.output)} outputs for the names {names}")
+    renames = {output.name: name for output, name in zip(graph.output, names)}
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for output in graph.output:
+        output.name = renames[output.name]
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(path))
+
+
+def output_metadata(model: keras.Model) -> dict:
+    """What metadata.json says about a serving model's outputs."""
+    grid = model.outputs[model.output_names.index(GRADCAM_OUTPUT)].shape[1:3]
+    return {"outputs": list(model.output_names),
+            "explanation": {"method": "grad-cam", "output": GRADCAM_OUTPUT, "feature_layer": FEATURE_LAYER,
+                            "grid": [int(n) for n in grid]}}
+
+
 def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path:
-    """Write model.keras, model.onnx and metadata.json into output_dir."""
+    """Write model.keras, model.onnx and metadata.json (plus output_metadata) into output_dir.
+    A classifier is saved as its serving model (with_gradcam)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    model = with_gradcam(model)
     model.save(output_dir / KERAS_FILE)
     export_onnx(model, output_dir / ONNX_FILE)
-    (output_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+    (output_dir / METADATA_FILE).write_text(json.dumps(metadata | output_metadata(model), indent=1))
     return output_dir

@@ -10,6 +10,9 @@ import onnxruntime as ort
 from catdog.model_files import METADATA_FILE, ONNX_FILE, load_metadata
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
+PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
+GRADCAM_OUTPUT = "gradcam"  # (n, h, w, classes), each map in [0, 1]; models exported before it lack it
+
 
 class OnnxPredictor:
     def __init__(self, model_dir: Path, intra_op_threads: int = 0):
@@ -23,17 +26,37 @@ class OnnxPredictor:
             str(self.model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
+        output_names = [output.name for output in self.session.get_outputs()]
+        # models exported before the outputs were named have one output, Identity:0
+        self.probabilities_output = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in output_names else output_names[0]
+        self.has_gradcam: bool = GRADCAM_OUTPUT in output_names
 
     def pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         return image_to_pixels(data, self.image_size, max_pixels)
 
+    def _run(self, names: list[str], pixels: np.ndarray, batch_size: int) -> list[np.ndarray] | None:
+        """The named outputs over batches of pixels, concatenated; None when pixels is empty."""
+        runs = [self.session.run(names, {self.input_name: batch_to_model_input(list(pixels[i:i + batch_size]))})
+                for i in range(0, len(pixels), batch_size)]
+        return [np.concatenate(outputs) for outputs in zip(*runs)] if runs else None
+
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(n, size, size, 3) pixels -> (n, n_classes) probabilities."""
-        outputs = [
-            self.session.run(None, {self.input_name: batch_to_model_input(list(pixels[i:i + batch_size]))})[0]
-            for i in range(0, len(pixels), batch_size)
-        ]
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.class_names)), np.float32)
+        """(n, size, size, 3) pixels -> (n, n_classes) probabilities (only that output is computed)."""
+        outputs = self._run([self.probabilities_output], pixels, batch_size)
+        return outputs[0] if outputs else np.zeros((0, len(self.class_names)), np.float32)
+
+    def explain_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(n, size, size, 3) pixels -> (probabilities (n, n_classes), Grad-CAM maps (n, h, w,
+        n_classes) in [0, 1]), both from one run per batch. ValueError for a model without maps."""
+        if not self.has_gradcam:
+            raise ValueError(f"the model in {self.model_dir} has no {GRADCAM_OUTPUT} output "
+                             "(exported before Grad-CAM: retrain it)")
+        outputs = self._run([self.probabilities_output, GRADCAM_OUTPUT], pixels, batch_size)
+        if outputs:
+            return outputs[0], outputs[1]
+        h, w = self.metadata["explanation"]["grid"]
+        n_classes = len(self.class_names)
+        return np.zeros((0, n_classes), np.float32), np.zeros((0, h, w, n_classes), np.float32)
 
     def predict_bytes(self, images: list[bytes]) -> np.ndarray:
         return self.predict_pixels(np.stack([self.pixels(b) for b in images]))

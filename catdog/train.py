@@ -14,6 +14,7 @@ import tensorflow as tf
 from catdog import dataset as data
 from catdog.augment import build_augmentation
 from catdog.model import build_model, save_model_dir, unfreeze_top, with_flip_averaging
+from catdog.model_files import load_metadata
 from catdog.preprocessing import PREPROCESSING_SPEC
 
 
@@ -62,7 +63,8 @@ def _callbacks(params: TrainParams, checkpoint: Path) -> list[keras.callbacks.Ca
 
 
 def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dict:
-    """Train and write model.keras, model.onnx and metadata.json to output_dir; return the metadata."""
+    """Train and write model.keras, model.onnx and metadata.json to output_dir (the serving model:
+    probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the metadata."""
     keras.utils.set_random_seed(params.seed)
     meta = data.load_metadata(dataset_dir)
     train, validation = _datasets(dataset_dir, params)
@@ -103,7 +105,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
         "train_seconds": round(time.monotonic() - started, 1),
     }
     save_model_dir(with_flip_averaging(model) if params.test_time_flip else model, output_dir, metadata)
-    return metadata
+    return load_metadata(output_dir)  # with the outputs and explanation fields save_model_dir adds
 
 
 def curves_html(history: list[dict]) -> str:

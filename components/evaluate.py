@@ -1,7 +1,8 @@
-"""evaluate: test-split metrics of the trained model, as KFP Metrics and ClassificationMetrics."""
+"""evaluate: test-split metrics of the trained model, as KFP Metrics and ClassificationMetrics,
+and a gallery of where it looks (Grad-CAM) on the photos it got wrong and some it got right."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
@@ -13,18 +14,27 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     evaluation: Output[Artifact],
+    gallery: Output[HTML],
 ):
-    """Score the ONNX export (what is served) on the held-out test split, and on its feedback photos."""
+    """Score the ONNX export (what is served) on the held-out test split, and on its feedback photos;
+    draw its Grad-CAM maps on the photos it got wrong and on a sample it got right."""
     import json
     from pathlib import Path
 
     from catdog.dataset import load_metadata, load_split_arrays, split_origins
-    from catdog.evaluation import evaluate_by_origin
+    from catdog.evaluation import metrics_by_origin
+    from catdog.gallery import gallery_html
     from catdog.predictor import OnnxPredictor
 
     pixels, labels = load_split_arrays(Path(dataset.path), "test")
     origins = split_origins(load_metadata(Path(dataset.path)), "test")
-    result = evaluate_by_origin(OnnxPredictor(Path(model.path)), pixels, labels, origins)
+    predictor = OnnxPredictor(Path(model.path))
+    if predictor.has_gradcam:  # one pass gives both (the maps cost nothing more)
+        probabilities, maps = predictor.explain_pixels(pixels)
+    else:
+        probabilities, maps = predictor.predict_pixels(pixels), None
+    result = metrics_by_origin(labels, probabilities, predictor.class_names, origins)
+    Path(gallery.path).write_text(gallery_html(pixels, labels, probabilities, maps, predictor.class_names))
     for key in ("accuracy", "precision", "recall", "f1", "auc"):
         metrics.log_metric(key, result[key])
     metrics.log_metric("n", result["n"])

@@ -129,13 +129,15 @@ class PredictorClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorError(f"the predictor at {self.url} gave an answer the app cannot read "
                                  f"({type(exc).__name__}: {exc})", "bad_answer") from None
-        explanation = {k: v for k, v in prediction.items() if k not in ("label", "probabilities")} or None
+        explanation = prediction.get("explanation") if explain else None  # grad-cam, or occlusion for old models
+        if explanation is not None and not isinstance(explanation, dict):
+            raise PredictorError(f"the predictor at {self.url} gave an explanation the app cannot read", "bad_answer")
         if self.protocol == "vertex":
             version = payload.get("modelVersionId") or payload.get("deployedModelId")
             model_name = payload.get("model") or self.model
         else:
             version, model_name = response.headers.get("x-model-version"), self.model
-        return PredictorAnswer(label, probabilities, model_name, version, latency, explanation if explain else None)
+        return PredictorAnswer(label, probabilities, model_name, version, latency, explanation)
 
     def _json(self, response: httpx.Response) -> dict:
         if response.status_code == 400:  # the predictor refused the photo: say why

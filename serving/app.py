@@ -5,12 +5,18 @@ Routes (model name `catdog` by default):
 - GET  /v2/health/ready, /v2/models/catdog/ready, /v1/models/catdog
                                                readiness: 503 until a model version is loaded
 - POST /v1/models/catdog:predict               V1: {"instances": [{"image_bytes": {"b64": ...}}]}
-- POST /v1/models/catdog:explain               V1 + an occlusion saliency grid per image
-- POST /v2/models/catdog/infer                 V2 / Open Inference Protocol, one BYTES input
+- POST /v1/models/catdog:explain               V1 + a Grad-CAM map per image ("overlay": true: + a PNG)
+- POST /v2/models/catdog/infer                 V2 / Open Inference Protocol, one BYTES input image_bytes;
+                                               JSON, or the binary tensor extension (raw image bytes)
 - GET  /v2/models/catdog, /v1/models/catdog/metadata
                                                metadata: class names, input size, model version
 - GET  /metrics                                Prometheus (catdog_* metrics carry model_version)
 - Vertex AI: POST $AIP_PREDICT_ROUTE (Vertex's {"instances": [...]} format), GET $AIP_HEALTH_ROUTE
+
+V2 binary tensor extension (header Inference-Header-Content-Length: the JSON header's length):
+decoded here, not by KServe's InferRequest.from_bytes, which turns every BYTES element into UTF-8
+text and so refuses raw images. Each BYTES element (4-byte little-endian length, then its bytes)
+stays bytes; serving.model decides per element between a raw image and base64 text.
 
 Hardening: bodies over `max_body_bytes` get 413 before they are parsed (catdog.body_limit: Content-Length, or
 counted while streaming when chunked); anything the request decoding raises is a 400 with the
@@ -21,6 +27,7 @@ reason; the model repository load/unload routes are not exposed; unexpected serv
 from __future__ import annotations
 
 import logging
+import struct
 import warnings
 from typing import Optional, Union
 
@@ -44,7 +51,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import metrics_handler
 from kserve.protocol.rest.v1_endpoints import V1Endpoints, register_v1_endpoints
-from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from kserve.protocol.rest.v2_datamodels import InferenceRequest, RequestInput
 from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 
 from catdog.body_limit import BodyLimitMiddleware
@@ -57,6 +64,65 @@ logger = logging.getLogger("catdog.serving")
 warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class _BinaryInput(RequestInput):
+    data: Optional[list] = None  # absent when the tensor's bytes follow the JSON header
+
+
+class _BinaryHeader(InferenceRequest):
+    inputs: list[_BinaryInput]
+
+
+def _bytes_elements(data: bytes, name: str) -> list[bytes]:
+    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes."""
+    elements, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise InvalidInput(f"input {name!r}: binary data ends inside the 4-byte length of element {len(elements)}")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise InvalidInput(f"input {name!r}: binary element {len(elements)} claims {length} bytes, "
+                               f"{len(data) - offset} are left")
+        elements.append(data[offset:offset + length])
+        offset += length
+    return elements
+
+
+def decode_binary_request(body: bytes, header_length: str) -> InferenceRequest:
+    """A V2 body in the binary tensor extension: `header_length` bytes of JSON, then the bytes of each
+    input that has parameters.binary_data_size instead of data, in the order of the inputs."""
+    try:
+        json_length = int(header_length)
+    except ValueError:
+        raise InvalidInput(f"malformed request: {INFERENCE_CONTENT_LENGTH_HEADER} must be the JSON header's "
+                           f"length in bytes, got {header_length!r}") from None
+    if not 0 < json_length <= len(body):
+        raise InvalidInput(f"malformed request: {INFERENCE_CONTENT_LENGTH_HEADER} is {json_length}, "
+                           f"the body has {len(body)} bytes")
+    try:
+        header = _BinaryHeader.model_validate_json(body[:json_length])
+    except ValidationError as exc:
+        raise InvalidInput(_validation_message(exc.errors())) from None
+    offset = json_length
+    for tensor in header.inputs:
+        if tensor.data is not None:
+            continue
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"input {tensor.name!r}: no 'data' and no binary_data_size (a byte count) in its "
+                               "parameters")
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(f"input {tensor.name!r}: datatype must be BYTES (images), got {tensor.datatype}")
+        if offset + size > len(body):
+            raise InvalidInput(f"input {tensor.name!r}: binary_data_size {size}, but {len(body) - offset} bytes follow")
+        tensor.data = _bytes_elements(body[offset:offset + size], tensor.name)
+        offset += size
+    if offset != len(body):
+        raise InvalidInput(f"malformed request: {len(body) - offset} bytes after the JSON header and the inputs' "
+                           "binary_data_size bytes")
+    return header
 
 
 class CatDogDataPlane(DataPlane):
@@ -77,19 +143,25 @@ class CatDogDataPlane(DataPlane):
             if info["model_version"]:
                 metadata["versions"] = [info["model_version"]]
             metadata["parameters"] = {
-                k: info[k] for k in ("model_version", "class_names", "input_size", "image_size", "source", "loaded_at")
+                k: info[k] for k in ("model_version", "class_names", "input_size", "image_size", "source", "loaded_at",
+                                     "explain_method", "explain_grid")
             }
         return metadata
 
     def decode_inference_request(self, body, headers, model_name):
-        """V2 bytes without the binary-extension header: a JSON body sent without a JSON content type."""
-        if isinstance(body, (bytes, bytearray)) and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {}):
-            try:
-                body = InferenceRequest.model_validate(orjson.loads(body))
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"request body is not valid JSON ({exc})") from None
-            except ValidationError as exc:
-                raise InvalidInput(_validation_message(exc.errors())) from None
+        """V2 bytes: the binary tensor extension with its header (decode_binary_request), else a JSON
+        body sent without a JSON content type."""
+        if isinstance(body, (bytes, bytearray)):
+            header_length = (headers or {}).get(INFERENCE_CONTENT_LENGTH_HEADER)
+            if header_length is not None:
+                body = decode_binary_request(bytes(body), header_length)
+            else:
+                try:
+                    body = InferenceRequest.model_validate(orjson.loads(body))
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidInput(f"request body is not valid JSON ({exc})") from None
+                except ValidationError as exc:
+                    raise InvalidInput(_validation_message(exc.errors())) from None
         return super().decode_inference_request(body, headers, model_name)
 
     def decode(self, body, headers, *args, **kwargs):
@@ -103,9 +175,6 @@ class CatDogDataPlane(DataPlane):
         except KeyError as exc:
             raise InvalidInput(f"malformed request: missing field {exc}") from None
         except Exception as exc:  # TypeError/ValueError/InferenceError... from a malformed body
-            if "UTF-8" in str(exc):
-                raise InvalidInput("malformed request: BYTES elements must be base64 text (binary tensor "
-                                   "data is decoded as UTF-8): send base64 strings") from None
             raise InvalidInput(f"malformed request ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 

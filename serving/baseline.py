@@ -22,7 +22,6 @@ from pathlib import Path
 
 def create_app(model_dir: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
     import numpy as np
     from fastapi import FastAPI, HTTPException
 
@@ -46,7 +45,7 @@ def create_app(model_dir: Path):
             pixels = np.stack([image_to_pixels(b, size) for b in images]).astype(np.float32)
         except (KeyError, TypeError, ValueError, InvalidImageError) as exc:
             raise HTTPException(400, str(exc))
-        probabilities = model.predict(pixels, verbose=0)
+        probabilities, _gradcam = model.predict(pixels, verbose=0)  # the exported model's two outputs
         return {"predictions": [
             {"label": class_names[int(row.argmax())], "probabilities": dict(zip(class_names, map(float, row)))}
             for row in probabilities

@@ -11,6 +11,10 @@ the same photos at each concurrency level. Reported: p50/p99 latency, requests/s
 server's peak resident memory (VmHWM from /proc), whether it mapped TensorFlow, and whether the
 labels agree with the in-process ONNX predictor that `make evaluate` uses.
 
+Ours is also measured, in the same run and at the same levels, on V1 :explain (no overlay) and on
+V2 in the binary tensor extension (raw JPEG bytes in, binary outputs back), one photo per request:
+the report gives explain p50 / predict p50 (target <= 1.5x) and V2 binary / V1 JSON throughput.
+
 The Markdown section goes between <!-- serving-bench:start/end --> markers in --output (replaced
 if present, appended otherwise; catdog.benchmarks.update_section).
 """
@@ -33,11 +37,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from catdog.benchmarks import machine_description, update_section
-from serving.client import LoadResult, photo_files, prepare, run_load, v1_body
+from serving.client import LoadResult, photo_files, prepare, prepare_v2_binary, run_load, v1_body
 
 SECTION = "serving-bench"
 LOOPBACK = "127.0.0.1"
-TARGET_P50_MS, TARGET_SPEEDUP, TARGET_RSS_MB = 10.0, 10.0, 300.0
+TARGET_P50_MS, TARGET_SPEEDUP, TARGET_RSS_MB, TARGET_EXPLAIN_RATIO = 10.0, 10.0, 300.0, 1.5
+PREDICT, EXPLAIN, V2_INFER = "/v1/models/catdog:predict", "/v1/models/catdog:explain", "/v2/models/catdog/infer"
+EXPLAIN_MODE, V2_BINARY_MODE = "V1 :explain", "V2 binary"
 
 
 def free_port() -> int:
@@ -89,6 +95,9 @@ class ServerRun:
     startup_s: float = float("nan")
     tensorflow_loaded: bool | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    modes: dict[str, list[LoadResult]] = field(default_factory=dict)  # ours: explain and V2 binary levels
+    v2_labels: dict[str, str] = field(default_factory=dict)
+    explain_method: str = ""
 
 
 class Server:
@@ -131,19 +140,46 @@ class Server:
         self.log.close()
 
 
-def measure(run: ServerRun, server: Server, images, args) -> None:
-    requests = [prepare(server.url, "/v1/models/catdog:predict", v1_body([data]), 1, key) for key, data in images]
-    run.startup_s = server.startup_s
-    run_load(server.url, requests, 1, args.warmup, args.max_requests)  # warm-up (JIT, caches, pools)
-    labelled = run_load(server.url, requests, 1, max(60.0, args.duration), len(requests))
-    run.labels = labelled.labels
+def explain_method(url: str, image: bytes) -> str:
+    """What :explain answers for one photo, e.g. "grad-cam 8x8" (or "occlusion 8x8" for an old export)."""
+    request = urllib.request.Request(url + EXPLAIN, v1_body([image]), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        explanation = json.loads(response.read())["predictions"][0]["explanation"]
+    return f"{explanation['method']} {'x'.join(str(n) for n in explanation['grid'])}"
+
+
+def load_levels(name: str, url: str, requests, args) -> list[LoadResult]:
+    """A warm-up, then one closed-loop run per concurrency level, printed as it goes."""
+    run_load(url, requests, 1, args.warmup, args.max_requests)  # warm-up (JIT, caches, pools)
+    levels = []
     for concurrency in args.concurrency:
-        result = run_load(server.url, requests, concurrency, args.duration, args.max_requests)
-        run.levels.append(result)
+        result = run_load(url, requests, concurrency, args.duration, args.max_requests)
+        levels.append(result)
         summary = result.summary()
-        print(f"  {run.name:<9} c={concurrency:<3} {summary['requests']:>6} req  {summary['errors']} err  "
+        print(f"  {name:<20} c={concurrency:<3} {summary['requests']:>6} req  {summary['errors']} err  "
               f"p50 {summary['p50_ms']:7.1f} ms  p99 {summary['p99_ms']:7.1f} ms  {summary['rps']:7.1f} req/s"
               + (f"  e.g. {result.error_samples[0]}" if result.error_samples else ""), flush=True)
+    return levels
+
+
+def labelled(url: str, requests, args) -> dict[str, str]:
+    """Each photo's label, every request sent once."""
+    return run_load(url, requests, 1, max(60.0, args.duration), len(requests)).labels
+
+def measure(run: ServerRun, server: Server, images, args, all_modes: bool) -> None:
+    """V1 JSON predict levels; with all_modes also :explain and V2 binary (raw bytes) levels."""
+    requests = [prepare(server.url, PREDICT, v1_body([data]), 1, key) for key, data in images]
+    run.startup_s = server.startup_s
+    run_load(server.url, requests, 1, args.warmup, args.max_requests)  # warm-up before the labels
+    run.labels = labelled(server.url, requests, args)
+    run.levels = load_levels(f"{run.name} V1 predict", server.url, requests, args)
+    if all_modes:
+        run.explain_method = explain_method(server.url, images[0][1])
+        explain = [prepare(server.url, EXPLAIN, v1_body([data]), 1, key) for key, data in images]
+        run.modes[EXPLAIN_MODE] = load_levels(f"{run.name} {EXPLAIN_MODE}", server.url, explain, args)
+        binary = [prepare_v2_binary(server.url, V2_INFER, [data], key) for key, data in images]
+        run.v2_labels = labelled(server.url, binary, args)
+        run.modes[V2_BINARY_MODE] = load_levels(f"{run.name} {V2_BINARY_MODE}", server.url, binary, args)
     status = proc_status(server.process.pid)
     run.peak_rss_mb = status.get("VmHWM", 0) / 1024
     run.tensorflow_loaded = maps_tensorflow(server.process.pid)
@@ -161,6 +197,41 @@ def agreement(a: dict[str, str], b: dict[str, str]) -> str:
     keys = sorted(set(a) & set(b))
     same = sum(a[k] == b[k] for k in keys)
     return f"{same}/{len(keys)}"
+
+
+def compare(levels: list[LoadResult], base_levels: list[LoadResult], value, unit: str) -> tuple[str, dict[int, float]]:
+    """`value` of each level against the base's at the same concurrency: the text and the ratios."""
+    parts, ratios = [], {}
+    for result in levels:
+        base = next((b for b in base_levels if b.concurrency == result.concurrency), None)
+        if base is None or not value(base):
+            continue
+        ratios[result.concurrency] = value(result) / value(base)
+        parts.append(f"{value(result):.1f} vs {value(base):.1f} {unit} = {ratios[result.concurrency]:.2f}x at "
+                     f"{result.concurrency} client{'' if result.concurrency == 1 else 's'}")
+    return "; ".join(parts), ratios
+
+
+def mode_lines(ours: ServerRun) -> tuple[list[str], list[str]]:
+    """The table of ours by request kind, and its checks (explain vs predict, V2 binary vs V1 JSON)."""
+    lines = ["", f"Ours by request kind, one photo per request, same photos and levels (`:explain`: "
+             f"{ours.explain_method}, no overlay; V2 binary: raw JPEG bytes in the binary tensor extension, "
+             "binary outputs back):", "",
+             "| request | clients | requests | errors | p50 ms | p99 ms | req/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for mode, levels in {"V1 JSON predict": ours.levels, **ours.modes}.items():
+        for result in levels:
+            s = result.summary()
+            lines.append(f"| {mode} | {s['concurrency']} | {s['requests']} | {s['errors']} | {s['p50_ms']:.1f} | "
+                         f"{s['p99_ms']:.1f} | {s['rps']:.1f} |")
+    text, ratios = compare(ours.modes[EXPLAIN_MODE], ours.levels, lambda r: r.percentile(50), "ms")
+    missed = [c for c, ratio in ratios.items() if ratio > TARGET_EXPLAIN_RATIO]
+    checks = [f"explain p50 vs predict p50: {text} (target <= {TARGET_EXPLAIN_RATIO:g}x): "
+              + (f"MISSED at {', '.join(map(str, missed))} clients" if missed else "met" if ratios else "not measured")]
+    text, _ = compare(ours.modes[V2_BINARY_MODE], ours.levels, lambda r: r.throughput, "req/s")
+    checks.append(f"V2 binary vs V1 JSON throughput: {text}")
+    checks.append(f"V2 binary labels equal V1 JSON's for {agreement(ours.v2_labels, ours.labels)} photos")
+    return lines, checks
 
 
 def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict[str, str], command: str) -> str:
@@ -190,7 +261,8 @@ def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict
             lines.append(f"| {run.name} | {s['concurrency']} | {s['requests']} | {s['errors']} | {s['p50_ms']:.1f} | "
                          f"{s['p99_ms']:.1f} | {s['rps']:.1f} | {run.peak_rss_mb:.0f} | "
                          f"{'yes' if run.tensorflow_loaded else 'no'} |")
-    lines.append("")
+    table, mode_checks = mode_lines(ours)
+    lines += table + [""]
     checks = []
     first = next((r for r in ours.levels if r.concurrency == 1), None)
     if first:
@@ -204,13 +276,13 @@ def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict
             checks.append(f"throughput at {top.concurrency} clients {top.throughput:.0f} vs {base_top.throughput:.1f} "
                           f"req/s = {speedup:.1f}x the baseline (target >= {TARGET_SPEEDUP:g}x): "
                           f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
-    errors = sum(r.errors for r in ours.levels)
+    errors = sum(r.errors for levels in [ours.levels, *ours.modes.values()] for r in levels)
     checks.append(f"errors {errors} (target 0): {'met' if errors == 0 else 'MISSED'}")
     checks.append(f"server peak RSS {ours.peak_rss_mb:.0f} MB (target < {TARGET_RSS_MB:g}): "
                   f"{'met' if ours.peak_rss_mb < TARGET_RSS_MB else 'MISSED'}")
     checks.append(f"labels served equal the ONNX predictor of `make evaluate` for {agreement(ours.labels, reference)} photos"
                   + (f"; the Keras baseline agrees on {agreement(baseline.labels, reference)}" if baseline else ""))
-    lines += [f"- {c}" for c in checks]
+    lines += [f"- {c}" for c in checks + mode_checks]
     startup = f"startup to ready: ours {ours.startup_s:.1f} s"
     if baseline:
         startup += f", baseline {baseline.startup_s:.1f} s"
@@ -276,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         run.command = [str(port) if part == "{port}" else part for part in run.command]
         print(f"starting {run.name}: {shlex.join(run.command)}", flush=True)
         with Server(run.command, port, ready_paths[run.name], logs / f"{run.name}.log", args.startup_timeout) as server:
-            measure(run, server, images, args)
+            measure(run, server, images, args, all_modes=run is ours)
 
     reference = reference_labels(Path(model_dir), images)
     command = "python -m serving.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -291,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [{"name": r.name, "command": r.command, "peak_rss_mb": r.peak_rss_mb,
                       "tensorflow_loaded": r.tensorflow_loaded, "startup_s": r.startup_s,
                       "levels": [lv.summary() | {"error_samples": lv.error_samples} for lv in r.levels],
-                      "label_agreement_with_onnx_predictor": agreement(r.labels, reference)} for r in runs],
+                      "modes": {mode: [lv.summary() | {"error_samples": lv.error_samples} for lv in levels]
+                                for mode, levels in r.modes.items()},
+                      "explain_method": r.explain_method,
+                      "label_agreement_with_onnx_predictor": agreement(r.labels, reference),
+                      "v2_binary_label_agreement_with_v1": agreement(r.v2_labels, r.labels) if r.v2_labels else None}
+                     for r in runs],
         }, indent=1))
     return 0
 

@@ -4,6 +4,10 @@
 next, until `duration_s` has passed or `max_requests` were sent in all: every run is bounded in
 time and count. Requests are prepared once (bytes on the wire), so the client spends almost no CPU
 per request and the server under test gets the machine. Loopback only.
+
+Bodies: V1 JSON (v1_body), V2 JSON (v2_body) and V2 in the binary tensor extension (v2_binary_body:
+the JSON header, then the raw image bytes, its length in the Inference-Header-Content-Length
+header); answers are counted by their labels, also from binary V2 answers.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def photo_files(folder: Path | str, limit: int) -> list[Path]:
 
 
 LOOPBACK_HOSTS = {"localhost"}
+BINARY_HEADER = "Inference-Header-Content-Length"  # the V2 binary tensor extension's JSON header length
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,52 @@ def v2_body(images: list[bytes], request_id: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
-def prepare(url: str, path: str, body: bytes, expect: int = 1, key: str = "") -> PreparedRequest:
+def serialize_bytes(elements: list[bytes]) -> bytes:
+    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes."""
+    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+
+
+def deserialize_bytes(data: bytes) -> list[bytes]:
+    """The inverse of serialize_bytes; ValueError for truncated data."""
+    elements, offset = [], 0
+    while offset < len(data):
+        length = int.from_bytes(data[offset:offset + 4], "little")
+        if offset + 4 + length > len(data):
+            raise ValueError(f"BYTES element {len(elements)} overruns the tensor's {len(data)} bytes")
+        elements.append(data[offset + 4:offset + 4 + length])
+        offset += 4 + length
+    return elements
+
+
+def v2_binary_body(images: list[bytes], binary_output: bool = True) -> tuple[bytes, int]:
+    """(body, JSON header length) of a V2 request in the binary tensor extension: the images' raw
+    bytes as one BYTES tensor after the JSON header; binary_output asks for binary outputs too."""
+    data = serialize_bytes(images)
+    header = {"inputs": [{"name": "image_bytes", "shape": [len(images)], "datatype": "BYTES",
+                          "parameters": {"binary_data_size": len(data)}}]}
+    if binary_output:
+        header["parameters"] = {"binary_data_output": True}
+    head = orjson.dumps(header)
+    return head + data, len(head)
+
+
+def prepare(url: str, path: str, body: bytes, expect: int = 1, key: str = "",
+            header_length: int | None = None) -> PreparedRequest:
+    """The request on the wire; header_length: a binary tensor extension body (v2_binary_body)."""
     host, port = check_loopback(url)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    if header_length is None:
+        content = "Content-Type: application/json\r\n"
+    else:
+        content = f"Content-Type: application/octet-stream\r\n{BINARY_HEADER}: {header_length}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{content}"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
     return PreparedRequest(head.encode() + body, expect, key)
+
+
+def prepare_v2_binary(url: str, path: str, images: list[bytes], key: str = "") -> PreparedRequest:
+    """A V2 request of raw image bytes in the binary tensor extension, asking binary outputs."""
+    body, header_length = v2_binary_body(images)
+    return prepare(url, path, body, len(images), key, header_length)
 
 
 @dataclass
@@ -138,9 +184,32 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
     return status, headers, body
 
 
-def _labels(body: bytes) -> list[str]:
-    """Labels from a V1 ({"predictions": ...}), V2 ({"outputs": ...}) or feedback app
-    ({"predicted_class": ...}) answer."""
+def answer_json(body: bytes, headers: dict[str, str]) -> dict:
+    """The JSON of an answer: all of it, or the JSON header of a binary tensor extension answer;
+    `headers` with lower-case names."""
+    header_length = headers.get(BINARY_HEADER.lower())
+    return orjson.loads(body if header_length is None else body[:int(header_length)])
+
+
+def _binary_labels(body: bytes, header_length: int) -> list[str]:
+    """The label output of a V2 answer in the binary tensor extension: the outputs that have a
+    binary_data_size follow the JSON header, in the order of its outputs."""
+    offset = header_length
+    for output in orjson.loads(body[:header_length])["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if output["name"] == "label":
+            if size is None:
+                return output["data"]
+            return [e.decode() for e in deserialize_bytes(body[offset:offset + size])]
+        offset += size or 0
+    raise KeyError("label")
+
+
+def labels_of(body: bytes, headers: dict[str, str]) -> list[str]:
+    """Labels from a V1 ({"predictions": ...}), V2 ({"outputs": ...}, JSON or binary) or feedback
+    app ({"predicted_class": ...}) answer; `headers` with lower-case names."""
+    if BINARY_HEADER.lower() in headers:
+        return _binary_labels(body, int(headers[BINARY_HEADER.lower()]))
     data = orjson.loads(body)
     if "predicted_class" in data:
         return [data["predicted_class"]]
@@ -178,7 +247,7 @@ async def _run(url: str, requests: list[PreparedRequest], concurrency: int, dura
                     if status != 200:
                         result.error(f"HTTP {status}: {body[:200]!r}")
                         continue
-                    labels = _labels(body)
+                    labels = labels_of(body, headers)
                     if len(labels) != request.expect:
                         result.error(f"{len(labels)} predictions for {request.expect} images")
                         continue

@@ -3,7 +3,8 @@
     locust -f serving/locustfile.py --host http://127.0.0.1:8080 --images FOLDER [--headless -u 8 -t 30s]
 
 (`make load-test` runs it through `python -m serving.load_test`.) The task mix per user:
-V1 one photo (6), V2 one photo (3), V1 batch of 2-4 photos (1), V2 batch of 2-4 photos (1). Photos
+V1 one photo (6), V2 one photo (3), V2 binary one photo (2: raw bytes in the binary tensor
+extension, binary outputs), V1 batch of 2-4 photos (1), V2 batch of 2-4 photos (1). Photos
 come from --images (env CATDOG_IMAGES), spread over the folder; --large-fraction of them (default
 0.1) are also sent re-encoded at --large-side px (default 2000) to mix in phone-sized uploads.
 Every answer is checked: status 200 and one label per image; anything else counts as a failure.
@@ -17,7 +18,7 @@ import random
 
 from locust import FastHttpUser, constant, events, task
 
-from serving.client import photo_files
+from serving.client import BINARY_HEADER, answer_json, labels_of, photo_files, v2_binary_body
 
 _photos: list[str] = []  # base64 strings
 
@@ -63,16 +64,16 @@ class PredictorUser(FastHttpUser):
             _photos.extend(load_photos(options.images, options.max_images, options.large_fraction, options.large_side))
         self.model = self.environment.parsed_options.model_name
 
-    def _send(self, name: str, path: str, body: dict, count: int, protocol: str):
-        with self.client.post(path, json=body, name=name, catch_response=True) as response:
+    def _send(self, name: str, path: str, body: dict | bytes, count: int, protocol: str, headers: dict | None = None):
+        kwargs = {"data": body, "headers": headers} if isinstance(body, bytes) else {"json": body}
+        with self.client.post(path, name=name, catch_response=True, **kwargs) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
                 return
             try:
-                data = response.json()
-                labels = ([p["label"] for p in data["predictions"]] if protocol == "v1"
-                          else next(o["data"] for o in data["outputs"] if o["name"] == "label"))
-                if protocol == "v2" and not data.get("id"):
+                answer_headers = {k.lower(): v for k, v in response.headers.items()}
+                labels = labels_of(response.content, answer_headers)
+                if protocol == "v2" and not answer_json(response.content, answer_headers).get("id"):
                     raise ValueError("V2 answer without an id")
             except Exception as exc:  # noqa: BLE001 - any malformed answer is a failure
                 response.failure(f"bad answer: {exc}")
@@ -90,6 +91,11 @@ class PredictorUser(FastHttpUser):
         body = {"inputs": [{"name": "image_bytes", "shape": [len(photos)], "datatype": "BYTES", "data": photos}]}
         self._send(f"V2 {len(photos)} image(s)", f"/v2/models/{self.model}/infer", body, len(photos), "v2")
 
+    def _v2_binary(self, photo: str):
+        body, header_length = v2_binary_body([base64.b64decode(photo)])
+        self._send("V2 binary 1 image(s)", f"/v2/models/{self.model}/infer", body, 1, "v2",
+                   {BINARY_HEADER: str(header_length), "Content-Type": "application/octet-stream"})
+
     @task(6)
     def v1_one(self):
         self._v1([random.choice(_photos)])
@@ -97,6 +103,10 @@ class PredictorUser(FastHttpUser):
     @task(3)
     def v2_one(self):
         self._v2([random.choice(_photos)])
+
+    @task(2)
+    def v2_binary_one(self):
+        self._v2_binary(random.choice(_photos))
 
     @task(1)
     def v1_batch(self):

@@ -1,14 +1,32 @@
 """CatDogModel: the kserve.Model that serves the classifier's ONNX export.
 
-Request flow (KServe's Model.__call__): preprocess -> predict -> postprocess.
-- preprocess parses a V1/Vertex body ({"instances": [{"image_bytes": {"b64": ...}}, ...]}) or a V2
-  InferRequest (one BYTES tensor of base64-encoded images) into raw image bytes; every problem is
-  an InvalidInput (HTTP 400) naming the instance and what was wrong.
+Request flow (KServe's Model.__call__): preprocess -> predict or explain -> postprocess.
+- preprocess: serving.requests parses a V1/Vertex body ({"instances": [{"image_bytes": {"b64": ...}}, ...]},
+  for :explain also "overlay": true) or a V2 InferRequest (one BYTES tensor named image_bytes, raw
+  image bytes or base64 text) into raw image bytes; every problem is a 400 naming the instance.
 - predict decodes the images with the shared preprocessing (catdog.preprocessing, through
   catdog.predictor.OnnxPredictor) and runs them as ONE ONNX Runtime batch, on a small thread pool
   so the event loop keeps accepting requests; ONNX Runtime uses one intra-op thread per call.
-- postprocess shapes the answer: V1 {"predictions": [{"label", "probabilities"}]}, V2 label and
-  probabilities tensors with a response id and the model version.
+  A V2 request that names the output "gradcam" gets the Grad-CAM maps from that same run
+  (OnnxPredictor.explain_pixels).
+- explain (V1 :explain; serving.explain) answers the prediction plus, per image, the predicted
+  class's Grad-CAM map (the model's second ONNX output, one run for the batch; as many images as
+  :predict takes). A model exported before Grad-CAM (one output) keeps serving: its explanations
+  fall back to occlusion saliency, said in each answer ("method": "occlusion" and a "note" that
+  retraining gives Grad-CAM); that costs OCCLUSION_GRID**2 + 1 inferences per image, so at most
+  MAX_OCCLUSION_INSTANCES images per request, on their own thread.
+- postprocess shapes the answer: V1 {"predictions": [{"label", "probabilities"[, "explanation"]}]},
+  V2 label and probabilities tensors (and gradcam when asked) with a response id and the model
+  version, binary when the request asks (binary_data_output, per output or for all).
+
+Wire formats:
+- explanation: {"method": "grad-cam", "class": <predicted label>, "grid": [h, w], "values": h lists of
+  w floats in [0, 1] (4 decimals)[, "overlay_png": <base64 PNG of the photo at the model's input
+  size, the map laid over it, when the request has "overlay": true>]}; occlusion adds "measure":
+  "log-odds drop" and "note", its values being the drop of the predicted class's log-odds when each
+  patch is greyed out (any sign; the overlay draws the positive part scaled to its maximum).
+- V2 output "gradcam": FP32 [n, h, w], each image's map of its predicted class (the class of each
+  map, comma-separated, in the output's parameter "classes"); only when requested by name.
 
 Loading: a model folder, a gs:// model folder, or a registry version / the champion alias. When
 following the champion, a watcher thread re-reads the alias every `reload_interval` seconds and
@@ -21,32 +39,30 @@ No TensorFlow anywhere on this path (see tests/test_serving_cli.py).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-import math
-import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
-_argv, sys.argv = sys.argv, sys.argv[:1]
-try:  # kserve.model_server parses sys.argv when imported: keep our own flags away from it
-    import kserve
-finally:
-    sys.argv = _argv
-from kserve.errors import InvalidInput, ModelNotReady  # noqa: E402
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
+from serving.kserve_import import kserve  # first: keeps kserve from parsing our command line
+from kserve.errors import InvalidInput, ModelNotReady
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from catdog.preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError  # noqa: E402
-from serving import metrics  # noqa: E402
-from serving.source import LoadedModel, ModelSource, available_cpus, content_version  # noqa: E402,F401 (re-exported)
+from catdog.preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError
+from serving import metrics
+from serving.explain import (
+    MAX_OCCLUSION_INSTANCES,
+    OCCLUSION_GRID,
+    gradcam_explanations,
+    occlusion_explanations,
+    predicted_maps,
+)
+from serving.requests import V1_FORMAT_HINT, V2_INPUT_NAME, Batch, parse_v1, parse_v2, requested_outputs
+from serving.source import LoadedModel, ModelSource, available_cpus, content_version  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("catdog.serving")
 
@@ -54,19 +70,6 @@ DEFAULT_MODEL_NAME = "catdog"
 DEFAULT_MAX_INSTANCES = 32
 DEFAULT_RELOAD_INTERVAL = 5.0
 RETRY_FAILED_AFTER = 60.0  # seconds before a champion version that failed to load is tried again
-EXPLAIN_GRID = 8  # occlusion saliency: the image is split into EXPLAIN_GRID x EXPLAIN_GRID patches
-MAX_EXPLAIN_INSTANCES = 4  # each explained image costs EXPLAIN_GRID**2 + 1 inferences
-V2_INPUT_NAME = "image_bytes"
-V1_FORMAT_HINT = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG/PNG/WebP>"}}, ...]}'
-
-
-# -- requests -------------------------------------------------------------------------------------
-@dataclass
-class Batch:
-    images: list[bytes]
-    where: list[str]  # how to name each image in an error message
-    protocol: str  # "v1" (also Vertex) or "v2"
-    request: InferRequest | None = None
 
 
 @dataclass
@@ -74,44 +77,8 @@ class Result:
     batch: Batch
     probabilities: np.ndarray
     model: LoadedModel
-    extra: dict = field(default_factory=dict)
-
-
-def decode_base64(text: Any, where: str) -> bytes:
-    """Standard or URL-safe base64, with or without padding or line breaks; else InvalidInput."""
-    if not isinstance(text, str):
-        raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        pass
-    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput(f"{where}: invalid base64 ({exc})") from None
-
-
-def _v1_instance_image(instance: Any, where: str) -> bytes:
-    if isinstance(instance, dict):
-        value = instance.get("image_bytes", instance)
-        if isinstance(value, dict) and "b64" in value:
-            return decode_base64(value["b64"], f"{where}.image_bytes.b64" if "image_bytes" in instance else f"{where}.b64")
-        if "image_bytes" in instance:
-            raise InvalidInput(f'{where}.image_bytes: expected {{"b64": "<base64>"}}')
-    raise InvalidInput(f"{where}: expected an object with image_bytes.b64, e.g. {V1_FORMAT_HINT}")
-
-
-def _log_odds(p):
-    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
-def _flatten(data: Any) -> list:
-    if isinstance(data, (list, tuple)):
-        return [item for element in data for item in _flatten(element)]
-    return [data]
+    gradcam: np.ndarray | None = None  # V2, when requested: (n, h, w), each image's predicted-class map
+    explanations: list[dict] | None = None  # V1 :explain: one per image
 
 
 class CatDogModel(kserve.Model):
@@ -133,8 +100,8 @@ class CatDogModel(kserve.Model):
         self.inference_threads = int(inference_threads or available_cpus())
         self.reload_interval = float(reload_interval)
         self._executor = ThreadPoolExecutor(self.inference_threads, thread_name_prefix="catdog-infer")
-        # explanations (up to MAX_EXPLAIN_INSTANCES x (EXPLAIN_GRID**2 + 1) inferences) get their own
-        # thread: the OS time-slices one against predictions instead of queueing predictions behind it
+        # occlusion explanations (up to MAX_OCCLUSION_INSTANCES x (OCCLUSION_GRID**2 + 1) inferences) get
+        # their own thread: the OS time-slices one against predictions instead of queueing them behind it
         self._explain_executor = ThreadPoolExecutor(1, thread_name_prefix="catdog-explain")
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
@@ -196,8 +163,10 @@ class CatDogModel(kserve.Model):
             except KeyError:
                 pass
         logger.info(
-            "serving %s as %r version %s (%d px, classes %s)%s",
+            "serving %s as %r version %s (%d px, classes %s, explain: %s)%s",
             loaded.source, self.name, loaded.version, loaded.image_size, loaded.class_names,
+            "grad-cam %dx%d" % loaded.gradcam_grid if loaded.gradcam_grid else
+            "occlusion (exported without Grad-CAM; retrain for it)",
             f"; was version {previous.version}" if previous else "",
         )
         return True
@@ -238,11 +207,15 @@ class CatDogModel(kserve.Model):
         return [{"name": V2_INPUT_NAME, "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict]:
-        classes = len(self._current.class_names) if self._current else -1
-        return [
+        """label and probabilities; gradcam [n, h, w] too (when requested) for a model that has it."""
+        current = self._current
+        outputs = [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(current.class_names) if current else -1]},
         ]
+        if current is not None and current.gradcam_grid:
+            outputs.append({"name": "gradcam", "datatype": "FP32", "shape": [-1, *current.gradcam_grid]})
+        return outputs
 
     def describe(self) -> dict:
         """Model metadata: what is loaded and the request contract."""
@@ -261,7 +234,10 @@ class CatDogModel(kserve.Model):
             "max_pixels": self.max_pixels,
             "v1_request": V1_FORMAT_HINT,
             "v2_input": {"name": V2_INPUT_NAME, "datatype": "BYTES", "shape": [-1],
-                         "data": "base64-encoded JPEG/PNG/WebP images"},
+                         "data": "JPEG/PNG/WebP images: raw bytes (binary tensor extension) or base64 text"},
+            "v2_outputs": self.get_output_types(),
+            "explain_method": None if current is None else "grad-cam" if current.gradcam_grid else "occlusion",
+            "explain_grid": None if current is None else list(current.gradcam_grid or (OCCLUSION_GRID, OCCLUSION_GRID)),
             "last_load_error": self.last_error,
         }
         if current is not None:
@@ -274,61 +250,8 @@ class CatDogModel(kserve.Model):
 
     async def preprocess(self, payload, headers: dict | None = None) -> Batch:
         if isinstance(payload, InferRequest):
-            batch = self._parse_v2(payload)
-        else:
-            batch = self._parse_v1(payload)
-        return batch
-
-    def _check_count(self, count: int, what: str) -> None:
-        if count == 0:
-            raise InvalidInput(f"{what} is empty: send at least one image")
-        if count > self.max_instances:
-            raise InvalidInput(
-                f"{what} has {count} images; at most {self.max_instances} per request (--max-instances)"
-            )
-
-    def _parse_v1(self, payload: Any) -> Batch:
-        if isinstance(payload, (bytes, bytearray, str)):  # a non-JSON content type reaches us raw
-            try:
-                payload = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"request body is not valid JSON ({exc})") from None
-        if not isinstance(payload, dict):
-            raise InvalidInput(f"expected a JSON object like {V1_FORMAT_HINT}, got {type(payload).__name__}")
-        if "instances" not in payload:
-            hint = "; V2 requests go to /v2/models/<name>/infer" if "inputs" in payload else ""
-            raise InvalidInput(f"missing field 'instances': expected {V1_FORMAT_HINT}{hint}")
-        instances = payload["instances"]
-        if not isinstance(instances, list):
-            raise InvalidInput(f"'instances' must be a list, got {type(instances).__name__}")
-        self._check_count(len(instances), "'instances'")
-        where = [f"instances[{i}]" for i in range(len(instances))]
-        images = [_v1_instance_image(instance, w) for instance, w in zip(instances, where)]
-        return Batch(images, where, "v1")
-
-    def _parse_v2(self, request: InferRequest) -> Batch:
-        if len(request.inputs) != 1:
-            raise InvalidInput(
-                f"expected one input tensor ({V2_INPUT_NAME!r}, BYTES, base64 images), got {len(request.inputs)}"
-            )
-        tensor = request.inputs[0]
-        name = f"input {tensor.name!r}"
-        if tensor.datatype != "BYTES":
-            raise InvalidInput(f"{name}: datatype must be BYTES (base64-encoded images), got {tensor.datatype}")
-        data = _flatten(tensor.data if tensor.data is not None else [])
-        try:
-            shape = [int(d) for d in tensor.shape]
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{name}: shape must be a list of integers, got {tensor.shape!r}") from None
-        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or math.prod(shape) != len(data):
-            raise InvalidInput(f"{name}: shape {shape} does not match {len(data)} element(s); use [n] or [n, 1]")
-        self._check_count(len(data), f"{name} data")
-        where = [f"{name} data[{i}]" for i in range(len(data))]
-        images = [
-            bytes(item) if isinstance(item, (bytes, bytearray)) else decode_base64(item, w)
-            for item, w in zip(data, where)
-        ]
-        return Batch(images, where, "v2", request)
+            return parse_v2(payload, self.max_instances)
+        return parse_v1(payload, self.max_instances)
 
     def _pixels(self, model: LoadedModel, batch: Batch) -> np.ndarray:
         pixels = []
@@ -339,53 +262,57 @@ class CatDogModel(kserve.Model):
                 raise InvalidInput(f"{where}: {exc}") from None
         return np.stack(pixels)
 
-    def _classify(self, model: LoadedModel, batch: Batch) -> np.ndarray:
-        return model.predictor.predict_pixels(self._pixels(model, batch))
+    def _serving(self) -> LoadedModel:
+        if self._current is None:
+            raise ModelNotReady(self.name)
+        return self._current
 
-    def _explain(self, model: LoadedModel, batch: Batch) -> tuple[np.ndarray, list[dict]]:
-        """Occlusion saliency: how much the predicted class's log-odds drop when each patch is greyed
-        out (positive = the patch supports the prediction; log-odds stay informative when p ~ 1)."""
+    def _classify(self, model: LoadedModel, batch: Batch, with_gradcam: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and with_gradcam each image's predicted-class map, from one ONNX run."""
         pixels = self._pixels(model, batch)
-        probabilities = model.predictor.predict_pixels(pixels)
-        size, grid = model.image_size, EXPLAIN_GRID
-        edges = np.linspace(0, size, grid + 1).round().astype(int)
-        saliency = []
-        for image, row in zip(pixels, probabilities):
-            target = int(row.argmax())
-            occluded = np.repeat(image[None], grid * grid, axis=0)
-            for k in range(grid * grid):
-                i, j = divmod(k, grid)
-                occluded[k, edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = 127
-            occluded_p = model.predictor.predict_pixels(occluded)[:, target]
-            drops = _log_odds(row[target]) - _log_odds(occluded_p)
-            saliency.append({"class": model.class_names[target], "grid": grid, "measure": "log-odds drop",
-                             "values": np.round(drops.reshape(grid, grid), 3).tolist()})
-        return probabilities, saliency
+        if not with_gradcam:
+            return model.predictor.predict_pixels(pixels), None
+        probabilities, maps = model.predictor.explain_pixels(pixels)
+        return probabilities, predicted_maps(probabilities, maps)
+
+    def _explain_with(self, explain, model: LoadedModel, batch: Batch) -> tuple[np.ndarray, list[dict]]:
+        return explain(model.predictor, self._pixels(model, batch), batch.overlay)
 
     async def predict(self, batch: Batch, headers: dict | None = None, response_headers: dict | None = None) -> Result:
-        model = self._current
-        if model is None:
-            raise ModelNotReady(self.name)
+        model = self._serving()
+        if batch.overlay:
+            raise InvalidInput("'overlay' is for :explain (a map over the photo); :predict gives no map")
+        with_gradcam = "gradcam" in batch.outputs
+        if with_gradcam and model.gradcam_grid is None:
+            raise InvalidInput(f"output 'gradcam': model version {model.version} was exported without Grad-CAM "
+                               "(a model trained since has it); its outputs are label and probabilities")
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._executor, self._classify, model, batch)
+        probabilities, gradcam = await loop.run_in_executor(self._executor, self._classify, model, batch, with_gradcam)
         labels = {"model_name": self.name, "model_version": model.version}
         metrics.INFERENCE_SECONDS.labels(protocol=batch.protocol, **labels).observe(time.perf_counter() - start)
         metrics.REQUESTS.labels(protocol=batch.protocol, **labels).inc()
         metrics.BATCH_SIZE.labels(**labels).observe(len(batch.images))
         for index in probabilities.argmax(axis=1):
             metrics.IMAGES.labels(label=model.class_names[index], **labels).inc()
-        return Result(batch, probabilities, model)
+        return Result(batch, probabilities, model, gradcam=gradcam)
 
     async def explain(self, batch: Batch, headers: dict | None = None) -> Result:
-        model = self._current
-        if model is None:
-            raise ModelNotReady(self.name)
-        if len(batch.images) > MAX_EXPLAIN_INSTANCES:
-            raise InvalidInput(f"explain takes at most {MAX_EXPLAIN_INSTANCES} images per request, got {len(batch.images)}")
+        model = self._serving()
         loop = asyncio.get_running_loop()
-        probabilities, saliency = await loop.run_in_executor(self._explain_executor, self._explain, model, batch)
-        return Result(batch, probabilities, model, {"saliency": saliency})
+        if model.gradcam_grid is not None:
+            probabilities, explanations = await loop.run_in_executor(self._executor, self._explain_with, gradcam_explanations,
+                                                                     model, batch)
+        elif len(batch.images) > MAX_OCCLUSION_INSTANCES:
+            raise InvalidInput(
+                f"model version {model.version} was exported without Grad-CAM, so explain falls back to occlusion "
+                f"saliency ({OCCLUSION_GRID ** 2 + 1} inferences per image): at most {MAX_OCCLUSION_INSTANCES} "
+                f"images per request, got {len(batch.images)}"
+            )
+        else:
+            probabilities, explanations = await loop.run_in_executor(self._explain_executor, self._explain_with,
+                                                                     occlusion_explanations, model, batch)
+        return Result(batch, probabilities, model, explanations=explanations)
 
     async def postprocess(self, result: Result, headers: dict | None = None, response_headers: dict | None = None):
         model, probabilities = result.model, result.probabilities
@@ -398,8 +325,8 @@ class CatDogModel(kserve.Model):
                 {"label": label, "probabilities": {n: float(p) for n, p in zip(names, row)}}
                 for label, row in zip(labels, probabilities.tolist())
             ]
-            for prediction, saliency in zip(predictions, result.extra.get("saliency", [])):
-                prediction["saliency"] = saliency
+            for prediction, explanation in zip(predictions, result.explanations or []):
+                prediction["explanation"] = explanation
             return {"predictions": predictions}
         request = result.batch.request
         outputs = [
@@ -407,11 +334,14 @@ class CatDogModel(kserve.Model):
             InferOutput("probabilities", list(probabilities.shape), "FP32",
                         probabilities.astype(np.float32).ravel().tolist(), {"class_names": ",".join(names)}),
         ]
+        if result.gradcam is not None:
+            outputs.append(InferOutput("gradcam", list(result.gradcam.shape), "FP32", result.gradcam.astype(np.float32),
+                                       {"classes": ",".join(labels)}))
         return InferResponse(
             response_id=request.id or uuid.uuid4().hex,
             model_name=self.name,
             model_version=model.version,
             infer_outputs=outputs,
             use_binary_outputs=request.use_binary_outputs,
-            requested_outputs=request.request_outputs,
+            requested_outputs=requested_outputs(request),
         )

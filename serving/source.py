@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from catdog import storage
 from catdog.model_files import METADATA_FILE, ONNX_FILE
 from catdog.predictor import OnnxPredictor, load_checked
@@ -48,6 +50,7 @@ class LoadedModel:
     source: str
     model_dir: Path
     loaded_at: str
+    gradcam_grid: tuple[int, int] | None = None  # (h, w) of its Grad-CAM maps; None: an export without them
 
     @property
     def class_names(self) -> list[str]:
@@ -111,12 +114,13 @@ class ModelSource:
             model_dir, source = self._download(), self.ref
         try:
             predictor = load_checked(model_dir, intra_op_threads)  # also the warm-up prediction
+            grid = gradcam_grid(predictor)
         except ValueError:
             if self.kind == "gcs-dir":  # our own download: nothing will use it
                 shutil.rmtree(model_dir, ignore_errors=True)
             raise
         label = str(version) if self.kind == "registry" else content_version(model_dir)
-        return LoadedModel(predictor, label, source, Path(model_dir), _now())
+        return LoadedModel(predictor, label, source, Path(model_dir), _now(), grid)
 
     def _download(self) -> Path:
         """The two files serving reads (not model.keras) of a gs:// model folder, into a new folder."""
@@ -124,6 +128,22 @@ class ModelSource:
         for name in (ONNX_FILE, METADATA_FILE):
             (local / name).write_bytes(storage.read_bytes(storage.join(self.ref, name)))
         return local
+
+
+def gradcam_grid(predictor: OnnxPredictor) -> tuple[int, int] | None:
+    """(h, w) of the model's Grad-CAM maps, from one explanation of a grey image (a warm-up that also
+    checks their shape); None for a model exported without the gradcam output. Raises ValueError."""
+    if not predictor.has_gradcam:
+        return None
+    size, classes = predictor.image_size, len(predictor.class_names)
+    try:
+        _, maps = predictor.explain_pixels(np.full((1, size, size, 3), 127, np.uint8))
+    except Exception as exc:  # a corrupt gradcam branch: the model is not served
+        raise ValueError(f"the model in {predictor.model_dir} does not explain: {type(exc).__name__}: {exc}") from exc
+    if maps.ndim != 4 or maps.shape[0] != 1 or maps.shape[3] != classes:
+        raise ValueError(f"the model in {predictor.model_dir} gives Grad-CAM maps of shape {maps.shape} for one "
+                         f"image: they should be (1, h, w, {classes})")
+    return int(maps.shape[1]), int(maps.shape[2])
 
 
 def content_version(model_dir: Path) -> str:

@@ -169,7 +169,7 @@ class FakePredictor:
             raise self.error
         probabilities = self.answers.get(hashlib.sha256(image).hexdigest(), {"cat": 0.6, "dog": 0.4})
         label = max(probabilities, key=probabilities.get)
-        explanation = {"saliency": {"values": [[0.1, 0.9], [0.0, 0.5]]}} if explain else None
+        explanation = {"method": "grad-cam", "class": label, "grid": [2, 2], "values": [[0.1, 0.9], [0.0, 0.5]]} if explain else None
         return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation)
 
     def status(self):

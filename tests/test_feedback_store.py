@@ -60,7 +60,7 @@ def test_a_prediction_row_holds_what_the_issue_lists(service):
         row = session.get(Prediction, prediction.id)
         assert (row.label, row.model_name, row.model_version, row.source) == ("cat", "catdog", "v1", "page")
         assert row.probabilities == {"cat": 0.6, "dog": 0.4} and row.confidence == pytest.approx(0.6)
-        assert row.latency_ms == pytest.approx(12.0) and row.explanation["saliency"]["values"][0] == [0.1, 0.9]
+        assert row.latency_ms == pytest.approx(12.0) and row.explanation["values"][0] == [0.1, 0.9]
         assert row.created_at.tzinfo is not None and (utcnow() - row.created_at).total_seconds() < 60
         photo_row = row.photo
         assert photo_row.sha256 == __import__("hashlib").sha256(data).hexdigest()

@@ -27,7 +27,7 @@ from catdog.dataset import (
     split_origins,
     write_dataset,
 )
-from catdog.evaluation import classification_metrics, evaluate_by_origin, subset_metrics
+from catdog.evaluation import classification_metrics, metrics_by_origin, subset_metrics
 from catdog.ingest import (
     ImageRecord,
     IngestError,
@@ -381,12 +381,12 @@ def test_subset_metrics_by_hand():
         subset_metrics(labels, probabilities, mask[:4], "feedback")
 
 
-def test_evaluate_by_origin_on_a_real_model(built):
+def test_metrics_by_origin_on_a_real_model(built):
     _, dataset_dir, _, metadata = built
     predictor = OnnxPredictor(tiny_model_dir())
     pixels, labels = load_split_arrays(dataset_dir, "test")
     origins = split_origins(metadata, "test")
-    result = evaluate_by_origin(predictor, pixels, labels, origins)
+    result = metrics_by_origin(labels, predictor.predict_pixels(pixels), predictor.class_names, origins)
     whole = classification_metrics(labels, predictor.predict_pixels(pixels), predictor.class_names)
     for key in ("n", "accuracy", "precision", "recall", "f1", "confusion_matrix"):
         assert result[key] == whole[key], key
@@ -397,15 +397,18 @@ def test_evaluate_by_origin_on_a_real_model(built):
 
 
 def run_evaluate_component(model_dir: Path, dataset_dir: Path, out: Path):
-    from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
+    from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
     from components.evaluate import evaluate
 
     out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(uri=str(out / "metrics"))
     evaluation = Artifact(uri=str(out / "evaluation"))
+    gallery = HTML(uri=str(out / "gallery"))
     evaluate.python_func(model=Model(uri=str(model_dir)), dataset=Dataset(uri=str(dataset_dir)), metrics=metrics,
-                         classification=ClassificationMetrics(uri=str(out / "classification")), evaluation=evaluation)
+                         classification=ClassificationMetrics(uri=str(out / "classification")), evaluation=evaluation,
+                         gallery=gallery)
+    assert "Where the model looks" in Path(gallery.path).read_text()
     return metrics.metadata, json.loads(Path(evaluation.path).read_text())
 
 

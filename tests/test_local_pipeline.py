@@ -123,6 +123,16 @@ def test_local_run_evaluates_the_feedback_photos_of_the_test_split(local_run):
 
 
 @pytest.mark.slow
+def test_local_run_evaluate_writes_the_gallery(local_run):
+    """Every test photo is on the page: all the wrong ones and a sample of up to 12 right ones."""
+    run_dir, _ = local_run
+    evaluation = json.loads((task_dir(run_dir, "evaluate") / "evaluation").read_text())
+    page = (task_dir(run_dir, "evaluate") / "gallery").read_text()
+    assert "<title>Where the model looks</title>" in page
+    assert page.count('src="data:image/jpeg;base64,') == evaluation["n"] <= 12
+
+
+@pytest.mark.slow
 def test_local_run_describe_outputs(local_run):
     run_dir, _ = local_run
     text = describe_outputs(run_dir)

@@ -50,6 +50,9 @@ def test_model_folder_contents():
     assert metadata["class_names"] == ["cat", "dog"]
     assert metadata["image_size"] == TINY_SIZE
     assert metadata["preprocessing"] == PREPROCESSING_SPEC
+    assert metadata["outputs"] == ["probabilities", "gradcam"]
+    assert metadata["explanation"] == {"method": "grad-cam", "output": "gradcam", "feature_layer": "out_relu",
+                                       "grid": [1, 1]}  # 32 px / 32 (MobileNetV2's output stride)
 
 
 def test_model_normalises_inside(models):
@@ -66,7 +69,7 @@ def test_onnx_matches_keras_on_real_encoded_images(models):
     images = _images()
     pixels = np.stack([image_to_pixels(b, TINY_SIZE) for b in images])
     assert pixels.shape == (len(CASES), TINY_SIZE, TINY_SIZE, 3) and pixels.dtype == np.uint8
-    expected = keras_model.predict(batch_to_model_input(list(pixels)), verbose=0)
+    expected, _ = keras_model.predict(batch_to_model_input(list(pixels)), verbose=0)  # (probabilities, gradcam)
     onnx = predictor.predict_bytes(images)
     assert onnx.shape == (len(CASES), 2) and onnx.dtype == np.float32
     assert np.abs(onnx - expected).max() < 1e-4
@@ -94,7 +97,7 @@ def test_onnx_on_file_bytes_equals_keras_on_shared_preprocessing(models, tmp_pat
     file_bytes = [p.read_bytes() for p in paths]
     for data in file_bytes:
         np.testing.assert_array_equal(predictor.pixels(data), image_to_pixels(data, TINY_SIZE))
-    keras_probs = keras_model.predict(
+    keras_probs, _ = keras_model.predict(
         np.stack([image_to_pixels(b, TINY_SIZE) for b in file_bytes]).astype(np.float32), verbose=0
     )
     assert np.abs(predictor.predict_bytes(file_bytes) - keras_probs).max() < 1e-4
@@ -146,7 +149,7 @@ def test_flip_averaged_model_is_mirror_invariant_in_keras_and_onnx(tmp_path):
     onnx = OnnxPredictor(averaged_dir)
     keras_model = load_keras_model(averaged_dir)
     np.testing.assert_allclose(onnx.predict_pixels(pixels), onnx.predict_pixels(mirrored), atol=1e-5)
-    np.testing.assert_allclose(keras_model.predict(pixels, verbose=0), onnx.predict_pixels(pixels), atol=1e-4)
-    expected = (plain.predict(pixels, verbose=0) + plain.predict(mirrored, verbose=0)) / 2
-    np.testing.assert_allclose(onnx.predict_pixels(pixels), expected, atol=1e-4)
-    assert np.abs(plain.predict(pixels, verbose=0) - plain.predict(mirrored, verbose=0)).max() > 1e-4
+    np.testing.assert_allclose(keras_model.predict(pixels, verbose=0)[0], onnx.predict_pixels(pixels), atol=1e-4)
+    plain_probabilities, mirrored_probabilities = (plain.predict(x, verbose=0)[0] for x in (pixels, mirrored))
+    np.testing.assert_allclose(onnx.predict_pixels(pixels), (plain_probabilities + mirrored_probabilities) / 2, atol=1e-4)
+    assert np.abs(plain_probabilities - mirrored_probabilities).max() > 1e-4

@@ -148,15 +148,18 @@ def test_vertex_routes(server):
     assert [set(p) for p in response.json()["predictions"]] == [{"label", "probabilities"}] * 2
 
 
-def test_explain_gives_an_occlusion_grid(server):
-    response = server.post("/v1/models/catdog:explain", json=v1_json(IMAGES[0]))
+def test_explain_gives_a_gradcam_map_per_photo(server):
+    """On the champion, more photos than the occlusion fallback takes (tests/test_serving_explain.py
+    checks the maps themselves)."""
+    response = server.post("/v1/models/catdog:explain", json=v1_json(*IMAGES))
     assert response.status_code == 200, response.text
-    (prediction,) = response.json()["predictions"]
-    saliency = prediction["saliency"]
-    assert saliency["class"] == prediction["label"] and saliency["grid"] == 8
-    assert np.asarray(saliency["values"]).shape == (8, 8)
-    too_many = server.post("/v1/models/catdog:explain", json=v1_json(*IMAGES))
-    assert too_many.status_code == 400 and "at most" in too_many.json()["error"]
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == [p["label"] for p in server.predict(*IMAGES).json()["predictions"]]
+    for prediction in predictions:
+        explanation = prediction["explanation"]
+        assert explanation["method"] == "grad-cam" and explanation["class"] == prediction["label"]
+        assert explanation["grid"] == [1, 1]  # the 32 px model's last feature map
+        assert 0 <= explanation["values"][0][0] <= 1
 
 
 def test_metrics_carry_the_model_version(server):

@@ -40,10 +40,18 @@ def _v2_raw(body: dict, binary: bytes) -> tuple[bytes, dict]:
     return head + binary, {"inference-header-content-length": str(len(head)), "content-type": "application/octet-stream"}
 
 
-_binary_body, _binary_headers = _v2_raw(
-    {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + len(GOOD)}}]},
-    len(GOOD).to_bytes(4, "little") + GOOD,
-)
+def _v2_binary(elements: list[bytes], size_delta: int = 0, trailing: bytes = b"", datatype: str = "BYTES"):
+    """requests kwargs of a V2 binary-extension request whose input holds `elements` (length-prefixed);
+    size_delta skews the declared binary_data_size, trailing is appended after the tensor."""
+    data = b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+    body, headers = _v2_raw({"inputs": [{"name": "image_bytes", "shape": [len(elements)], "datatype": datatype,
+                                         "parameters": {"binary_data_size": len(data) + size_delta}}]}, data + trailing)
+    return {"data": body, "headers": headers}
+
+
+_overrun = _v2_binary([GOOD])
+_overrun["data"] = _overrun["data"].replace(len(GOOD).to_bytes(4, "little"), (len(GOOD) + 10).to_bytes(4, "little"), 1)
+_no_size = dict(zip(("data", "headers"), _v2_raw({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES"}]}, b"")))
 
 # (case id, method, path, requests kwargs, expected status, words the error must contain)
 BAD_REQUESTS = [
@@ -77,19 +85,30 @@ BAD_REQUESTS = [
     ("v2-missing-inputs", "post", V2, {"json": {"id": "1"}}, 400, "inputs"),
     ("v2-inputs-not-list", "post", V2, {"json": {"inputs": 3}}, 400, "inputs"),
     ("v2-missing-data", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES"}]}}, 400, "data"),
-    ("v2-wrong-datatype", "post", V2, {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}}, 400, "datatype must be BYTES"),
+    ("v2-wrong-datatype", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "FP32", "data": [1.0]}]}}, 400, "datatype must be BYTES"),
+    ("v2-wrong-input-name", "post", V2, {"json": {"inputs": [{**v2_json(GOOD)["inputs"][0], "name": "images"}]}}, 400, "input 'images': this model's input is 'image_bytes'"),
     ("v2-two-inputs", "post", V2, {"json": {"inputs": v2_json(GOOD)["inputs"] * 2}}, 400, "one input tensor"),
     ("v2-shape-mismatch", "post", V2, {"json": v2_json(GOOD, GOOD, shape=[3])}, 400, "does not match"),
-    ("v2-invalid-base64", "post", V2, {"json": {"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}}, 400, "invalid base64"),
-    ("v2-number-in-bytes", "post", V2, {"json": {"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [7]}]}}, 400, "base64 string"),
-    ("v2-not-an-image", "post", V2, {"json": {"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [b64(b"text" * 50)]}]}}, 400, "not a decodable image"),
+    ("v2-invalid-base64", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}}, 400, "invalid base64"),
+    ("v2-number-in-bytes", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [7]}]}}, 400, "base64 string"),
+    ("v2-not-an-image", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [b64(b"text" * 50)]}]}}, 400, "not a decodable image"),
     ("v2-decompression-bomb", "post", V2, {"json": v2_json(png_header_only(30_000, 30_000))}, 400, "decompression bomb"),
-    ("v2-empty-data", "post", V2, {"json": {"inputs": [{"name": "i", "shape": [0], "datatype": "BYTES", "data": []}]}}, 400, "empty"),
+    ("v2-empty-data", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [0], "datatype": "BYTES", "data": []}]}}, 400, "empty"),
     ("v2-too-many", "post", V2, {"json": v2_json(*[GOOD] * (MAX_INSTANCES + 1))}, 400, f"at most {MAX_INSTANCES}"),
-    ("v2-fp16", "post", V2, {"json": {"inputs": [{"name": "i", "shape": [1], "datatype": "FP16", "data": [1.0]}]}}, 400, "FP16"),
-    ("v2-binary-raw-image", "post", V2, {"data": _binary_body, "headers": _binary_headers}, 400, "send base64 strings"),
+    ("v2-fp16", "post", V2, {"json": {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "FP16", "data": [1.0]}]}}, 400, "FP16"),
+    ("v2-binary-raw-not-an-image", "post", V2, _v2_binary([GOOD, b"\xff\xd8\xffjunk"]), 400, "data[1]: not a decodable image"),
+    ("v2-binary-raw-truncated", "post", V2, _v2_binary([_truncated_jpeg()]), 400, "data[0]: corrupt or truncated"),
+    ("v2-binary-raw-bomb", "post", V2, _v2_binary([png_header_only(30_000, 30_000)]), 400, "data[0]: decompression bomb"),
+    ("v2-binary-neither-image-nor-base64", "post", V2, _v2_binary([b"\x00\x9f binary"]), 400, "data[0]: neither an image"),
+    ("v2-binary-size-over-body", "post", V2, _v2_binary([GOOD], size_delta=100), 400, "binary_data_size"),
+    ("v2-binary-trailing-bytes", "post", V2, _v2_binary([GOOD], trailing=b"extra"), 400, "5 bytes after"),
+    ("v2-binary-element-overrun", "post", V2, _overrun, 400, "binary element 0 claims"),
+    ("v2-binary-no-size", "post", V2, _no_size, 400, "no 'data' and no binary_data_size"),
+    ("v2-binary-fp32", "post", V2, _v2_binary([b"\x00" * 4], datatype="FP32"), 400, "datatype must be BYTES"),
     ("v2-binary-bad-header", "post", V2, {"data": b"{}", "headers": {"inference-header-content-length": "abc"}}, 400, "malformed request"),
-    ("v2-binary-no-inputs", "post", V2, {"data": b"{}", "headers": {"inference-header-content-length": "2"}}, 400, "missing field 'inputs'"),
+    ("v2-binary-header-past-body", "post", V2, {"data": b"{}", "headers": {"inference-header-content-length": "99"}}, 400, "the body has 2 bytes"),
+    ("v2-binary-header-not-json", "post", V2, {"data": b"{x", "headers": {"inference-header-content-length": "2"}}, 400, "not valid JSON"),
+    ("v2-binary-no-inputs", "post", V2, {"data": b"{}", "headers": {"inference-header-content-length": "2"}}, 400, "inputs: Field required"),
     ("v2-unknown-output", "post", V2, {"json": {**v2_json(GOOD), "outputs": [{"name": "nope"}]}}, 400, "nope"),
     ("v2-unknown-version", "post", "/v2/models/catdog/versions/99/infer", {"json": v2_json(GOOD)}, 404, "99"),
     ("v2-repository-unload", "post", "/v2/repository/models/catdog/unload", {}, 403, "disabled"),

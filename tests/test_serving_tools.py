@@ -59,6 +59,17 @@ def test_load_client_is_bounded_and_counts_errors(server):
     assert failed.errors == 3 and "HTTP 400" in failed.error_samples[0]
 
 
+def test_bytes_tensor_framing_round_trips_and_refuses_truncation():
+    from serving.client import deserialize_bytes, serialize_bytes
+
+    elements = [b"", b"\xff\xd8\xff raw", b"abc" * 100]
+    data = serialize_bytes(elements)
+    assert data[:4] == b"\x00\x00\x00\x00" and deserialize_bytes(data) == elements
+    for cut in (len(data) - 1, 6):
+        with pytest.raises(ValueError, match="overruns"):
+            deserialize_bytes(data[:cut])
+
+
 def test_write_section_replaces_or_appends(tmp_path):
     from catdog.benchmarks import update_section
 
@@ -83,12 +94,18 @@ def test_bench_end_to_end_without_baseline(tmp_path, tiny_model):
     text = output.read_text()
     assert "<!-- serving-bench:start -->" in text and "## Serving (`make bench-serving`)" in text
     for words in ("- command: `python -m serving.bench", "- machine: ", "- date: ", "| ours | 1 |", "| ours | 2 |",
-                  "errors 0 (target 0): met", "equal the ONNX predictor of `make evaluate` for 6/6 photos"):
+                  "errors 0 (target 0): met", "equal the ONNX predictor of `make evaluate` for 6/6 photos",
+                  "(`:explain`: grad-cam 1x1, no overlay;", "| V1 JSON predict | 1 |", "| V1 :explain | 2 |",
+                  "| V2 binary | 2 |", "explain p50 vs predict p50: ", "x at 2 clients (target <= 1.5x): ",
+                  "V2 binary vs V1 JSON throughput: ", "V2 binary labels equal V1 JSON's for 6/6 photos"):
         assert words in text, words
     import json
 
     runs = json.loads(raw.read_text())["runs"]
     assert runs[0]["tensorflow_loaded"] is False and 0 < runs[0]["peak_rss_mb"] < 1000
+    modes = runs[0]["modes"]
+    assert [level["concurrency"] for level in modes["V2 binary"]] == [1, 2]
+    assert all(level["errors"] == 0 and level["requests"] > 0 for levels in modes.values() for level in levels)
 
 
 def test_baseline_app_serves_the_same_labels(tiny_model):
@@ -117,7 +134,7 @@ def test_load_test_writes_a_report(tmp_path, server):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 1000
     stats = (out / "locust_stats.csv").read_text()
-    assert "V1 1 image(s)" in stats and "V2 1 image(s)" in stats
+    assert "V1 1 image(s)" in stats and "V2 1 image(s)" in stats and "V2 binary 1 image(s)" in stats
     from serving.load_test import summarise
 
     total = next(row for row in summarise(out / "locust_stats.csv") if row["Name"] == "Aggregated")

@@ -51,10 +51,12 @@ def test_train_metadata(trained):
         assert 0.0 <= entry["val_accuracy"] <= 1.0 and entry["loss"] > 0
     assert metadata["best_val_accuracy"] == min(metadata["history"], key=lambda h: h["val_loss"])["val_accuracy"]
     assert "alpha=0.35" in metadata["architecture"]
+    assert metadata["outputs"] == ["probabilities", "gradcam"]
+    assert metadata["explanation"]["grid"] == [1, 1]  # 32 px / 32
 
 
 def test_trained_model_loads_and_predicts(trained):
-    """Both exports load; the ONNX one gives a probability pair per image."""
+    """Both exports load; the ONNX one gives a probability pair per image, and Grad-CAM maps."""
     import keras
 
     from catdog.dataset import load_split_arrays
@@ -65,10 +67,13 @@ def test_trained_model_loads_and_predicts(trained):
     predictor = OnnxPredictor(output)
     assert predictor.class_names == ["cat", "dog"] and predictor.image_size == TINY
     onnx = predictor.predict_pixels(pixels.astype(np.uint8))
-    keras_probs = keras.models.load_model(output / KERAS_FILE).predict(pixels, verbose=0)
+    keras_probs, keras_maps = keras.models.load_model(output / KERAS_FILE).predict(pixels, verbose=0)
     assert onnx.shape == (len(labels), 2) == (4, 2)
     np.testing.assert_allclose(onnx.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(onnx - keras_probs).max() < 1e-4
+    assert predictor.has_gradcam
+    _, maps = predictor.explain_pixels(pixels)
+    assert maps.shape == keras_maps.shape == (4, 1, 1, 2) and np.abs(maps - keras_maps).max() < 1e-3
 
 
 def test_training_curves_html(trained, tmp_path):

@@ -129,15 +129,11 @@ async function validate(card, label) {
   }
 }
 
-// The heat map: the explanation's grid (Grad-CAM in [0, 1], or occlusion saliency: any range)
-// drawn over the photo, positive values only, scaled to the grid's maximum.
+// The heat map: the explanation's grid ("values": Grad-CAM in [0, 1], or, from models exported
+// before Grad-CAM, occlusion saliency in any range) drawn over the photo, positive values only,
+// scaled to the grid's maximum.
 function explanationGrid(explanation) {
-  if (!explanation) return null;
-  for (const value of Object.values(explanation)) {
-    if (value && Array.isArray(value.values)) return value.values;
-    if (value && Array.isArray(value.grid)) return value.grid;
-  }
-  return null;
+  return explanation && Array.isArray(explanation.values) && explanation.values.length ? explanation.values : null;
 }
 
 function drawHeatmap(canvas, grid, image) {
