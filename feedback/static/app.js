@@ -136,20 +136,38 @@ function explanationGrid(explanation) {
   return explanation && Array.isArray(explanation.values) && explanation.values.length ? explanation.values : null;
 }
 
+// The colour ramp of catdog/gradcam.py (what the predictor's overlay PNG and the evaluate gallery use).
+const RAMP = [[0, [0, 0, 128]], [0.125, [0, 0, 255]], [0.375, [0, 255, 255]], [0.625, [255, 255, 0]],
+              [0.875, [255, 0, 0]], [1, [128, 0, 0]]];
+
+function rampColour(v) {
+  for (let k = 1; k < RAMP.length; k++) {
+    const [at, rgb] = RAMP[k], [before, from] = RAMP[k - 1];
+    if (v <= at) return from.map((c, i) => c + ((rgb[i] - c) * (v - before)) / (at - before));
+  }
+  return RAMP[RAMP.length - 1][1];
+}
+
+// The grid painted one pixel a cell, then drawn at the photo's size with smoothing (bilinear).
 function drawHeatmap(canvas, grid, image) {
   const rows = grid.length, cols = grid[0].length;
+  const peak = Math.max(1e-9, ...grid.flat().map((v) => Math.max(0, v)));
+  const small = document.createElement("canvas");
+  small.width = cols;
+  small.height = rows;
+  const cells = small.getContext("2d").createImageData(cols, rows);
+  grid.flat().forEach((value, k) => {
+    const v = Math.max(0, value) / peak;
+    cells.data.set([...rampColour(v).map(Math.round), Math.round(255 * (0.2 + 0.45 * v))], 4 * k);
+  });
+  small.getContext("2d").putImageData(cells, 0, 0);
   canvas.width = image.naturalWidth || image.width;
   canvas.height = image.naturalHeight || image.height;
   const context = canvas.getContext("2d");
-  const peak = Math.max(1e-9, ...grid.flat().map((v) => Math.max(0, v)));
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) {
-      const v = Math.max(0, grid[i][j]) / peak;
-      context.fillStyle = `rgba(255, ${Math.round(200 * (1 - v))}, 0, ${(0.6 * v).toFixed(3)})`;
-      context.fillRect((j * canvas.width) / cols, (i * canvas.height) / rows,
-                       Math.ceil(canvas.width / cols), Math.ceil(canvas.height / rows));
-    }
-  }
+  context.imageSmoothingEnabled = true;
+  context.imageSmoothingQuality = "high";
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(small, 0, 0, canvas.width, canvas.height);
 }
 
 async function toggleHeatmap(card, button) {
