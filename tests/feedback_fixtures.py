@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.helpers import LOOPBACK, free_port
+from tests.helpers import LOOPBACK, free_port, uvicorn_in_thread
 from tests.serving_fixtures import make_model, photo, run_server, tiny_model_dir
 
 __all__ = ["photo"]
@@ -69,28 +68,15 @@ class AppClient:
 
 @contextmanager
 def running_app(settings, predictor=None):
-    import uvicorn
-
     from feedback.app import create_app
     from feedback.service import FeedbackService
 
     service = FeedbackService(settings, predictor=predictor)
     service.start()
-    config = uvicorn.Config(create_app(service), host=LOOPBACK, port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-feedback", daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start the feedback app")
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield AppClient(f"http://{LOOPBACK}:{port}", service)
+        with uvicorn_in_thread(create_app(service)) as url:
+            yield AppClient(url, service)
     finally:
-        server.should_exit = True
-        thread.join(15)
         service.close()  # idempotent: the lifespan closed it already when uvicorn shut down cleanly
 
 

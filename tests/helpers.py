@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import socket
+from contextlib import contextmanager
 import struct
 import tarfile
 import zipfile
@@ -75,6 +76,30 @@ def make_class_folders(root, counts: dict[str, int] | None = None, fmt: str = "J
         for i in range(n):
             make_image(root / name / f"{name}_{i:03d}{ext}", fmt, size, seed=seed * 100_000 + c * 1000 + i, color=color)
     return root
+
+
+@contextmanager
+def uvicorn_in_thread(app, **config):
+    """Serve an ASGI app with uvicorn on 127.0.0.1:<free port> in a daemon thread; yields its base
+    URL and stops the server on exit. `config`: more uvicorn.Config options (e.g. lifespan="off")."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=0, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield f"http://{LOOPBACK}:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
 
 
 def free_port() -> int:

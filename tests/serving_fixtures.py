@@ -19,7 +19,6 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import LOOPBACK, image_bytes
+from tests.helpers import image_bytes, uvicorn_in_thread
 
 TINY_SIZE = 32
 _cache: dict[str, Path] = {}
@@ -156,30 +155,17 @@ class RunningServer:
 @contextmanager
 def run_server(model, wait_ready: bool = True, **app_options):
     """Serve create_app(model, **app_options) with uvicorn on 127.0.0.1:<free port> in a thread."""
-    import uvicorn
-
     from serving.app import create_app
 
     app = create_app(model, **app_options)
     model.start()
-    config = uvicorn.Config(app, host=LOOPBACK, port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        running = RunningServer(f"http://{LOOPBACK}:{port}", model, app)
-        if wait_ready:
-            running.wait_ready()
-        yield running
+        with uvicorn_in_thread(app, lifespan="off") as url:
+            running = RunningServer(url, model, app)
+            if wait_ready:
+                running.wait_ready()
+            yield running
     finally:
-        server.should_exit = True
-        thread.join(15)
         model.stop()
 
 
