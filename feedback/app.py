@@ -4,7 +4,9 @@
 
 Errors are answers, never 5xx for bad input: photos we cannot use are 422 (413 when too large),
 unknown predictions 404, unknown labels 422, a predictor that is down, slow or not ready 503
-(naming it), a predictor answer we cannot read 502. Request bodies over MAX_REQUEST_BYTES get
+(naming it), a predictor answer we cannot read 502, a heat map asked of a prediction whose
+model is no longer served 409. Bound to loopback, requests must name 127.0.0.1 or localhost as
+their Host (DNS rebinding). Request bodies over MAX_REQUEST_BYTES get
 413 before they are parsed. HTML pages carry a Content-Security-Policy that allows this origin only.
 """
 
@@ -19,15 +21,17 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from catdog.body_limit import BodyLimitMiddleware
 from feedback.photos import PhotoRejected
 from feedback.predictor import PredictorError
 from feedback.routers import pages, predictions, status, uploads
-from feedback.service import FeedbackService, NotFound, UnknownLabel
+from feedback.service import FeedbackService, ModelChanged, NotFound, UnknownLabel
 
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
@@ -99,7 +103,13 @@ def create_app(service: FeedbackService) -> FastAPI:
     async def unknown_label(request: Request, exc: UnknownLabel):
         return _error(422, str(exc))
 
+    @app.exception_handler(ModelChanged)
+    async def model_changed(request: Request, exc: ModelChanged):
+        return _error(409, str(exc))
+
     app.add_middleware(SecurityHeaders)
+    if service.settings.host in LOOPBACK_NAMES:  # a web page on another name (DNS rebinding) is refused
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=service.settings.max_request_bytes, error_key="detail",
                        setting="MAX_REQUEST_BYTES")
     return app

@@ -17,16 +17,19 @@ def get_service(request: Request) -> FeedbackService:
     return request.app.state.service
 
 
-def require_writer(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-                   service: FeedbackService = Depends(get_service)) -> None:
-    """Routes that change data: same-origin browsers only, and the bearer token when APP_TOKEN is set.
-
-    The origin check keeps another web site open in the same browser from posting to an app on
-    127.0.0.1 (a form post needs no CORS preflight); scripts and curl send no Origin header.
-    """
+def same_origin(request: Request) -> None:
+    """Every POST: a browser may send it from this app's own pages only. This keeps another web
+    site open in the same browser from posting to an app on 127.0.0.1 (a multipart form post
+    needs no CORS preflight); scripts and curl send no Origin header."""
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(403, f"cross-origin request from {origin} refused")
+
+
+def require_writer(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                   service: FeedbackService = Depends(get_service)) -> None:
+    """Routes that change verdicts or the dataset: same_origin, and the bearer token when APP_TOKEN is set."""
+    same_origin(request)
     token = service.settings.app_token
     if token is None:
         return

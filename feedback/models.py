@@ -14,7 +14,7 @@ verdict is the predicted label) or corrected (another label).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.dialects import mysql
@@ -24,8 +24,8 @@ SHA256_LENGTH = 64
 LABEL_LENGTH = 64
 NAME_LENGTH = 100
 NOTE_LENGTH = 1000
-STATUSES = ("unvalidated", "confirmed", "corrected")
-SOURCES = ("page", "api", "upload-data")
+Status = Literal["unvalidated", "confirmed", "corrected"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 
 class UTCDateTime(TypeDecorator):
@@ -94,7 +94,7 @@ class Prediction(Base):
     photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         verdict = self.photo.label
         return "unvalidated" if verdict is None else "confirmed" if verdict == self.label else "corrected"
 

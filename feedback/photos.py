@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from catdog import storage
-from catdog.preprocessing import EXTENSIONS, MEDIA_TYPES, ImageHeader, InvalidImageError, validate_image
+from catdog.preprocessing import EXTENSIONS, ImageHeader, InvalidImageError, validate_image
 
 MANIFEST = "manifest.json"
 
@@ -40,9 +40,6 @@ class CheckedPhoto:
     def extension(self) -> str:
         return EXTENSIONS[self.header.format]
 
-    @property
-    def media_type(self) -> str:
-        return MEDIA_TYPES[self.header.format]
 
 
 def check_photo(data: bytes, max_bytes: int, min_side: int, max_pixels: int) -> CheckedPhoto:
@@ -98,13 +95,22 @@ class PhotoStore:
             if other != label:
                 storage.delete(self.dataset_uri(other, sha256, extension))
 
-    def write_manifest(self, entries: list[dict]) -> None:
-        storage.write_text(self.manifest_uri, json.dumps({"photos": entries}, indent=1, sort_keys=True))
+    def write_manifest(self, entries: list[dict], latest_validation_id: int) -> None:
+        """The manifest, with the id of the newest verdict it includes (replicas compare it)."""
+        storage.write_text(self.manifest_uri, json.dumps(
+            {"latest_validation_id": latest_validation_id, "photos": entries}, indent=1, sort_keys=True))
+
+    def _manifest(self) -> dict:
+        if not storage.exists(self.manifest_uri):
+            return {"latest_validation_id": None, "photos": []}
+        return json.loads(storage.read_text(self.manifest_uri))
 
     def read_manifest(self) -> list[dict]:
-        if not storage.exists(self.manifest_uri):
-            return []
-        return json.loads(storage.read_text(self.manifest_uri))["photos"]
+        return self._manifest()["photos"]
+
+    def manifest_written_at(self) -> int | None:
+        """latest_validation_id of the stored manifest (None: there is none)."""
+        return self._manifest()["latest_validation_id"]
 
     def dataset_files(self) -> dict[str, list[str]]:
         """{label: [file names]} of the published dataset."""

@@ -126,7 +126,7 @@ class PredictorClient:
             label, probabilities = prediction["label"], {k: float(v) for k, v in prediction["probabilities"].items()}
             if label not in probabilities:
                 raise ValueError(f"label {label!r} is not among the probabilities")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. probabilities as a list
             raise PredictorError(f"the predictor at {self.url} gave an answer the app cannot read "
                                  f"({type(exc).__name__}: {exc})", "bad_answer") from None
         explanation = prediction.get("explanation") if explain else None  # grad-cam, or occlusion for old models
@@ -175,6 +175,9 @@ class PredictorClient:
             return PredictorStatus(**base, reachable=True, ready=True,
                                    model_version=parameters.get("model_version") or versions[0],
                                    class_names=parameters.get("class_names"))
+        except (AttributeError, TypeError, IndexError) as exc:  # metadata of an unexpected shape
+            return PredictorStatus(**base, reachable=True, ready=False,
+                                   error=f"the predictor's metadata cannot be read ({type(exc).__name__}: {exc})")
         except PredictorError as exc:
             return PredictorStatus(**base, reachable=exc.kind != "unreachable", ready=False, error=str(exc))
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from feedback.models import NAME_LENGTH, NOTE_LENGTH, Prediction, Validation
+from feedback.models import NAME_LENGTH, NOTE_LENGTH, Prediction, Status, Validation
 
 
 class PhotoOut(BaseModel):
@@ -41,7 +40,7 @@ class PredictionOut(BaseModel):
     model_version: str | None
     prediction_time: float = Field(description="seconds the predictor took to answer")
     timestamp: datetime
-    status: Literal["unvalidated", "confirmed", "corrected"]
+    status: Status
     validated_label: str | None = Field(description="the latest verdict of a person on this photo")
     photo: PhotoOut
     explanation: dict | None = None

@@ -23,13 +23,12 @@ from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
 from feedback import store
 from feedback.db import Database, migrate, open_database, ping
-from feedback.models import Photo, Prediction
+from feedback.models import Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
 from feedback.settings import Settings
 
 logger = logging.getLogger("catdog.feedback")
-LOCK_STRIPES = 64
 MANIFEST_DELAY_S = 1.0  # the manifest follows changes within about this long
 
 
@@ -39,6 +38,10 @@ class NotFound(LookupError):
 
 class UnknownLabel(ValueError):
     pass
+
+
+class ModelChanged(RuntimeError):
+    """The predictor serves another model version than the one a stored prediction came from."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,6 @@ class FeedbackService:
         self.photos = PhotoStore(settings.feedback_uri, settings.labels)
         self.predictor = predictor or PredictorClient(settings)
         self.schema_revision: str | None = None
-        self._publish_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._manifest_lock = threading.Lock()
         self._manifest_dirty = threading.Event()  # set by every change; the maintenance thread writes
         self._stop = threading.Event()
@@ -132,6 +134,11 @@ class FeedbackService:
             if not self.predictor.explanations:
                 raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "unsupported")
             answer = self.predictor.predict(self.photos.read(prediction.photo.uri), explain=True)
+            if answer.model_version != prediction.model_version:
+                raise ModelChanged(
+                    f"the predictor now serves model {answer.model_version}; this prediction was made by "
+                    f"{prediction.model_version}, so its heat map cannot be drawn any more: upload the photo "
+                    "again for a new prediction with one")
             with self.db.writing() as session:
                 session.get(Prediction, prediction_id).explanation = answer.explanation
             prediction = self.get(prediction_id)
@@ -179,7 +186,12 @@ class FeedbackService:
             except (PhotoRejected, UnknownLabel) as exc:
                 report.reject(item.name, str(exc))
                 continue
-            uri = self.photos.save(photo)
+            try:
+                uri = self.photos.save(photo)
+            except Exception as exc:  # the storage failed: this photo is not added, say so and go on
+                logger.error("upload-data: could not store %s: %s: %s", photo.sha256[:12], type(exc).__name__, exc)
+                report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
+                continue
             with self.db.writing() as session:
                 row = store.add_photo(session, photo, uri, item.name)
                 previous = row.label
@@ -195,17 +207,16 @@ class FeedbackService:
 
     # -- the dataset ----------------------------------------------------------------------------
     def publish(self, sha256: str) -> None:
-        """Make the dataset folder match the photo's current label (idempotent; serialised per photo
-        in this process, and it re-reads the label, so racing verdicts end on the latest one)."""
-        with self._publish_locks[int(sha256[:8], 16) % LOCK_STRIPES]:
-            with self.db.read() as session:
-                photo = session.get(Photo, sha256)
-                label, published, uri, fmt = photo.label, photo.published_label, photo.uri, photo.format
-            if label is None or label == published:
+        """Make the dataset folder match the photo's current label (idempotent). The photo's row
+        stays locked across the file move, so threads and replicas moving the same photo take
+        turns, and each re-reads the label: racing verdicts end with the files of the latest one.
+        (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
+        with self.db.writing() as session:
+            photo = store.lock_photo(session, sha256)
+            if photo.label is None or photo.label == photo.published_label:
                 return
-            self.photos.publish(sha256, EXTENSIONS[fmt], uri, label)
-            with self.db.writing() as session:
-                session.get(Photo, sha256).published_label = label
+            self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)
+            photo.published_label = photo.label
 
     def publish_or_defer(self, sha256: str) -> None:
         """publish(), but a storage failure after the verdict was committed is logged, counted as
@@ -217,14 +228,24 @@ class FeedbackService:
                          sha256[:12], type(exc).__name__, exc)
 
     def repair(self) -> int:
-        """Finish every dataset move that a crash or a storage error interrupted; returns how many."""
+        """Finish every dataset move that a crash or a storage error interrupted, and rewrite a
+        manifest that misses verdicts (another replica's older snapshot may have replaced it);
+        returns how many moves were finished. A move that fails again is logged and left for the
+        next round: it must not stop the app, nor the other photos' repairs."""
         with self.db.read() as session:
-            pending = [photo.sha256 for photo in store.unpublished(session)]
+            pending = store.unpublished(session)
+            latest = store.latest_validation_id(session)
+        repaired = 0
         for sha256 in pending:
-            self.publish(sha256)
-        if pending:
+            try:
+                self.publish(sha256)
+                repaired += 1
+            except Exception as exc:  # a missing original, a storage outage, a label no longer in LABELS...
+                logger.error("repair of photo %s failed (%s: %s); retrying next round", sha256[:12],
+                             type(exc).__name__, exc)
+        if repaired or (latest and self.photos.manifest_written_at() != latest):
             self._manifest_dirty.set()
-        return len(pending)
+        return repaired
 
     def flush_manifest(self, always: bool = False) -> bool:
         """Rewrite dataset/manifest.json from the database when something changed since the last
@@ -238,7 +259,8 @@ class FeedbackService:
             try:
                 with self.db.read() as session:
                     entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
-                self.photos.write_manifest(entries)
+                    latest = store.latest_validation_id(session)
+                self.photos.write_manifest(entries, latest)
             except Exception as exc:  # storage errors of any kind: try again next round
                 self._manifest_dirty.set()
                 logger.error("dataset manifest not written (%s: %s); retrying", type(exc).__name__, exc)

@@ -13,10 +13,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from feedback.models import Photo, Prediction, Validation, utcnow
+from feedback.models import STATUSES, Photo, Prediction, Validation, utcnow
 from feedback.photos import CheckedPhoto
 
-ORDERS = ("newest", "least_confident")
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,19 @@ def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, sour
     return prediction
 
 
+def lock_photo(session: Session, sha256: str) -> Photo:
+    """The photo's row, locked until the transaction ends (FOR UPDATE; SQLite: its one writer) and
+    read afresh: a copy loaded before the lock may be stale, and the ORM would then skip an
+    UPDATE that "changes nothing". Raises NoResultFound for an unknown photo."""
+    return session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()
+                           .execution_options(populate_existing=True)).scalar_one()
+
+
 def add_validation(session: Session, sha256: str, label: str, source: str, by: str | None = None,
                    note: str | None = None, prediction_id: str | None = None) -> Validation:
     """Record a verdict and make it the photo's current label. The photo row is locked first, so
     of two concurrent verdicts the one committed last is also the newest row (latest wins)."""
-    # populate_existing: a copy of the row loaded before the lock may be stale, and the ORM would
-    # then skip an UPDATE that "changes nothing"
-    photo = session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()
-                            .execution_options(populate_existing=True)).scalar_one()
+    photo = lock_photo(session, sha256)
     validation = Validation(photo_sha256=sha256, prediction_id=prediction_id, label=label, by_name=by,
                             note=note, source=source, created_at=utcnow())
     session.add(validation)
@@ -136,7 +140,7 @@ def model_versions(session: Session) -> list[str]:
 
 def counts(session: Session) -> dict:
     """Predictions by status, photos, and validated photos per label."""
-    statuses = Counter({status: 0 for status in ("unvalidated", "confirmed", "corrected")})
+    statuses = Counter({status: 0 for status in STATUSES})
     for status in statuses:
         statuses[status] = session.scalar(
             select(func.count()).select_from(Prediction).join(Prediction.photo).where(_status_filter(status))) or 0
@@ -148,14 +152,22 @@ def counts(session: Session) -> dict:
         "photos": session.scalar(select(func.count()).select_from(Photo)) or 0,
         "validated_photos": labels,
         "review_queue": queue_length(session),
-        "unpublished": len(unpublished(session)),  # verdicts whose dataset file is not moved yet
+        "unpublished": session.scalar(select(func.count()).select_from(Photo).where(_unpublished)) or 0,
     }
 
 
-def unpublished(session: Session) -> list[Photo]:
-    """Validated photos whose dataset folder does not match their label yet."""
-    return list(session.scalars(select(Photo).where(
-        Photo.label.is_not(None), or_(Photo.published_label.is_(None), Photo.published_label != Photo.label))))
+# validated photos whose dataset folder does not match their label yet
+_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+
+
+def unpublished(session: Session) -> list[str]:
+    """The SHA-256 of every validated photo whose dataset folder does not match its label yet."""
+    return list(session.scalars(select(Photo.sha256).where(_unpublished)))
+
+
+def latest_validation_id(session: Session) -> int:
+    """The newest verdict's id (0 without any): what the manifest was written at."""
+    return session.scalar(select(func.max(Validation.id))) or 0
 
 
 def manifest_entries(session: Session, extension_of) -> list[dict]:

@@ -8,7 +8,9 @@ a size cap whatever its header claims, and the archive's total expanded size is 
 from __future__ import annotations
 
 import io
+import lzma
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 
 from catdog.ingest import IGNORED_DIRS
@@ -23,8 +25,8 @@ def read_zip(data: bytes, labels: tuple[str, ...], label_map: dict[str, str], ma
     something that is not a zip, (413) for one that expands beyond max_total_bytes."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise PhotoRejected("the archive is not a zip file") from None
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, OSError, EOFError) as exc:  # a damaged directory
+        raise PhotoRejected(f"the archive is not a readable zip file ({type(exc).__name__}: {exc})") from None
     files, total = [], 0
     with archive:
         for info in archive.infolist():
@@ -50,7 +52,8 @@ def read_zip(data: bytes, labels: tuple[str, ...], label_map: dict[str, str], ma
             try:
                 with archive.open(info) as member:
                     content = member.read(max_photo_bytes + 1)  # the header's size may lie
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, RuntimeError,
+                    NotImplementedError) as exc:  # damaged data, an unsupported method or version
                 report.reject(info.filename, f"unreadable zip member ({type(exc).__name__}: {exc})")
                 continue
             files.append(LabelledFile(info.filename, content, label))

@@ -85,6 +85,19 @@ def test_malformed_requests(app):
     assert "'image'" in cases[0].json()["detail"] and "base64" in cases[1].json()["detail"]
 
 
+def test_an_oversized_json_photo_is_413_before_it_is_read(tmp_path, predictor):
+    settings = feedback_settings(tmp_path, predictor.url, max_photo_bytes=20_000)
+    with running_app(settings) as small:
+        body = {"image_b64": base64.b64encode(b"\xff" * 40_000).decode()}
+        response = small.post("/api/predict", json=body)
+        assert response.status_code == 413 and "MAX_PHOTO_BYTES" in response.json()["detail"]
+        chunked = small.post("/api/predict", data=iter([b'{"image_b64": "', b"A" * 200_000, b'"}']),
+                             headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+        fits = {"image_b64": base64.b64encode(photo(1)).decode()}
+        assert small.post("/api/predict", json=fits).status_code == 200
+
+
 def test_oversized_uploads_get_413(tmp_path, predictor):
     settings = feedback_settings(tmp_path, predictor.url, max_photo_bytes=20_000, max_request_bytes=200_000)
     with running_app(settings) as small:
@@ -147,6 +160,25 @@ def test_upload_data_files_with_labels(app):
     files = app.service.photos.dataset_files()
     assert [len(files["cat"]), len(files["dog"])] == [1, 1]
     assert all(name.split(".")[0] in {a["sha256"] for a in body["added"]} for name in files["cat"] + files["dog"])
+
+
+def test_a_damaged_zip_is_422_not_500(app):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("cat/a.png", image_bytes("PNG", (64, 64)))
+        archive.writestr("dog/b.jpg", photo(50))
+    data = bytearray(buffer.getvalue())
+    first = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0]
+    start = first.header_offset + 30 + len(first.filename)  # its deflated data, after the local header
+    for i in range(start, start + 16):
+        data[i] ^= 0xFF  # zlib: "invalid block type"
+    response = app.post("/api/upload-data", files={"archive": ("bad.zip", bytes(data), "application/zip")})
+    assert response.status_code == 200, response.text
+    assert [r["name"] for r in response.json()["rejected"]] == ["cat/a.png"]
+    assert [a["name"] for a in response.json()["added"]] == ["dog/b.jpg"]
+    directory_broken = bytes(data[:-30]) + b"\x00" * 30  # the end of the central directory overwritten
+    broken = app.post("/api/upload-data", files={"archive": ("bad.zip", directory_broken, "application/zip")})
+    assert broken.status_code == 422 and "zip" in broken.json()["detail"]
 
 
 def test_upload_data_zip_and_bad_requests(app):
@@ -212,6 +244,8 @@ def test_a_slow_predictor_times_out_as_503(tmp_path):
 
 @pytest.mark.parametrize("answer, status", [
     ((200, {"predictions": [{"label": "cat"}]}), 502),  # no probabilities
+    ((200, {"predictions": [{"label": "cat", "probabilities": [0.9, 0.1]}]}), 502),  # a list, not a mapping
+    ((200, ["not", "an", "object"]), 502),
     ((200, {"predictions": [{"label": "bird", "probabilities": {"bird": 1.0}}]}), 502),  # a label the app does not know
     ((500, {"error": "boom"}), 502),
     ((400, {"error": "instances[0]: not an image we accept"}), 422),
@@ -253,12 +287,25 @@ def test_with_a_token_changing_data_needs_it_and_reading_stays_open(tmp_path, pr
         assert 'data-auth-required="true"' in page and "s3cret" not in page
 
 
-def test_cross_origin_writes_are_refused(app):
+def test_cross_origin_posts_are_refused(app):
+    evil = {"Origin": "https://evil.example"}
+    assert app.predict(photo(42), headers=evil).status_code == 403
+    assert app.get("/api/status").json()["counts"]["photos"] == 0  # nothing stored for it
     prediction_id = app.predict(photo(42)).json()["id"]
-    response = app.validate(prediction_id, "cat", headers={"Origin": "https://evil.example"})
-    assert response.status_code == 403
-    same = app.validate(prediction_id, "cat", headers={"Origin": app.url})
-    assert same.status_code == 201
+    assert app.validate(prediction_id, "cat", headers=evil).status_code == 403
+    assert app.post(f"/api/predictions/{prediction_id}/explanation", headers=evil).status_code == 403
+    upload = app.post("/api/upload-data", files={"files[]": ("a.jpg", photo(43))}, data={"labels[]": "cat"},
+                      headers=evil)
+    assert upload.status_code == 403
+    assert app.validate(prediction_id, "cat", headers={"Origin": app.url}).status_code == 201
+
+
+def test_on_loopback_another_host_name_is_refused(app):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends Host: evil.example."""
+    rebound = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    assert app.predict(photo(44), headers=rebound).status_code == 400
+    assert app.get("/api/predictions", headers={"Host": "evil.example"}).status_code == 400
+    assert app.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
 
 
 def test_everything_rendered_is_escaped(app):

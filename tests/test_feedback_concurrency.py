@@ -57,3 +57,41 @@ def test_sixteen_clients_at_once_lose_nothing(tmp_path, predictor, backend, requ
         stored = list((Path(service.settings.feedback_uri) / "photos").rglob("*.jpg"))
         assert len(stored) == 2 * CLIENTS + 1
         assert not list(Path(service.settings.feedback_uri).rglob(".*.tmp-*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("backend", DATABASES)
+def test_a_replica_moving_a_photo_holds_off_another_replicas_verdict(tmp_path, backend, request, monkeypatch):
+    """Two app processes (here: two services, each with its own engine) share the database and the
+    photo store. Replica A is in the middle of moving a photo into cat/ when replica B records
+    "dog" for it. B must wait for A's move to finish (the photo's row is locked across it), or A's
+    late file move would leave the photo in cat/ with the database saying dog."""
+    import threading
+
+    from catdog import storage
+    from tests.feedback_fixtures import FakePredictor, started_service
+
+    url = f"sqlite:///{tmp_path}/store/feedback.db" if backend == "sqlite" else request.getfixturevalue(f"{backend}_db_url")
+    a, b = (started_service(tmp_path, url, predictor=FakePredictor()) for _ in range(2))
+    a_copying, b_done = threading.Event(), threading.Event()
+    real_copy = storage.copy
+
+    def copy_that_waits_for_b(source, target):
+        if "/dataset/cat/" in target and not a_copying.is_set():
+            a_copying.set()
+            b_done.wait(3)  # B gets every chance to overtake A here
+        real_copy(source, target)
+
+    monkeypatch.setattr(storage, "copy", copy_that_waits_for_b)
+    try:
+        prediction = a.predict(photo(7))
+        b_thread = threading.Thread(target=lambda: (a_copying.wait(10), b.validate(prediction.id, "dog"), b_done.set()))
+        b_thread.start()
+        a.validate(prediction.id, "cat")
+        b_thread.join(60)
+        assert b_done.is_set()
+        final = b.get(prediction.id).photo
+        assert (final.label, final.published_label) == ("dog", "dog")
+        assert a.photos.dataset_files() == {"cat": [], "dog": [f"{prediction.photo_sha256}.jpg"]}
+    finally:
+        a.close()
+        b.close()

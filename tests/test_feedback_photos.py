@@ -271,3 +271,74 @@ def test_a_failed_manifest_write_is_retried(tmp_path, monkeypatch):
         assert [e["label"] for e in service.photos.read_manifest()] == ["cat"]
     finally:
         service.close()
+
+
+def test_one_photo_that_cannot_be_repaired_stops_neither_start_nor_the_others(tmp_path):
+    from feedback import store
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    service = started_service(tmp_path, url)
+    broken, fine = service.predict(photo(13)), service.predict(photo(14))
+    with service.db.writing() as session:  # two verdicts committed, then the "crash" before any file move
+        store.add_validation(session, broken.photo_sha256, "cat", "api")
+        store.add_validation(session, fine.photo_sha256, "dog", "api")
+    Path(broken.photo.uri).unlink()  # and the first one's original is gone
+    service.close()
+    restarted = started_service(tmp_path, url)  # starts all the same
+    try:
+        assert restarted.photos.dataset_files() == {"cat": [], "dog": [f"{fine.photo_sha256}.jpg"]}
+        assert restarted.counts()["unpublished"] == 1  # the broken one, still reported
+        assert restarted.repair() == 0
+    finally:
+        restarted.close()
+
+
+def test_a_manifest_replaced_by_an_older_snapshot_is_rewritten(tmp_path):
+    """Another replica wrote its older snapshot over ours: repair notices the missing verdicts."""
+    service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        first = service.predict(photo(15))
+        service.validate(first.id, "cat")
+        assert service.flush_manifest()
+        older = service.photos.read_manifest(), service.photos.manifest_written_at()
+        second = service.predict(photo(16))
+        service.validate(second.id, "dog")
+        assert service.flush_manifest()
+        service.photos.write_manifest(*older)  # the other replica's write lands last
+        assert service.flush_manifest() is False  # nothing changed in this process...
+        service.repair()  # ...but the maintenance round compares the manifest with the database
+        assert service.flush_manifest()
+        assert {e["sha256"] for e in service.photos.read_manifest()} == {first.photo_sha256, second.photo_sha256}
+    finally:
+        service.close()
+
+
+def test_a_heat_map_is_not_taken_from_another_model_version(tmp_path):
+    from feedback.service import ModelChanged
+
+    fake = FakePredictor(version="3")
+    service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", predictor=fake)
+    try:
+        prediction = service.predict(photo(17))
+        fake.version = "4"  # a new champion is served
+        with pytest.raises(ModelChanged, match="now serves model 4.*made by 3"):
+            service.explain(prediction.id)
+        assert service.get(prediction.id).explanation is None
+        fake.version = "3"
+        assert service.explain(prediction.id).explanation["method"] == "grad-cam"
+    finally:
+        service.close()
+
+
+def test_a_storage_failure_during_upload_data_rejects_that_photo_only(tmp_path, monkeypatch):
+    from feedback.service import LabelledFile
+
+    service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        monkeypatch.setattr(storage, "write_bytes", FailAfter(storage.write_bytes, 1))  # the 2nd write fails
+        report = service.add_labelled([LabelledFile("a.jpg", photo(18), "cat"), LabelledFile("b.jpg", photo(19), "dog")])
+        assert [a["name"] for a in report.added] == ["a.jpg"]
+        assert report.rejected == [{"name": "b.jpg", "reason": "not stored: the photo storage failed (OSError); try again"}]
+        assert service.counts()["photos"] == 1
+    finally:
+        service.close()

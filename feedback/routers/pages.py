@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from feedback import store
+from feedback.models import Status
 from feedback.deps import get_service
 from feedback.service import FeedbackService
 
@@ -54,7 +55,7 @@ def review_page(request: Request, service: FeedbackService = Depends(get_service
 @router.get("/history", response_class=HTMLResponse)
 def history_page(
     request: Request,
-    status: Literal["unvalidated", "confirmed", "corrected", ""] = "",
+    status: Status | Literal[""] = "",
     model_version: str = "",
     offset: int = Query(0, ge=0),
     service: FeedbackService = Depends(get_service),

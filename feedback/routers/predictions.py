@@ -13,7 +13,8 @@ from starlette.datastructures import UploadFile
 
 from catdog.preprocessing import MEDIA_TYPES
 from feedback import store
-from feedback.deps import get_service, require_writer
+from feedback.deps import get_service, require_writer, same_origin
+from feedback.models import Status
 from feedback.schemas import ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 from feedback.service import FeedbackService
 
@@ -31,6 +32,27 @@ PREDICT_BODY = {
 }
 
 
+def json_limit(max_photo_bytes: int) -> int:
+    """The largest JSON predict body a photo of max_photo_bytes needs (base64 is 4/3 larger)."""
+    return -(-max_photo_bytes // 3) * 4 + 64 * 1024
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it passes `limit` bytes (never held whole beyond it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {int(declared):,} bytes is over the limit of {limit:,} bytes "
+                                 "for one photo (MAX_PHOTO_BYTES, base64-encoded)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body is over the limit of {limit:,} bytes for one photo "
+                                     "(MAX_PHOTO_BYTES, base64-encoded)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_image(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
     """The photo of a predict request: multipart field `image`, or JSON {"image_b64": ...}."""
     content_type = request.headers.get("content-type", "")
@@ -45,7 +67,7 @@ async def read_image(request: Request, max_bytes: int) -> tuple[bytes, str | Non
             return await image.read(), image.filename
     if content_type.startswith("application/json"):
         try:
-            body = ImageB64In.model_validate_json(await request.body())
+            body = ImageB64In.model_validate_json(await read_capped(request, json_limit(max_bytes)))
         except ValidationError as exc:
             raise HTTPException(400, f"expected JSON {{\"image_b64\": \"<base64>\"}}: {exc.errors()[0]['msg']}") from None
         try:
@@ -55,7 +77,7 @@ async def read_image(request: Request, max_bytes: int) -> tuple[bytes, str | Non
     raise HTTPException(415, "send multipart/form-data with an 'image' file, or JSON {\"image_b64\": ...}")
 
 
-@router.post("/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY,
+@router.post("/predict", response_model=PredictionOut, openapi_extra=PREDICT_BODY, dependencies=[Depends(same_origin)],
              summary="Predict a photo (stored, with its prediction)")
 async def predict(request: Request, explain: bool = Query(False, description="also ask the predictor's :explain "
                                                                            "(a heat map of where the model looked)"),
@@ -68,7 +90,7 @@ async def predict(request: Request, explain: bool = Query(False, description="al
 
 @router.get("/predictions", response_model=PredictionList, summary="List predictions")
 def list_predictions(
-    status: Literal["unvalidated", "confirmed", "corrected"] | None = None,
+    status: Status | None = None,
     model_version: str | None = None,
     order: Literal["newest", "least_confident"] = "newest",
     limit: int = Query(50, ge=1, le=500),
@@ -112,6 +134,7 @@ def get_photo(prediction_id: str, service: FeedbackService = Depends(get_service
 
 
 @router.post("/predictions/{prediction_id}/explanation", response_model=PredictionOut,
+             dependencies=[Depends(same_origin)],
              summary="Ask the predictor to explain a stored prediction (when it has no explanation yet)")
 def explain(prediction_id: str, service: FeedbackService = Depends(get_service)) -> PredictionOut:
     return PredictionOut.of(service.explain(prediction_id))
