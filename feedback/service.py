@@ -152,15 +152,14 @@ class FeedbackService:
         return prediction
 
     def photo(self, prediction_id: str) -> tuple[bytes, str]:
-        """The original photo of a prediction and its media type (from its content)."""
+        """The original photo of a prediction and its format (from its content: JPEG, PNG, ...)."""
         prediction = self.get(prediction_id)
         return self.photos.read(prediction.photo.uri), prediction.photo.format
 
     # -- verdicts -------------------------------------------------------------------------------
-    def check_label(self, label: str) -> str:
+    def check_label(self, label: str) -> None:
         if label not in self.labels:
             raise UnknownLabel(f"unknown label {label!r}; choose one of {list(self.labels)}")
-        return label
 
     def validate(self, prediction_id: str, label: str, by: str | None = None, note: str | None = None,
                  source: str = "api") -> Prediction:
@@ -218,14 +217,17 @@ class FeedbackService:
             self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)
             photo.published_label = photo.label
 
-    def publish_or_defer(self, sha256: str) -> None:
-        """publish(), but a storage failure after the verdict was committed is logged, counted as
-        `unpublished` in the status, and left to repair(): the verdict itself is safe."""
+    def publish_or_defer(self, sha256: str) -> bool:
+        """publish(); a failure (a storage outage, a lost original, a label no longer in LABELS)
+        is logged, counted as `unpublished` in the status and left to repair(): the verdict itself
+        is committed. False when it failed."""
         try:
             self.publish(sha256)
         except Exception as exc:  # OSError, google.api_core errors...: whatever the storage raised
             logger.error("dataset file of photo %s not moved yet (%s: %s); repair retries it",
                          sha256[:12], type(exc).__name__, exc)
+            return False
+        return True
 
     def repair(self) -> int:
         """Finish every dataset move that a crash or a storage error interrupted, and rewrite a
@@ -235,14 +237,7 @@ class FeedbackService:
         with self.db.read() as session:
             pending = store.unpublished(session)
             latest = store.latest_validation_id(session)
-        repaired = 0
-        for sha256 in pending:
-            try:
-                self.publish(sha256)
-                repaired += 1
-            except Exception as exc:  # a missing original, a storage outage, a label no longer in LABELS...
-                logger.error("repair of photo %s failed (%s: %s); retrying next round", sha256[:12],
-                             type(exc).__name__, exc)
+        repaired = sum(self.publish_or_defer(sha256) for sha256 in pending)
         if repaired or (latest and self.photos.manifest_written_at() != latest):
             self._manifest_dirty.set()
         return repaired
@@ -258,7 +253,7 @@ class FeedbackService:
             self._manifest_dirty.clear()  # changes from here on set it again: at least one more write
             try:
                 with self.db.read() as session:
-                    entries = store.manifest_entries(session, EXTENSIONS.__getitem__)
+                    entries = store.manifest_entries(session)
                     latest = store.latest_validation_id(session)
                 self.photos.write_manifest(entries, latest)
             except Exception as exc:  # storage errors of any kind: try again next round

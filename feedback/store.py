@@ -6,16 +6,18 @@ The callers own the transactions (feedback/service.py); nothing here commits.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from catdog.preprocessing import EXTENSIONS
 from feedback.models import STATUSES, Photo, Prediction, Validation, utcnow
 from feedback.photos import CheckedPhoto
 
+# validated photos whose dataset folder does not match their label yet
+_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,9 @@ def model_versions(session: Session) -> list[str]:
 
 def counts(session: Session) -> dict:
     """Predictions by status, photos, and validated photos per label."""
-    statuses = Counter({status: 0 for status in STATUSES})
-    for status in statuses:
-        statuses[status] = session.scalar(
-            select(func.count()).select_from(Prediction).join(Prediction.photo).where(_status_filter(status))) or 0
+    statuses = {status: session.scalar(select(func.count()).select_from(Prediction).join(Prediction.photo)
+                                       .where(_status_filter(status))) or 0
+                for status in STATUSES}
     labels = dict(session.execute(select(Photo.label, func.count()).where(Photo.label.is_not(None))
                                   .group_by(Photo.label)).all())
     return {
@@ -156,9 +157,6 @@ def counts(session: Session) -> dict:
     }
 
 
-# validated photos whose dataset folder does not match their label yet
-_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
-
 
 def unpublished(session: Session) -> list[str]:
     """The SHA-256 of every validated photo whose dataset folder does not match its label yet."""
@@ -170,7 +168,7 @@ def latest_validation_id(session: Session) -> int:
     return session.scalar(select(func.max(Validation.id))) or 0
 
 
-def manifest_entries(session: Session, extension_of) -> list[dict]:
+def manifest_entries(session: Session) -> list[dict]:
     """One entry per validated photo: its dataset file and where it came from (the latest verdict)."""
     latest = (select(func.max(Validation.id)).where(Validation.photo_sha256 == Photo.sha256)
               .correlate(Photo).scalar_subquery())
@@ -183,7 +181,7 @@ def manifest_entries(session: Session, extension_of) -> list[dict]:
     ).all()
     return [
         {
-            "file": f"{photo.label}/{photo.sha256}{extension_of(photo.format)}",
+            "file": f"{photo.label}/{photo.sha256}{EXTENSIONS[photo.format]}",
             "label": photo.label,
             "sha256": photo.sha256,
             "format": photo.format,
