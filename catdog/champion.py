@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from catdog.dataset import load_metadata as load_dataset_metadata
@@ -11,6 +13,7 @@ from catdog.predictor import OnnxPredictor
 from catdog.registry import ModelRegistry
 
 COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+EVALUATION_FILE = "evaluation.json"  # in each registered version
 
 
 def test_split_files(ingest_dir: Path, dataset_dir: Path) -> list[tuple[Path, str]]:
@@ -39,8 +42,13 @@ def select_champion(
     test_files: list[tuple[Path, str]],
     metric: str,
     margin: float,
+    train_class_counts: dict[str, int] | None = None,
 ) -> dict:
-    """Register the challenger as a new version, re-score the champion, move the alias on a win."""
+    """Register the challenger as a new version, re-score the champion, move the alias on a win.
+
+    The version gets an evaluation.json: the challenger's test metrics (confusion matrix and test
+    confidences included) and its training split's class counts, for the feedback dashboard.
+    """
     champion_version = registry.champion_version()
     champion_metrics = None
     note = ""
@@ -55,7 +63,8 @@ def select_champion(
     promoted, reason = decide(challenger_metrics, champion_metrics, metric, margin)
     if note:  # an unscorable champion (other classes) is replaced
         reason = f"{note}; the challenger replaces it"
-    version = registry.register(challenger_dir)
+    evaluation = {**challenger_metrics, "train_class_counts": train_class_counts or {}}
+    version = registry.register(challenger_dir, {EVALUATION_FILE: json.dumps(evaluation)})
     decision = {
         "promoted": promoted,
         "registry_uri": registry.uri,
@@ -68,6 +77,7 @@ def select_champion(
         "challenger": {k: challenger_metrics[k] for k in COMPARED_METRICS},
         "champion": {k: champion_metrics[k] for k in COMPARED_METRICS} if champion_metrics else None,
         "n_test": challenger_metrics["n"],
+        "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if promoted:
         registry.set_champion(version, metric=metric, score=challenger_metrics[metric],

@@ -51,12 +51,16 @@ class ModelRegistry:
                 found.add(int(parts[0]))
         return sorted(found)
 
-    def register(self, model_dir: Path) -> int:
-        """Copy a model folder in as the next version; returns its number."""
+    def register(self, model_dir: Path, extra_files: dict[str, str] | None = None) -> int:
+        """Copy a model folder in as the next version, with `extra_files` (name -> text) beside its
+        files (e.g. evaluation.json); returns its number."""
         model_dir = Path(model_dir)
+        extra_files = extra_files or {}
         if storage.is_gcs(self.uri):
             version = max(self.versions(), default=0) + 1
             storage.upload_tree(model_dir, self.version_uri(version))
+            for name, text in extra_files.items():
+                storage.write_text(storage.join(self.version_uri(version), name), text)
             storage.write_text(storage.join(self.version_uri(version), COMPLETE_MARKER), _now())
             return version
         versions_dir = Path(self.uri, "versions")
@@ -64,6 +68,8 @@ class ModelRegistry:
         staging = versions_dir / f".staging-{uuid.uuid4().hex}"
         try:
             shutil.copytree(model_dir, staging)
+            for name, text in extra_files.items():
+                (staging / name).write_text(text)
             (staging / COMPLETE_MARKER).write_text(_now())
             while True:  # rename is atomic and fails if another writer took the number
                 version = max(self.versions() + self._leftover_numbers(versions_dir), default=0) + 1
@@ -111,6 +117,11 @@ class ModelRegistry:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return local
+
+    def read_json(self, version: int, name: str) -> dict | None:
+        """A JSON file of a version (metadata.json, evaluation.json), None when it has none."""
+        uri = storage.join(self.version_uri(version), name)
+        return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
     # -- champion alias -------------------------------------------------------------------
     @property

@@ -34,6 +34,8 @@ def evaluate(
     else:
         probabilities, maps = predictor.predict_pixels(pixels), None
     result = metrics_by_origin(labels, probabilities, predictor.class_names, origins)
+    # the served model's confidence on each test photo: the dashboard's reference for drift
+    result["test_confidences"] = [round(float(p), 4) for p in probabilities.max(axis=1)]
     Path(gallery.path).write_text(gallery_html(pixels, labels, probabilities, maps, predictor.class_names))
     for key in ("accuracy", "precision", "recall", "f1", "auc"):
         metrics.log_metric(key, result[key])

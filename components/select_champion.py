@@ -28,6 +28,7 @@ def select_champion(
     from pathlib import Path
 
     from catdog import champion as lib
+    from catdog.dataset import load_metadata
     from catdog.registry import ModelRegistry
 
     registry = ModelRegistry(registry_uri)
@@ -38,6 +39,7 @@ def select_champion(
         lib.test_split_files(Path(ingested.path), Path(dataset.path)),
         champion_metric,
         champion_margin,
+        load_metadata(Path(dataset.path))["splits"]["train"]["class_counts"],
     )
     Path(decision.path).write_text(lib.decision_markdown(result))
     Path(decision_json.path).write_text(json.dumps(result, indent=1))

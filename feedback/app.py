@@ -26,7 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from catdog.body_limit import BodyLimitMiddleware
 from feedback.photos import PhotoRejected
 from feedback.predictor import PredictorError
-from feedback.routers import pages, predictions, status, uploads
+from feedback.routers import dashboard, pages, predictions, runs, status, uploads
 from feedback.service import FeedbackService, ModelChanged, NotFound, UnknownLabel
 
 logger = logging.getLogger("catdog.feedback")
@@ -74,7 +74,7 @@ def create_app(service: FeedbackService) -> FastAPI:
     app = FastAPI(title="catdog feedback", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Predictions people can confirm or correct; validated photos become training data.")
     app.state.service = service
-    for router in (predictions.router, uploads.router, status.router, pages.router):
+    for router in (predictions.router, uploads.router, runs.router, status.router, dashboard.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")

@@ -16,7 +16,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -110,3 +111,58 @@ class Validation(Base):
     by_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     note: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # page, api or upload-data
+
+
+RunState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+ACTIVE_STATES: tuple[RunState, ...] = ("queued", "running")
+
+
+class TrainingRun(Base):
+    """One retraining run the app started (on TARGET local, kubeflow or vertex).
+
+    `active` is 1 while the run is queued or running and NULL after: a unique column, so the
+    database itself refuses a second active run, across app restarts and replicas (every
+    backend allows many NULLs in a unique column).
+    """
+
+    __tablename__ = "training_runs"
+    __table_args__ = (UniqueConstraint("active", name="uq_training_runs_active"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    target: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))  # manual or automatic
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    active: Mapped[int | None] = mapped_column(Integer)
+    parameters: Mapped[dict[str, Any]]  # the overrides given (the full config is in the log / remote UI)
+    validation_cutoff_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    validated_photos: Mapped[int]  # photos with a verdict when the run started (run_validations)
+    new_validated_photos: Mapped[int]  # of which validated since the previous run's cutoff
+    step: Mapped[str | None] = mapped_column(String(64))  # the pipeline step running now
+    steps_done: Mapped[int] = mapped_column(default=0)
+    # local runs: the process, the host it runs on, its log and result files
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
+    process_started: Mapped[float | None] = mapped_column(Float)  # psutil create_time: a reused pid is not ours
+    log_uri: Mapped[str | None] = mapped_column(String(1024))
+    # remote runs: the KFP run id or the Vertex PipelineJob resource name, and its console page
+    remote_id: Mapped[str | None] = mapped_column(String(512))
+    console_url: Mapped[str | None] = mapped_column(String(1024))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    promoted: Mapped[bool | None]
+    version: Mapped[int | None]  # the registry version the run registered
+    champion_version: Mapped[int | None]  # the champion after the run's decision
+    reason: Mapped[str | None] = mapped_column(Text)  # the champion decision, or why the run failed
+
+
+class RunValidation(Base):
+    """The verdicts a run took in: each validated photo's latest validation when the run started."""
+
+    __tablename__ = "run_validations"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"), primary_key=True)
+    validation_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                               ForeignKey("validations.id"), primary_key=True)

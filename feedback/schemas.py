@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from feedback.models import NAME_LENGTH, NOTE_LENGTH, Prediction, Status, Validation
+from feedback.models import NAME_LENGTH, NOTE_LENGTH, Prediction, RunState, Status, TrainingRun, Validation
 
 
 class PhotoOut(BaseModel):
@@ -89,3 +90,61 @@ class UploadOut(BaseModel):
     added: list[dict] = Field(description="name, sha256, label, previous_label, outcome "
                               "(added, already in the dataset, relabelled)")
     rejected: list[dict] = Field(description="name and reason of every file not added")
+
+
+class RetrainIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    target: str | None = Field(None, description="one of the configured targets (GET /api/runs/targets); "
+                                                 "default: the first")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="pipeline parameter overrides, "
+                                       "e.g. {\"frozen_epochs\": 1}; checked like `make run key=value`")
+
+
+class RunOut(BaseModel):
+    id: str
+    state: RunState
+    target: str
+    trigger: str = Field(description="manual or automatic")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    step: str | None = Field(description="the pipeline step running now")
+    steps_done: int
+    steps_total: int
+    parameters: dict[str, Any]
+    validated_photos: int = Field(description="photos with a verdict the run took in")
+    new_validated_photos: int = Field(description="of which validated since the previous run")
+    promoted: bool | None = Field(description="once succeeded: whether the challenger became champion")
+    version: int | None = Field(description="once succeeded: the registry version it registered")
+    champion_version: int | None
+    reason: str | None = Field(description="the champion decision, or why the run failed")
+    console_url: str | None = Field(description="remote runs: the run's page in the KFP or Vertex AI console")
+    remote_id: str | None
+    cancel_requested: bool
+    log_tail: str | None = Field(None, description="local runs: the end of the run's log (GET /api/runs/{id})")
+
+    @classmethod
+    def of(cls, run: TrainingRun, log_tail: str | None = None) -> RunOut:
+        from feedback.runs import PIPELINE_STEPS
+
+        return cls(id=run.id, state=run.state, target=run.target, trigger=run.trigger, created_at=run.created_at,
+                   started_at=run.started_at, finished_at=run.finished_at, step=run.step,
+                   steps_done=run.steps_done, steps_total=len(PIPELINE_STEPS), parameters=run.parameters,
+                   validated_photos=run.validated_photos, new_validated_photos=run.new_validated_photos,
+                   promoted=run.promoted, version=run.version, champion_version=run.champion_version,
+                   reason=run.reason, console_url=run.console_url, remote_id=run.remote_id,
+                   cancel_requested=run.cancel_requested, log_tail=log_tail)
+
+
+class RunList(BaseModel):
+    runs: list[RunOut]
+    active: str | None = Field(description="the id of the run that is queued or running, if any")
+
+
+class TrainingStatus(BaseModel):
+    run: RunOut | None = Field(description="the latest run (null before the first)")
+    active: bool
+    targets: list[str] = Field(description="where runs can go; the first is the default")
+    new_validated_photos: int = Field(description="photos validated since the last finished run")
+    retrain_min_new: int = Field(description="automatic retraining starts at this many (0: never)")

@@ -1,13 +1,17 @@
 """`make app`: the feedback app on 127.0.0.1:8000 (uvicorn).
 
     python -m feedback.server [--host 127.0.0.1] [--port 8000] [--predictor-url URL]
-                              [--database-url URL] [--feedback-uri DIR|gs://...]
+                              [--database-url URL] [--feedback-uri DIR|gs://...] [KEY=value ...]
 
 Every setting also comes from the environment (feedback/settings.py: PREDICTOR_URL, DATABASE_URL,
 FEEDBACK_URI, APP_TOKEN, ...); flags win. APP_TOKEN is read from the environment only, so it never
 shows in a process list. Binding an address other than loopback needs APP_TOKEN. Before serving,
 the database schema is migrated and interrupted dataset writes are repaired; a database that
 cannot be reached or has a newer schema is an error here, not a half-working app.
+
+KEY=value words say where retraining runs go, as for `make run` (TARGET=local|kubeflow|vertex,
+possibly several: TARGET=local,vertex; DATA, REGISTRY, OUTPUT_ROOT, WEIGHTS, the remote settings,
+pipeline parameters): feedback/retrain_config.py.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictor-url", help="the predictor's base URL (env PREDICTOR_URL; default http://127.0.0.1:8080)")
     parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL; default SQLite in feedback_data/)")
     parser.add_argument("--feedback-uri", help="folder or gs:// prefix for photos and the dataset (env FEEDBACK_URI)")
+    parser.add_argument("training", nargs="*", metavar="KEY=value",
+                        help="where retraining runs go, as for make run: TARGET=local DATA=... REGISTRY=... frozen_epochs=2")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -35,12 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from feedback.db import SchemaError
+    from feedback.retrain_config import parse_training_words
     from feedback.settings import SettingsError, load_settings
+    from pipelines.config import ConfigError
 
     try:
         settings = load_settings(host=args.host, port=args.port, predictor_url=args.predictor_url,
                                  database_url=args.database_url, feedback_uri=args.feedback_uri)
-    except SettingsError as exc:
+        training = parse_training_words(args.training, settings.feedback_uri)
+    except (SettingsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from feedback.app import create_app
     from feedback.service import FeedbackService
 
-    service = FeedbackService(settings)
+    service = FeedbackService(settings, training=training)
     try:
         service.start()
     except (SchemaError, SQLAlchemyError, OSError) as exc:
@@ -58,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot open the store: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("catdog.feedback").info(
-        "feedback app on http://%s:%d (predictor %s, photos %s, schema %s%s)", settings.host, settings.port,
-        settings.predictor_url, settings.feedback_uri, service.schema_revision,
+        "feedback app on http://%s:%d (predictor %s, photos %s, schema %s, retraining on %s%s)", settings.host,
+        settings.port, settings.predictor_url, settings.feedback_uri, service.schema_revision,
+        ",".join(training.targets),
         ", token required for changes" if settings.auth_required else "")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level=args.log_level,
                 timeout_graceful_shutdown=10)

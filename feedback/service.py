@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
@@ -25,7 +27,10 @@ from feedback import store
 from feedback.db import Database, migrate, open_database, ping
 from feedback.models import Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
+from feedback.launchers import LocalLauncher
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
+from feedback.retrain_config import TrainingConfig, parse_training_words
+from feedback.runs import RunService
 from feedback.settings import Settings
 
 logger = logging.getLogger("catdog.feedback")
@@ -42,6 +47,19 @@ class UnknownLabel(ValueError):
 
 class ModelChanged(RuntimeError):
     """The predictor serves another model version than the one a stored prediction came from."""
+
+
+def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
+    """One launcher per configured target."""
+    launchers: dict = {}
+    for name, target in training.targets.items():
+        if name == "local":
+            launchers[name] = LocalLauncher(Path(settings.runs_dir))
+        else:
+            from feedback.remote_launchers import KubeflowLauncher, VertexLauncher
+
+            launchers[name] = (VertexLauncher if name == "vertex" else KubeflowLauncher)(target)
+    return launchers
 
 
 @dataclass(frozen=True)
@@ -61,7 +79,10 @@ class UploadReport:
 
 
 class FeedbackService:
-    def __init__(self, settings: Settings, predictor: PredictorClient | None = None):
+    def __init__(self, settings: Settings, predictor: PredictorClient | None = None,
+                 training: TrainingConfig | None = None, launchers: Mapping | None = None):
+        """training: where retraining runs go (feedback/retrain_config.py; default: TARGET=local with
+        `make run`'s defaults); launchers: target -> launcher (default: the real ones)."""
         self.settings = settings
         self.labels = settings.labels
         self.label_map = parse_label_map(DEFAULT_LABEL_MAP)  # zip folders named like ingest's (cats -> cat)
@@ -74,6 +95,13 @@ class FeedbackService:
         self._stop = threading.Event()
         self._maintainer: threading.Thread | None = None
         self._predictor_status: tuple[float, PredictorStatus] | None = None
+        self.training = training or parse_training_words([], settings.feedback_uri)
+        self.runs = RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
+
+    @property
+    def registry_uri(self) -> str:
+        """The registry of the default target: the one the predictor's champion comes from."""
+        return self.training.default.registry_uri
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -84,11 +112,13 @@ class FeedbackService:
         if repaired:
             logger.warning("repaired %d photo(s) whose dataset file did not match their validation", repaired)
         self.flush_manifest(always=True)
+        self.runs.start(background)
         if background:
             self._maintainer = threading.Thread(target=self._maintain, name="feedback-maintenance", daemon=True)
             self._maintainer.start()
 
     def close(self) -> None:
+        self.runs.close()
         if not self._stop.is_set():
             self._stop.set()
             if self._maintainer is not None:

@@ -28,6 +28,10 @@ ENVIRONMENT = {
     "MAX_PHOTO_BYTES": "max_photo_bytes",
     "MAX_REQUEST_BYTES": "max_request_bytes",
     "REPAIR_INTERVAL_S": "repair_interval_s",
+    "RUNS_DIR": "runs_dir",
+    "RETRAIN_MIN_NEW": "retrain_min_new",
+    "RETRAIN_CHECK_INTERVAL_S": "retrain_check_interval_s",
+    "RUN_POLL_INTERVAL_S": "run_poll_interval_s",
 }
 
 
@@ -54,6 +58,11 @@ class Settings(BaseModel):
     max_pixels: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PIXELS
     min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
     repair_interval_s: Annotated[float, Field(ge=0)] = 60.0  # 0: repair at start-up only
+    # retraining (feedback/runs.py): local runs' logs and results; the automatic trigger
+    runs_dir: str = f"{DEFAULT_DATA_DIR}/runs"
+    retrain_min_new: Annotated[int, Field(ge=0)] = 100  # photos validated since the last run; 0 = never automatic
+    retrain_check_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    run_poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -18,7 +18,9 @@ from pipelines.submit import REMOTE_SETTINGS, REMOTE_TARGETS, RemoteRunFailed, S
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
-RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), **REMOTE_SETTINGS}
+# RESULT_FILE (local runs): where to write {"run_dir", "decision"} as JSON once the run succeeded
+RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), "RESULT_FILE": "",
+                   **REMOTE_SETTINGS}
 PATH_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights")
 
 
@@ -87,6 +89,20 @@ def run_local(config: PipelineConfig, output_root: Path) -> Path:
     return new[-1]
 
 
+def read_decision(run_dir: Path) -> dict | None:
+    """The champion decision of a finished local run (None when select-champion did not run)."""
+    decision_file = run_dir / "select-champion" / "decision_json"
+    return json.loads(decision_file.read_text()) if decision_file.is_file() else None
+
+
+def write_result(path: Path, run_dir: Path) -> None:
+    """RESULT_FILE: the run's folder and decision, written whole or not at all (a reader polls it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps({"run_dir": str(run_dir), "decision": read_decision(run_dir)}, indent=1))
+    staging.replace(path)
+
+
 def describe_outputs(run_dir: Path) -> str:
     """One line per task output (where it landed), then the champion decision."""
     lines = [f"run outputs: {run_dir}"]
@@ -94,9 +110,8 @@ def describe_outputs(run_dir: Path) -> str:
         for output in sorted(task_dir.iterdir()):
             if output.name != "executor_output.json":
                 lines.append(f"  {task_dir.name}.{output.name}: {output}")
-    decision_file = run_dir / "select-champion" / "decision_json"
-    if decision_file.is_file():
-        decision = json.loads(decision_file.read_text())
+    decision = read_decision(run_dir)
+    if decision is not None:
         verdict = "PROMOTED" if decision["promoted"] else "not promoted"
         lines.append(f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}")
         lines.append(f"champion: v{decision['champion_version']} in {decision['registry_uri']}")
@@ -128,6 +143,8 @@ def main(argv: list[str]) -> int:
             return 2
         run_dir = run_local(config, Path(settings["OUTPUT_ROOT"]).resolve())
         print(describe_outputs(run_dir))
+        if settings["RESULT_FILE"]:
+            write_result(Path(settings["RESULT_FILE"]), run_dir)
         return 0
     if target in REMOTE_TARGETS:
         try:

@@ -30,18 +30,18 @@ def test_migrations_build_exactly_the_models(service):
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == service.schema_revision == "0001"
+        assert context.get_current_revision() == service.schema_revision == "0002"
     assert {"photos", "predictions", "validations"} <= set(inspect(service.db.engine).get_table_names())
 
 
 def test_migrating_again_changes_nothing(service):
-    assert migrate(service.db) == "0001"
+    assert migrate(service.db) == "0002"
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
     with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
-    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0001"):
+    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0002"):
         migrate(service.db)
 
 
@@ -186,9 +186,9 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert results == ["0001"] * len(databases)
+        assert results == ["0002"] * len(databases)
         with databases[0].read() as session:
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
     finally:
         for database in databases:
             database.close()

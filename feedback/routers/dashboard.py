@@ -1,0 +1,5 @@
+"""/dashboard and /api/dashboard (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,86 @@
+"""Retraining: POST /api/retrain (= /api/train), the runs, their state and Stop.
+
+    POST /api/retrain {"target": "vertex", "parameters": {"frozen_epochs": 1}}  -> 202 the run
+         409 {"detail", "run_id"} while a run is active; 422 naming a bad key; 502 when it cannot start
+    GET  /api/training-status      the latest run, the targets, validations since the last run
+    GET  /api/runs, /api/runs/{id} (with the log's tail)
+    POST /api/runs/{id}/cancel     -> the run (cancelled once its process or remote run ended)
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from feedback.deps import get_service, require_writer
+from feedback.launchers import LaunchError
+from feedback.runs import RunConflict, RunFinished, RunNotFound, active_run, latest_run, list_runs
+from feedback.schemas import RetrainIn, RunList, RunOut, TrainingStatus
+from feedback.service import FeedbackService
+from pipelines.config import ConfigError
+
+router = APIRouter(prefix="/api", tags=["training"])
+
+
+async def _start(body: RetrainIn, service: FeedbackService) -> JSONResponse:
+    try:
+        run = await run_in_threadpool(service.runs.start_run, body.target, body.parameters, "manual")
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except RunConflict as exc:
+        return JSONResponse({"detail": str(exc), "run_id": exc.run_id}, status_code=409)
+    except LaunchError as exc:
+        raise HTTPException(502, f"the run could not be started: {exc}") from None
+    return JSONResponse(RunOut.of(run).model_dump(mode="json"), status_code=202)
+
+
+@router.post("/retrain", status_code=202, response_model=RunOut, dependencies=[Depends(require_writer)],
+             summary="Start a pipeline run on the feedback dataset (409 while one is active)",
+             responses={409: {"description": "a run is active: its id is `run_id`"}})
+async def retrain(body: RetrainIn | None = None, service: FeedbackService = Depends(get_service)):
+    return await _start(body or RetrainIn(), service)
+
+
+@router.post("/train", status_code=202, response_model=RunOut, dependencies=[Depends(require_writer)],
+             summary="The same as /api/retrain (the older system's name)")
+async def train(body: RetrainIn | None = None, service: FeedbackService = Depends(get_service)):
+    return await _start(body or RetrainIn(), service)
+
+
+@router.get("/training-status", response_model=TrainingStatus, summary="The latest run and what would start the next")
+def training_status(service: FeedbackService = Depends(get_service)) -> TrainingStatus:
+    with service.db.read() as session:
+        run = latest_run(session)
+    return TrainingStatus(run=RunOut.of(run) if run else None, active=bool(run and run.active),
+                          targets=list(service.training.targets), new_validated_photos=service.runs.new_validated_photos(),
+                          retrain_min_new=service.settings.retrain_min_new)
+
+
+@router.get("/runs", response_model=RunList, summary="Training runs, newest first")
+def runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+         service: FeedbackService = Depends(get_service)) -> RunList:
+    with service.db.read() as session:
+        rows, current = list_runs(session, limit, offset), active_run(session)
+    return RunList(runs=[RunOut.of(r) for r in rows], active=current.id if current else None)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, summary="One run: state, times, step, decision, log tail")
+def run(run_id: str, service: FeedbackService = Depends(get_service)) -> RunOut:
+    try:
+        found = service.runs.get(run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return RunOut.of(found, service.runs.log_tail(found))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, dependencies=[Depends(require_writer)],
+             summary="Stop a run (the local process group, or the KFP / Vertex run)")
+async def cancel(run_id: str, service: FeedbackService = Depends(get_service)) -> RunOut:
+    try:
+        found = await run_in_threadpool(service.runs.cancel_run, run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RunFinished as exc:
+        raise HTTPException(409, str(exc)) from None
+    return RunOut.of(found)
