@@ -22,6 +22,14 @@ BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
 # the feedback app: PORT=... on `make app`/`make up` is the app's port (8000 unless given)
 APP_PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8000)
 PREDICTOR_PORT ?= 8080
+# where the app's retraining runs go: `make run`'s words (TARGET, DATA, WEIGHTS, remote settings, key=value),
+# minus the app's own; REGISTRY is always passed: the predictor of `make up` serves its champion
+# (the app's own settings reach it as environment variables: feedback/settings.py, kept equal by a test)
+APP_ENVIRONMENT := APP_HOST APP_PORT PREDICTOR_URL PREDICTOR_MODEL PREDICTOR_PROTOCOL PREDICTOR_TIMEOUT_S DATABASE_URL \
+  FEEDBACK_URI APP_TOKEN LABELS MAX_PHOTO_BYTES MAX_REQUEST_BYTES REPAIR_INTERVAL_S RUNS_DIR RETRAIN_MIN_NEW \
+  RETRAIN_CHECK_INTERVAL_S RUN_POLL_INTERVAL_S
+APP_WORDS = $(filter-out PORT=% HOST=% MODEL=% PREDICTOR_PORT=% REGISTRY=% $(addsuffix =%,$(APP_ENVIRONMENT)),$(MAKEOVERRIDES)) \
+  REGISTRY=$(REGISTRY)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -76,19 +84,22 @@ bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model
 bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, then 16 validating (model of make bench) -> docs/BENCHMARKS.md
 	$(PY) -m serving.bench_app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
 
-app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [PREDICTOR_URL=...] [DATABASE_URL=...] [FEEDBACK_URI=...]
-	$(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)
+app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [TARGET=local|kubeflow|vertex[,...]] [DATA=...] [key=value ...]
+	set -f; $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 
 up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app (PORT=8000); Ctrl-C stops both
 	@set -e; \
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $(PREDICTOR_PORT) & predictor=$$!; \
 	trap 'kill $$predictor 2>/dev/null; wait $$predictor 2>/dev/null || true' EXIT; \
-	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT)
+	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
+
+retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were validated since the last (for cron); same words as make app
+	set -f; $(PY) -m feedback.retrain --if-needed $(APP_WORDS)
 
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving bench-app app up clean
+.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

@@ -2,7 +2,16 @@
 and a gallery of where it looks (Grad-CAM) on the photos it got wrong and some it got right."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Metrics,
+    Model,
+    Output,
+)
 
 from components import BASE_IMAGE
 

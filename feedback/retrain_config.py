@@ -18,8 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
-from pipelines.run import (ALIASES, RUNNER_SETTINGS, absolute_local_paths, check_local_inputs, parse_arguments,
-                           with_vertex_defaults)
+from pipelines.run import (
+    ALIASES,
+    RUNNER_SETTINGS,
+    absolute_local_paths,
+    check_local_inputs,
+    parse_arguments,
+    with_vertex_defaults,
+)
 from pipelines.submit import REMOTE_TARGETS, RemoteSettings, SubmitError, check_remote
 
 TARGETS = ("local", *REMOTE_TARGETS)

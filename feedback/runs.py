@@ -28,11 +28,15 @@ from sqlalchemy.orm import Session
 
 from feedback.db import Database
 from feedback.launchers import LaunchError, Observation, read_tail
-from feedback.models import ACTIVE_STATES, RunValidation, TrainingRun, Validation, utcnow
+from feedback.models import (
+    ACTIVE_STATES,
+    RunValidation,
+    TrainingRun,
+    Validation,
+    utcnow,
+)
 from feedback.retrain_config import TrainingConfig
 from feedback.settings import Settings
-from pipelines.config import ConfigError
-from pipelines.submit import SubmitError
 
 logger = logging.getLogger("catdog.feedback")
 QUEUED_TIMEOUT_S = 300  # a run queued this long without a process or remote id was never started
@@ -140,7 +144,7 @@ class RunService:
         """Queue a run (the database refuses a second active one), then launch it.
 
         ConfigError: a bad target or parameter (nothing stored). RunConflict: a run is active.
-        LaunchError/SubmitError: the launch failed (the run is recorded as failed, with the reason).
+        LaunchError: the launch failed (the run is recorded as failed, with the reason).
         """
         chosen = self.training.target(target)
         config = self.training.run_config(chosen, parameters)
@@ -163,9 +167,9 @@ class RunService:
             raise RunConflict(current.id if current else None) from None
         try:
             handle = self.launchers[chosen.name].start(run_id, chosen, config)
-        except (LaunchError, SubmitError, ConfigError, OSError) as exc:
+        except Exception as exc:  # whatever the process or client library raised: the run did not start
             self._finish(run_id, Observation("failed", reason=f"could not start: {exc}"))
-            raise LaunchError(str(exc)) from None
+            raise LaunchError(str(exc) or type(exc).__name__) from None
         with self.db.writing() as session:
             run = session.get(TrainingRun, run_id)
             run.state, run.started_at = "running", utcnow()
@@ -199,7 +203,10 @@ class RunService:
             session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(cancel_requested=True))
         run = self.get(run_id)
         if run.started_at is not None:
-            self.launchers[run.target].cancel(run)
+            try:
+                self.launchers[run.target].cancel(run)
+            except Exception as exc:  # a refused terminate, an unreachable API: the run goes on
+                raise LaunchError(f"the run could not be stopped: {exc}") from None
         else:
             self._finish(run_id, Observation("cancelled", reason="stopped before it started"))
         self.refresh()

@@ -7,7 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from feedback.models import NAME_LENGTH, NOTE_LENGTH, Prediction, RunState, Status, TrainingRun, Validation
+from feedback.models import (
+    NAME_LENGTH,
+    NOTE_LENGTH,
+    Prediction,
+    RunState,
+    Status,
+    TrainingRun,
+    Validation,
+)
 
 
 class PhotoOut(BaseModel):
@@ -111,7 +119,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     step: str | None = Field(description="the pipeline step running now")
     steps_done: int
-    steps_total: int
+    steps_total: int = Field(description="6; 5 for a run that ended without a promotion (deploy runs only then)")
     parameters: dict[str, Any]
     validated_photos: int = Field(description="photos with a verdict the run took in")
     new_validated_photos: int = Field(description="of which validated since the previous run")
@@ -130,7 +138,8 @@ class RunOut(BaseModel):
 
         return cls(id=run.id, state=run.state, target=run.target, trigger=run.trigger, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at, step=run.step,
-                   steps_done=run.steps_done, steps_total=len(PIPELINE_STEPS), parameters=run.parameters,
+                   steps_done=run.steps_done, parameters=run.parameters,
+                   steps_total=len(PIPELINE_STEPS) - (run.state == "succeeded" and not run.promoted),
                    validated_photos=run.validated_photos, new_validated_photos=run.new_validated_photos,
                    promoted=run.promoted, version=run.version, champion_version=run.champion_version,
                    reason=run.reason, console_url=run.console_url, remote_id=run.remote_id,

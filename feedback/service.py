@@ -25,9 +25,9 @@ from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
 from feedback import store
 from feedback.db import Database, migrate, open_database, ping
+from feedback.launchers import LocalLauncher
 from feedback.models import Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
-from feedback.launchers import LocalLauncher
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
 from feedback.retrain_config import TrainingConfig, parse_training_words
 from feedback.runs import RunService

@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
-from pipelines.submit import REMOTE_SETTINGS, REMOTE_TARGETS, RemoteRunFailed, SubmitError, submit
+from pipelines.submit import (
+    REMOTE_SETTINGS,
+    REMOTE_TARGETS,
+    RemoteRunFailed,
+    SubmitError,
+    submit,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}

@@ -8,9 +8,11 @@ One predictor (serving.server) and one app (feedback.server, SQLite in a temp fo
 closed-loop client (serving.client) sends the same photos first straight to the predictor
 (V1 :predict), then to the app (POST /api/predict, JSON base64: the app checks the photo, calls
 the predictor, stores the photo and the prediction). Reported: p50/p99, requests/s, errors, and
-the latency the app adds to the predictor's. Then --validators clients validate every stored
-prediction at once, and the store is checked: every prediction and verdict there, every
-validated photo in its class folder.
+the latency the app adds to the predictor's. Then --mixed-clients clients each upload a photo and
+validate its prediction, in a loop for --duration seconds (what people on the page do), next to the
+predictor alone at the same concurrency; then --validators clients validate every stored
+prediction at once, and the store is checked: every prediction and verdict
+there, every validated photo in its class folder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -61,6 +63,48 @@ def validate_all(url: str, clients: int) -> tuple[list[float], list[str]]:
     return [ms for ms, error in results if error is None], [error for _, error in results if error]
 
 
+def upload_and_validate(url: str, images: list[tuple[str, bytes]], clients: int, duration_s: float) -> dict:
+    """`clients` threads, each in a loop for duration_s: POST /api/predict, then validate it
+    (confirm, or correct every third one). Returns latencies (ms) per kind, errors, rounds, seconds."""
+    import threading
+
+    upload_ms, validate_ms, errors, lock = [], [], [], threading.Lock()
+    deadline = time.perf_counter() + duration_s
+
+    def client(worker: int) -> int:
+        session, rounds, i = requests.Session(), 0, worker
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            answer = session.post(f"{url}/api/predict", data=app_body(images[i % len(images)][1]),
+                                  headers={"content-type": "application/json"}, timeout=60)
+            uploaded = time.perf_counter()
+            if answer.status_code != 200:
+                with lock:
+                    errors.append(f"predict HTTP {answer.status_code}")
+                continue
+            prediction = answer.json()
+            label = prediction["predicted_class"]
+            if i % 3 == 0:
+                label = "dog" if label == "cat" else "cat"
+            verdict = session.post(f"{url}/api/predictions/{prediction['id']}/validation", json={"label": label},
+                                   timeout=60)
+            done = time.perf_counter()
+            with lock:
+                upload_ms.append((uploaded - began) * 1000)
+                if verdict.status_code == 201:
+                    validate_ms.append((done - uploaded) * 1000)
+                else:
+                    errors.append(f"validation HTTP {verdict.status_code}")
+            rounds, i = rounds + 1, i + clients
+        return rounds
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        rounds = sum(pool.map(client, range(clients)))
+    return {"upload_ms": upload_ms, "validate_ms": validate_ms, "errors": errors, "rounds": rounds,
+            "seconds": time.perf_counter() - began, "clients": clients}
+
+
 def store_check(url: str, feedback_root: Path, validated: int) -> list[str]:
     """What the store must hold after the run; returns the problems (none expected)."""
     counts = requests.get(f"{url}/api/status", timeout=30).json()["counts"]
@@ -78,14 +122,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def render(args, model_desc: str, images, levels: list[tuple[LoadResult, LoadResult]], validations, problems,
-           command: str, stored: int) -> str:
+def render(args, model_desc: str, images, levels: list[tuple[LoadResult, LoadResult]], mixed: dict,
+           mixed_direct: LoadResult, validations, problems, command: str, stored: int) -> str:
     lines = [
         "## Feedback app (`make bench-app`)",
         "",
         f"- command: `{command}`",
         f"- machine: {machine_description()}; predictor, app and client share it",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- model: {model_desc}",
         f"- images: {len(images)} photos from `{args.images}`; one photo per request; database: "
         f"{'SQLite (WAL) in a temp folder' if not args.database_url else args.database_url.split('://')[0]}",
@@ -99,13 +143,29 @@ def render(args, model_desc: str, images, levels: list[tuple[LoadResult, LoadRes
         lines.append(f"| {d['concurrency']} | {d['p50_ms']:.1f} | {a['p50_ms']:.1f} | {a['p50_ms'] - d['p50_ms']:+.1f} | "
                      f"{d['p99_ms']:.1f} | {a['p99_ms']:.1f} | {d['rps']:.1f} | {a['rps']:.1f} | {a['errors']} |")
     latencies, errors = validations
+    up, val, direct = mixed["upload_ms"], mixed["validate_ms"], mixed_direct.summary()
     lines += [
         "",
+        f"Upload and validate, {mixed['clients']} clients for {mixed['seconds']:.0f} s (each: predict a photo "
+        "through the app, then confirm it, or correct every third), next to the predictor alone at the same "
+        "concurrency in the same run:",
+        "",
+        "| | requests | errors | p50 ms | p99 ms | req/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| predictor alone, V1 :predict | {direct['requests']} | {direct['errors']} | {direct['p50_ms']:.1f} | "
+        f"{direct['p99_ms']:.1f} | {direct['rps']:.1f} |",
+        f"| app: upload (POST /api/predict) | {len(up)} | {sum(e.startswith('predict') for e in mixed['errors'])} | "
+        f"{percentile(up, 50):.1f} | {percentile(up, 99):.1f} | {len(up) / mixed['seconds']:.1f} |",
+        f"| app: validation | {len(val)} | {sum(e.startswith('validation') for e in mixed['errors'])} | "
+        f"{percentile(val, 50):.1f} | {percentile(val, 99):.1f} | {len(val) / mixed['seconds']:.1f} |",
+        "",
+        f"- upload p50 / predictor p50 at {mixed['clients']} clients: {percentile(up, 50) / direct['p50_ms']:.2f}x "
+        f"({mixed['rounds']} upload+validate rounds, {(len(up) + len(val)) / mixed['seconds']:.1f} app requests/s)",
         f"- then {args.validators} clients validated all {stored} stored predictions at once: {len(errors)} errors, "
         f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms per verdict "
         "(each: a transaction and a file copy into its class folder; the manifest follows in the background)",
         f"- store after the run: {'every prediction, verdict and dataset file present' if not problems else '; '.join(problems)}",
-        f"- errors in all: {sum(app.errors for _, app in levels) + len(errors)} (target 0)",
+        f"- errors in all: {sum(app.errors for _, app in levels) + len(errors) + len(mixed['errors'])} (target 0)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -120,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--max-requests", type=int, default=5000)
+    parser.add_argument("--mixed-clients", type=int, default=16, help="clients uploading and validating")
     parser.add_argument("--validators", type=int, default=16)
     parser.add_argument("--database-url", help="default: SQLite in a temp folder")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
@@ -161,15 +222,19 @@ def main(argv: list[str] | None = None) -> int:
             levels.append((direct, served))
             print(f"  c={concurrency:<3} predictor p50 {direct.percentile(50):6.1f} ms  app p50 {served.percentile(50):6.1f} ms  "
                   f"app errors {served.errors}" + (f" e.g. {served.error_samples[0]}" if served.error_samples else ""), flush=True)
+        mixed_direct = run_load(predictor.url, direct_requests, args.mixed_clients, args.duration, args.max_requests)
+        mixed = upload_and_validate(app.url, images, args.mixed_clients, args.duration)
+        print(f"  upload+validate c={args.mixed_clients}: {mixed['rounds']} rounds, {len(mixed['errors'])} errors", flush=True)
         stored = requests.get(f"{app.url}/api/status", timeout=30).json()["counts"]["predictions"]
         validations = validate_all(app.url, args.validators)
         problems = store_check(app.url, work / "fb", stored)
     command = "python -m serving.bench_app " + shlex.join(argv if argv is not None else sys.argv[1:])
-    markdown = render(args, model_desc, images, levels, validations, problems, command, stored)
+    markdown = render(args, model_desc, images, levels, mixed, mixed_direct, validations, problems, command, stored)
     print("\n" + markdown)
     if args.output:
         print(f"wrote {update_section(SECTION, markdown, args.output)}")
-    return 0 if not problems and not validations[1] and not any(a.errors for _, a in levels) else 1
+    failed = problems or validations[1] or mixed["errors"] or any(a.errors for _, a in levels)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

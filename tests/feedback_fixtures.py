@@ -67,11 +67,12 @@ class AppClient:
 
 
 @contextmanager
-def running_app(settings, predictor=None):
+def running_app(settings, predictor=None, **service_options):
+    """service_options: FeedbackService's `training` and `launchers`."""
     from feedback.app import create_app
     from feedback.service import FeedbackService
 
-    service = FeedbackService(settings, predictor=predictor)
+    service = FeedbackService(settings, predictor=predictor, **service_options)
     service.start()
     try:
         with uvicorn_in_thread(create_app(service)) as url:
@@ -179,11 +180,12 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue(f"{request.param}_db_url")
 
 
-def started_service(tmp_path, database_url: str, predictor=None, **changes):
-    """A FeedbackService on `database_url` with its photos under tmp_path/store, migrated and repaired."""
+def started_service(tmp_path, database_url: str, predictor=None, training=None, launchers=None, **changes):
+    """A FeedbackService on `database_url` with its photos under tmp_path/store, migrated and repaired
+    (training, launchers: where its retraining runs go; settings `changes`)."""
     from feedback.service import FeedbackService
 
     settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=database_url, **changes)
-    service = FeedbackService(settings, predictor=predictor or FakePredictor())
+    service = FeedbackService(settings, predictor=predictor or FakePredictor(), training=training, launchers=launchers)
     service.start(background=False)
     return service

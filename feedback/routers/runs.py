@@ -15,7 +15,14 @@ from fastapi.responses import JSONResponse
 
 from feedback.deps import get_service, require_writer
 from feedback.launchers import LaunchError
-from feedback.runs import RunConflict, RunFinished, RunNotFound, active_run, latest_run, list_runs
+from feedback.runs import (
+    RunConflict,
+    RunFinished,
+    RunNotFound,
+    active_run,
+    latest_run,
+    list_runs,
+)
 from feedback.schemas import RetrainIn, RunList, RunOut, TrainingStatus
 from feedback.service import FeedbackService
 from pipelines.config import ConfigError
@@ -83,4 +90,6 @@ async def cancel(run_id: str, service: FeedbackService = Depends(get_service)) -
         raise HTTPException(404, str(exc)) from None
     except RunFinished as exc:
         raise HTTPException(409, str(exc)) from None
+    except LaunchError as exc:
+        raise HTTPException(502, str(exc)) from None
     return RunOut.of(found)

@@ -1,0 +1,472 @@
+"""Retraining runs: the database lock, the recorded validations, states, Stop, restart, automatic runs.
+
+A FakeLauncher stands in for the pipeline where the run service is under test; the LocalLauncher is
+tested on real child processes (a short script in place of `python -m pipelines.run`, so each test
+takes a second, not minutes). tests/test_feedback_retrain_e2e.py runs the real pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select
+
+from feedback.launchers import (
+    LocalLauncher,
+    Observation,
+    RunHandle,
+    failure_reason,
+    log_progress,
+)
+from feedback.models import RunValidation, TrainingRun, Validation
+from feedback.retrain_config import parse_training_words
+from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
+    DATABASES,
+    FakePredictor,
+    database_url,
+    photo,
+    started_service,
+)
+
+
+class FakeLauncher:
+    """start/observe/cancel as feedback/launchers.py defines them; states set by the test."""
+
+    def __init__(self):
+        self.started: list[tuple[str, dict]] = []
+        self.states: dict[str, Observation] = {}
+        self.cancelled: list[str] = []
+        self.fail_start: Exception | None = None
+
+    def start(self, run_id, target, config):
+        if self.fail_start:
+            raise self.fail_start
+        self.started.append((run_id, config.pipeline_arguments()))
+        return RunHandle(remote_id=f"fake-{run_id}", console_url=f"http://console/{run_id}")
+
+    def observe(self, run):
+        return self.states.get(run.id, Observation("running", "train", 2))
+
+    def cancel(self, run):
+        self.cancelled.append(run.id)
+        self.states[run.id] = Observation("cancelled", reason="stopped on request")
+
+
+def succeed(launcher: FakeLauncher, run_id: str, promoted: bool = True, version: int = 2) -> None:
+    decision = {"promoted": promoted, "challenger_version": version, "champion_version": version if promoted else 1,
+                "reason": "challenger wins" if promoted else "champion kept"}
+    launcher.states[run_id] = Observation("succeeded", None, 6, decision["reason"], decision)
+
+
+@pytest.fixture
+def training(tmp_path, image_folder):
+    return parse_training_words([f"DATA={image_folder}", f"REGISTRY={tmp_path / 'registry'}", "frozen_epochs=1"],
+                                str(tmp_path / "store"))
+
+
+def service_with(tmp_path, url, training, launcher, **changes):
+    return started_service(tmp_path, url, training=training, launchers={"local": launcher}, **changes)
+
+
+def validate_photos(service, n: int, start: int = 0, label: str = "cat") -> None:
+    for i in range(start, start + n):
+        prediction = service.predict(photo(1000 + i))
+        service.validate(prediction.id, label)
+
+
+def test_a_run_records_its_parameters_and_the_validations_it_took_in(tmp_path, training):
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        validate_photos(service, 3)
+        first = service.predict(photo(1000))  # the same photo again, corrected: only its latest verdict counts
+        service.validate(first.id, "dog")
+        run = service.runs.start_run(parameters={"finetune_epochs": 0})
+        assert run.state == "running" and run.trigger == "manual" and run.target == "local"
+        assert run.remote_id == f"fake-{run.id}" and run.started_at is not None
+        (run_id, arguments), = launcher.started
+        assert run_id == run.id
+        assert arguments["finetune_epochs"] == 0 and arguments["frozen_epochs"] == 1  # request, then app words
+        assert arguments["feedback_uri"] == str(tmp_path / "store")
+        with service.db.read() as session:
+            taken = set(session.scalars(select(RunValidation.validation_id).where(RunValidation.run_id == run.id)))
+            latest = {v.photo_sha256: v.id for v in session.scalars(select(Validation).order_by(Validation.id))}
+        assert taken == set(latest.values()) and len(taken) == 3
+        assert run.validated_photos == 3 and run.new_validated_photos == 3
+        assert run.validation_cutoff_id == max(latest.values())
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("database_url", DATABASES, indirect=True)
+def test_two_replicas_asked_at_once_start_one_run(tmp_path, training, database_url):  # noqa: F811
+    """16 requests over two app processes' services on one database: one run, 15 conflicts naming it."""
+    launchers = [FakeLauncher(), FakeLauncher()]
+    services = [service_with(tmp_path / str(i), database_url, training, launchers[i]) for i in range(2)]
+    barrier = threading.Barrier(16)
+
+    def ask(i: int):
+        barrier.wait()
+        try:
+            return services[i % 2].runs.start_run()
+        except Exception as exc:  # RunConflict expected
+            return exc
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(ask, range(16)))
+        runs = [r for r in results if isinstance(r, TrainingRun)]
+        conflicts = [r for r in results if not isinstance(r, TrainingRun)]
+        assert len(runs) == 1, results
+        assert {type(c).__name__ for c in conflicts} == {"RunConflict"}
+        assert {c.run_id for c in conflicts} == {runs[0].id}
+        assert sum(len(launcher.started) for launcher in launchers) == 1
+        with services[0].db.read() as session:
+            assert session.scalars(select(TrainingRun.id)).all() == [runs[0].id]
+    finally:
+        for service in services:
+            service.close()
+
+
+def test_the_lock_is_released_when_the_run_ends_and_survives_a_restart(tmp_path, training):
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, url, training, launcher)
+    run = service.runs.start_run()
+    service.close()
+    # a new app process: the run is still active, so a second one is refused
+    restarted = service_with(tmp_path, url, training, launcher)
+    try:
+        with pytest.raises(Exception, match=f"already active: {run.id}"):
+            restarted.runs.start_run()
+        succeed(launcher, run.id, promoted=True, version=2)
+        restarted.runs.refresh()
+        done = restarted.runs.get(run.id)
+        assert (done.state, done.promoted, done.version, done.champion_version) == ("succeeded", True, 2, 2)
+        assert done.active is None and done.finished_at is not None and done.reason == "challenger wins"
+        assert restarted.runs.start_run().id != run.id  # the lock is free again
+    finally:
+        restarted.close()
+
+
+def test_a_launch_that_fails_is_recorded_and_frees_the_lock(tmp_path, training):
+    from feedback.launchers import LaunchError
+
+    launcher = FakeLauncher()
+    launcher.fail_start = LaunchError("no such command")
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        with pytest.raises(LaunchError, match="no such command"):
+            service.runs.start_run()
+        with service.db.read() as session:
+            (run,) = session.scalars(select(TrainingRun)).all()
+        assert run.state == "failed" and run.active is None and "no such command" in run.reason
+        launcher.fail_start = None
+        assert service.runs.start_run().state == "running"
+    finally:
+        service.close()
+
+
+def test_a_queued_run_left_by_a_crash_is_failed_after_a_while(tmp_path, training, monkeypatch):
+    from feedback import runs as runs_module
+
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        with service.db.writing() as session:  # what a crash between the insert and the launch leaves
+            session.add(TrainingRun(id="crashed", target="local", trigger="manual", state="queued", active=1,
+                                    parameters={}, validation_cutoff_id=0, validated_photos=0,
+                                    new_validated_photos=0, cancel_requested=False, steps_done=0))
+        service.runs.refresh()
+        assert service.runs.get("crashed").state == "queued"  # young: perhaps starting right now
+        monkeypatch.setattr(runs_module, "QUEUED_TIMEOUT_S", -1)
+        service.runs.refresh()
+        crashed = service.runs.get("crashed")
+        assert crashed.state == "failed" and crashed.active is None and "before the run was started" in crashed.reason
+    finally:
+        service.close()
+
+
+def test_cancel_records_cancelled_and_a_finished_run_cannot_be_cancelled(tmp_path, training):
+    from feedback.runs import RunFinished, RunNotFound
+
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        cancelled = service.runs.cancel_run(run.id)
+        assert launcher.cancelled == [run.id]
+        assert cancelled.state == "cancelled" and cancelled.cancel_requested and cancelled.active is None
+        with pytest.raises(RunFinished):
+            service.runs.cancel_run(run.id)
+        with pytest.raises(RunNotFound):
+            service.runs.cancel_run("nope")
+    finally:
+        service.close()
+
+
+def test_automatic_retraining_waits_for_enough_new_verdicts(tmp_path, training):
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher, retrain_min_new=3)
+    try:
+        validate_photos(service, 2)
+        assert service.runs.retrain_if_needed() is None and service.runs.new_validated_photos() == 2
+        validate_photos(service, 1, start=2)
+        run = service.runs.retrain_if_needed()
+        assert run is not None and run.trigger == "automatic" and run.new_validated_photos == 3
+        assert service.runs.retrain_if_needed() is None  # one at a time
+        succeed(launcher, run.id, promoted=False)
+        service.runs.refresh()
+        # the challenger lost on these verdicts: no new run until 3 more photos are validated
+        assert service.runs.new_validated_photos() == 0 and service.runs.retrain_if_needed() is None
+        validate_photos(service, 3, start=3)
+        second = service.runs.retrain_if_needed()
+        assert second is not None and second.new_validated_photos == 3 and second.validated_photos == 6
+    finally:
+        service.close()
+
+
+def test_automatic_retraining_can_be_turned_off(tmp_path, training):
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher, retrain_min_new=0)
+    try:
+        validate_photos(service, 2)
+        assert service.runs.retrain_if_needed() is None and launcher.started == []
+    finally:
+        service.close()
+
+
+def test_the_watcher_starts_an_automatic_run_by_itself(tmp_path, training):
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher, retrain_min_new=1,
+                           retrain_check_interval_s=0.05, run_poll_interval_s=0.05)
+    try:
+        validate_photos(service, 1)
+        service.runs.start(background=True)
+        deadline = time.monotonic() + 10
+        while not launcher.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(launcher.started) == 1
+    finally:
+        service.close()
+
+
+# --- requests: the run's parameters, the target ------------------------------------------------
+
+def test_request_parameters_are_checked_and_paths_refused(tmp_path, training):
+    from pipelines.config import ConfigError
+
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        with pytest.raises(ConfigError, match="frozen_epochs"):
+            service.runs.start_run(parameters={"frozen_epochs": -1})
+        with pytest.raises(ConfigError, match="no_such_key"):
+            service.runs.start_run(parameters={"no_such_key": 1})
+        with pytest.raises(ConfigError, match="data_uri.*set by the app"):
+            service.runs.start_run(parameters={"data_uri": "/etc"})
+        with pytest.raises(ConfigError, match="'vertex' is not configured"):
+            service.runs.start_run(target="vertex")
+        with service.db.read() as session:
+            assert session.scalars(select(TrainingRun)).all() == []  # nothing recorded
+    finally:
+        service.close()
+
+
+def test_local_data_that_does_not_exist_is_a_clear_error(tmp_path):
+    from pipelines.config import ConfigError
+
+    training = parse_training_words([f"DATA={tmp_path / 'missing'}"], str(tmp_path / "store"))
+    with pytest.raises(ConfigError, match="missing does not exist"):
+        training.run_config(training.default, {})
+
+
+def test_several_targets_with_their_own_settings(tmp_path):
+    from tests.remote_fixtures import IMAGE
+
+    training = parse_training_words(
+        ["TARGET=local,vertex", f"DATA={tmp_path}", "REGISTRY=registry", "frozen_epochs=2",
+         "VERTEX_DATA=gs://b/data", "VERTEX_REGISTRY=gs://b/registry", "VERTEX_WEIGHTS=gs://b/w.h5",
+         "PROJECT=p", "REGION=europe-west4", "PIPELINE_ROOT=gs://b/root", f"IMAGE={IMAGE}"],
+        "gs://b/feedback")
+    assert list(training.targets) == ["local", "vertex"] and training.default.name == "local"
+    local, vertex = training.targets["local"], training.targets["vertex"]
+    assert local.base.data_uri == str(tmp_path) and local.base.frozen_epochs == 2
+    assert (vertex.base.data_uri, vertex.base.registry_uri, vertex.base.frozen_epochs) == ("gs://b/data", "gs://b/registry", 2)
+    assert vertex.base.vertex_project == "p" and vertex.remote.region == "europe-west4"
+    assert vertex.base.feedback_uri == local.base.feedback_uri == "gs://b/feedback"
+
+
+@pytest.mark.parametrize("words, message", [
+    (["TARGET=laptop"], "distinct targets among local, vertex, kubeflow"),
+    (["TARGET=local", "NO_SUCH=1"], "unknown setting NO_SUCH"),
+    (["image_size=7"], "image_size"),
+    (["TARGET=kubeflow", "KFP_HOST=http://127.0.0.1:1", "DATA=gs://b/d", "REGISTRY=gs://b/r"], "IMAGE is not set"),
+])
+def test_bad_training_words_fail_at_start_up(words, message, tmp_path):
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_training_words(words, "gs://b/feedback")
+
+
+def test_a_remote_target_needs_the_feedback_photos_on_gcs(tmp_path):
+    from pipelines.config import ConfigError
+    from tests.remote_fixtures import IMAGE
+
+    with pytest.raises(ConfigError, match="FEEDBACK_URI, which must then be a gs:// prefix"):
+        parse_training_words(["TARGET=kubeflow", "KFP_HOST=http://127.0.0.1:1", f"IMAGE={IMAGE}", "DATA=gs://b/d",
+                              "REGISTRY=gs://b/r"], str(tmp_path / "store"))
+
+
+# --- the local launcher, on real processes ---------------------------------------------------------
+
+SCRIPTS = {
+    "succeed": """
+import json, pathlib, sys
+print("INFO - Executing task \\x1b[96m'ingest'\\x1b[0m", flush=True)
+print("INFO - Task \\x1b[96m'ingest'\\x1b[0m finished with status \\x1b[92mSUCCESS\\x1b[0m", flush=True)
+result = pathlib.Path(sys.argv[1]); result.parent.mkdir(parents=True, exist_ok=True)
+result.write_text(json.dumps({"run_dir": "x", "decision": {"promoted": True, "challenger_version": 3,
+                  "champion_version": 3, "reason": "no champion yet"}}))
+""",
+    "sleep": """
+import time
+print("INFO - Executing task \\x1b[96m'ingest'\\x1b[0m", flush=True)
+print("INFO - Task \\x1b[96m'ingest'\\x1b[0m finished with status \\x1b[92mSUCCESS\\x1b[0m", flush=True)
+print("INFO - Executing task \\x1b[96m'train'\\x1b[0m", flush=True)
+time.sleep(120)
+""",
+    "fail": """
+import sys
+print("INFO - Executing task \\x1b[96m'train'\\x1b[0m", flush=True)
+print("ValueError: no photo in class folder 'dog'", flush=True)
+print("ERROR - Pipeline \\x1b[95m'catdog-training'\\x1b[0m finished with status \\x1b[91mFAILURE\\x1b[0m. Inner task failed: \\x1b[96m'train'\\x1b[0m.", flush=True)
+sys.exit(1)
+""",
+}
+
+
+class ScriptLauncher(LocalLauncher):
+    """The real LocalLauncher with a short script as the pipeline process."""
+
+    behaviour = "succeed"
+
+    def command(self, run_id, target, config):
+        return [sys.executable, "-c", SCRIPTS[self.behaviour], str(self.run_dir(run_id) / "result.json")]
+
+
+def wait_for(service, run_id: str, states: tuple[str, ...], timeout_s: float = 30) -> TrainingRun:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        service.runs.refresh()
+        run = service.runs.get(run_id)
+        if run.state in states or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
+
+
+def test_a_local_run_succeeds_with_its_decision(tmp_path, training):
+    launcher = ScriptLauncher(tmp_path / "runs")
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        assert run.pid and run.log_uri == str(tmp_path / "runs" / run.id / "log.txt")
+        done = wait_for(service, run.id, ("succeeded", "failed"))
+        assert (done.state, done.promoted, done.version, done.champion_version) == ("succeeded", True, 3, 3)
+        assert done.steps_done == 1 and done.reason == "no champion yet"
+        assert "Executing task 'ingest'" in service.runs.log_tail(done)  # colours removed
+    finally:
+        service.close()
+
+
+def test_a_failed_local_run_says_which_step_and_why(tmp_path, training):
+    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher.behaviour = "fail"
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        done = wait_for(service, run.id, ("succeeded", "failed"))
+        assert done.state == "failed" and done.active is None
+        assert done.reason == "step train failed; ValueError: no photo in class folder 'dog'; exit code 1"
+    finally:
+        service.close()
+
+
+def test_stop_ends_the_local_process_group_and_a_restart_reconciles(tmp_path, training):
+    import psutil
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher.behaviour = "sleep"
+    service = service_with(tmp_path, url, training, launcher)
+    run = service.runs.start_run()
+    deadline = time.monotonic() + 20
+    while service.runs.get(run.id).step != "train" and time.monotonic() < deadline:
+        service.runs.refresh()
+        time.sleep(0.1)
+    running = service.runs.get(run.id)
+    assert (running.state, running.step, running.steps_done) == ("running", "train", 1)
+    service.close()
+
+    # the app restarts (a new launcher: it did not start the process) and the run is still watched
+    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    try:
+        assert restarted.runs.get(run.id).state == "running"
+        restarted.runs.cancel_run(run.id)
+        done = wait_for(restarted, run.id, ("cancelled", "failed"))
+        assert done.state == "cancelled" and done.active is None
+        assert not psutil.pid_exists(run.pid) or psutil.Process(run.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        restarted.close()
+
+
+def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path, training):
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher.behaviour = "sleep"
+    service = service_with(tmp_path, url, training, launcher)
+    run = service.runs.start_run()
+    service.close()
+    os.killpg(run.pid, signal.SIGKILL)  # e.g. the machine's OOM killer, while the app was down
+    launcher._children[run.pid].wait()
+    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    try:
+        done = restarted.runs.get(run.id)  # start() reconciled it
+        assert done.state == "failed" and done.active is None
+        assert done.reason.startswith("the pipeline process ended without a result")
+    finally:
+        restarted.close()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", (None, 0)),
+    ("Executing task 'ingest'\nTask 'ingest' finished with status SUCCESS\nExecuting task 'preprocess'\n", ("preprocess", 1)),
+    ("Executing task 'ingest'\nTask 'ingest' finished with status SUCCESS\n", (None, 1)),
+])
+def test_progress_from_the_log(text, expected):
+    assert log_progress(text) == expected
+
+
+def test_failure_reason_without_a_failed_step():
+    assert failure_reason("Traceback ...\nMemoryError\n", -9) == \
+        "the pipeline process ended without a result; MemoryError; exit code -9"
+
+
+def test_result_file_of_a_local_run(tmp_path):
+    from pipelines.run import write_result
+
+    decision = {"promoted": False, "challenger_version": 4}
+    (tmp_path / "run" / "select-champion").mkdir(parents=True)
+    (tmp_path / "run" / "select-champion" / "decision_json").write_text(json.dumps(decision))
+    write_result(tmp_path / "out" / "result.json", tmp_path / "run")
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == {"run_dir": str(tmp_path / "run"),
+                                                                         "decision": decision}
