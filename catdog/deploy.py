@@ -261,8 +261,8 @@ _PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (boo
 
 
 def _api_class(name: str):
-    import kserve.models as ks
     import kubernetes.client.models as k8s
+    import kserve.models as ks
 
     for module in (ks, k8s):
         if hasattr(module, name):

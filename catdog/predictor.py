@@ -8,11 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from catdog.model_files import METADATA_FILE, ONNX_FILE, load_metadata
-from catdog.preprocessing import (
-    DEFAULT_MAX_PIXELS,
-    batch_to_model_input,
-    image_to_pixels,
-)
+from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
 PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
 GRADCAM_OUTPUT = "gradcam"  # (n, h, w, classes), each map in [0, 1]; models exported before it lack it

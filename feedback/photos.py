@@ -17,12 +17,7 @@ import json
 from dataclasses import dataclass
 
 from catdog import storage
-from catdog.preprocessing import (
-    EXTENSIONS,
-    ImageHeader,
-    InvalidImageError,
-    validate_image,
-)
+from catdog.preprocessing import EXTENSIONS, ImageHeader, InvalidImageError, validate_image
 
 MANIFEST = "manifest.json"
 

@@ -17,13 +17,7 @@ from pathlib import Path
 
 from catdog.benchmarks import machine_description, today, update_section
 from pipelines.config import build_config
-from pipelines.run import (
-    REPO_ROOT,
-    absolute_local_paths,
-    describe_outputs,
-    parse_arguments,
-    run_local,
-)
+from pipelines.run import REPO_ROOT, absolute_local_paths, describe_outputs, parse_arguments, run_local
 
 
 def step_times(run_dir: Path, started: float) -> dict[str, float]:

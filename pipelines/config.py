@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from catdog.deploy import DNS_LABEL, MAX_SERVICE_NAME
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map

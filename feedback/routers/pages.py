@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from feedback import store
-from feedback.deps import get_service
 from feedback.models import Status
+from feedback.deps import get_service
 from feedback.service import FeedbackService
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")

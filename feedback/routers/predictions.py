@@ -15,13 +15,7 @@ from catdog.preprocessing import MEDIA_TYPES
 from feedback import store
 from feedback.deps import get_service, require_writer, same_origin
 from feedback.models import Status
-from feedback.schemas import (
-    ImageB64In,
-    PredictionList,
-    PredictionOut,
-    ReviewQueue,
-    ValidationIn,
-)
+from feedback.schemas import ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 from feedback.service import FeedbackService
 
 router = APIRouter(prefix="/api", tags=["predictions"])
