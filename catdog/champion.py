@@ -9,11 +9,11 @@ from pathlib import Path
 from catdog.dataset import load_metadata as load_dataset_metadata
 from catdog.evaluation import evaluate_files
 from catdog.ingest import load_manifest
+from catdog.model_files import EVALUATION_FILE
 from catdog.predictor import OnnxPredictor
 from catdog.registry import ModelRegistry
 
 COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
-EVALUATION_FILE = "evaluation.json"  # in each registered version
 
 
 def test_split_files(ingest_dir: Path, dataset_dir: Path) -> list[tuple[Path, str]]:

@@ -34,7 +34,6 @@ import yaml
 
 from catdog import storage
 from catdog.model_files import METADATA_FILE, ONNX_FILE
-from catdog.predictor import load_checked
 from catdog.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("catdog.deploy")
@@ -67,6 +66,8 @@ class ManifestError(DeployError):
 
 def smoke_test(model_dir: Path) -> dict:
     """Load a local model folder's ONNX and predict one blank image; returns its metadata."""
+    from catdog.predictor import load_checked  # ONNX Runtime: only the deploy step needs it here
+
     try:
         return load_checked(Path(model_dir)).metadata
     except ValueError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+EVALUATION_FILE = "evaluation.json"  # written beside a registered version by select-champion
 
 
 def load_metadata(model_dir: Path) -> dict:

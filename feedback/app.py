@@ -20,6 +20,7 @@ import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -108,6 +109,7 @@ def create_app(service: FeedbackService) -> FastAPI:
         return _error(409, str(exc))
 
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(GZipMiddleware, minimum_size=4096)  # plotly.js: 4.8 MB, 1.5 MB gzipped
     if service.settings.host in LOOPBACK_NAMES:  # a web page on another name (DNS rebinding) is refused
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=service.settings.max_request_bytes, error_key="detail",

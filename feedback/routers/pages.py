@@ -23,7 +23,7 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 24
 
 
-def _render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
+def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
     if "queue_length" not in context:
         context["queue_length"] = _queue_length(service)
     return TEMPLATES.TemplateResponse(request, name, {
@@ -41,7 +41,7 @@ def _queue_length(service: FeedbackService) -> int:
 
 @router.get("/", response_class=HTMLResponse)
 def upload_page(request: Request, service: FeedbackService = Depends(get_service)):
-    return _render(request, "upload.html", service, page="upload")
+    return render(request, "upload.html", service, page="upload")
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -49,7 +49,7 @@ def review_page(request: Request, service: FeedbackService = Depends(get_service
     with service.db.read() as session:
         queue = store.review_queue(session, limit=PAGE_SIZE)
         length = store.queue_length(session)
-    return _render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
+    return render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
 
 
 @router.get("/history", response_class=HTMLResponse)
@@ -63,7 +63,7 @@ def history_page(
     with service.db.read() as session:
         rows = store.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset)
         versions = store.model_versions(session)
-    return _render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
+    return render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
                    more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
                    offset=offset, page_size=PAGE_SIZE)
 
