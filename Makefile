@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
+# the uv `make install` puts into .venv when none is on PATH
+UV_VERSION ?= 0.13.9
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
@@ -34,13 +36,18 @@ APP_WORDS = $(filter-out PORT=% HOST=% MODEL=% PREDICTOR_PORT=% REGISTRY=% $(add
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-install: ## Create .venv with the pinned dependencies (uv when present, else pip)
-	@if command -v uv >/dev/null 2>&1; then \
-	  uv venv --seed --allow-existing -p python3.11 .venv && \
-	  uv pip install -p .venv -r requirements.lock && uv pip install -p .venv --no-deps -e . ; \
+install: ## Create .venv with the pinned dependencies (uv: the one on PATH, else installed into .venv; pip if uv cannot be had)
+	@set -e; uv=$$(command -v uv || true); \
+	if [ -z "$$uv" ]; then \
+	  python3.11 -m venv .venv; \
+	  if .venv/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION); then uv=.venv/bin/uv; \
+	  else echo "note: uv could not be installed; installing with pip (slower)" >&2; fi; \
+	fi; \
+	if [ -n "$$uv" ]; then \
+	  $$uv venv --seed --allow-existing -p python3.11 .venv && \
+	  $$uv pip install -p .venv -r requirements.lock && $$uv pip install -p .venv --no-deps -e . ; \
 	else \
-	  python3.11 -m venv .venv && .venv/bin/pip install -q -r requirements.lock && \
-	  .venv/bin/pip install -q --no-deps -e . ; \
+	  .venv/bin/pip install -q -r requirements.lock && .venv/bin/pip install -q --no-deps -e . ; \
 	fi
 
 lock: ## Re-resolve requirements.lock from pyproject.toml's exact pins (needs uv)

@@ -8,6 +8,7 @@ images are embedded as JPEG data URIs (about 20 KB each at 256 px), every text i
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from html import escape
 
 import numpy as np
@@ -49,12 +50,20 @@ def _page(body: str) -> str:
             f"<style>{_STYLE}</style></head><body><h1>{TITLE}</h1>{body}</body></html>")
 
 
-def gallery_html(pixels: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, maps: np.ndarray | None,
-                 class_names: list[str], max_wrong: int = MAX_WRONG, n_right: int = N_RIGHT, seed: int = 0) -> str:
-    """The page for (n, size, size, 3) test pixels, their labels, and the model's probabilities and
-    Grad-CAM maps (OnnxPredictor.explain_pixels). maps None (a model exported before Grad-CAM):
-    a page that says so."""
-    if maps is None:
+# indices -> (their pixels, their Grad-CAM maps): the page needs only the photos it shows
+Explainer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def from_arrays(pixels: np.ndarray, maps: np.ndarray) -> Explainer:
+    return lambda indices: (pixels[indices], maps[indices])
+
+
+def gallery_html(labels: np.ndarray, probabilities: np.ndarray, explain: Explainer | None, class_names: list[str],
+                 max_wrong: int = MAX_WRONG, n_right: int = N_RIGHT, seed: int = 0) -> str:
+    """The page for the test split's labels and the model's probabilities; `explain` gives the
+    pixels and Grad-CAM maps (OnnxPredictor.explain_pixels) of the photos chosen to be shown.
+    explain None (a model exported before Grad-CAM): a page that says so."""
+    if explain is None:
         return _page("<p>This model has no Grad-CAM output: it was exported before Grad-CAM was part of "
                      "the model; retrain it to see where it looks.</p>")
     labels = np.asarray(labels)
@@ -63,7 +72,10 @@ def gallery_html(pixels: np.ndarray, labels: np.ndarray, probabilities: np.ndarr
     names = class_names
 
     def cards(indices: np.ndarray) -> str:
-        return "".join(_card(pixels[i], maps[i], probabilities[i], int(labels[i]), names) for i in indices)
+        if not len(indices):
+            return ""
+        pixels, maps = explain(indices)
+        return "".join(_card(pixels[k], maps[k], probabilities[i], int(labels[i]), names) for k, i in enumerate(indices))
 
     capped = f"the {len(shown)} most confident shown" if len(wrong) > len(shown) else "all shown"
     return _page(

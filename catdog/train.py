@@ -38,17 +38,16 @@ class TrainParams:
 
 
 def _datasets(dataset_dir: Path, params: TrainParams):
-    """Training batches (cached, shuffled, augmented) and validation batches."""
-    train = data.load_split(dataset_dir, "train").cache()
-    n_train = data.load_metadata(dataset_dir)["splits"]["train"]["count"]
+    """Training batches (streamed from the shards, shuffled, augmented) and validation batches.
+    Nothing is cached: memory stays flat however many photos there are (docs/BENCHMARKS.md, scale)."""
     augment = build_augmentation(params.augmentations, params.seed)
     train = (
-        train.shuffle(n_train, seed=params.seed, reshuffle_each_iteration=True)
+        data.load_split(dataset_dir, "train", shuffle_seed=params.seed)
         .batch(params.batch_size)
         .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    validation = data.load_split(dataset_dir, "validation").cache().batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+    validation = data.load_split(dataset_dir, "validation").batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
     return train, validation
 
 

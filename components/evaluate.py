@@ -19,6 +19,7 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(
     model: Input[Model],
+    ingested: Input[Dataset],
     dataset: Input[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
@@ -26,26 +27,32 @@ def evaluate(
     gallery: Output[HTML],
 ):
     """Score the ONNX export (what is served) on the held-out test split, and on its feedback photos;
-    draw its Grad-CAM maps on the photos it got wrong and on a sample it got right."""
+    draw its Grad-CAM maps on the photos it got wrong and on a sample it got right.
+
+    The test photos are read from the ingested files through the server's preprocessing (as
+    select-champion scores the champion), a batch at a time: memory does not grow with the split.
+    """
     import json
     from pathlib import Path
 
-    from catdog.dataset import load_metadata, load_split_arrays, split_origins
-    from catdog.evaluation import metrics_by_origin
+    from catdog.champion import test_split_files
+    from catdog.dataset import load_metadata, split_origins
+    from catdog.evaluation import files_explainer, metrics_by_origin, predict_files
     from catdog.gallery import gallery_html
     from catdog.predictor import OnnxPredictor
 
-    pixels, labels = load_split_arrays(Path(dataset.path), "test")
-    origins = split_origins(load_metadata(Path(dataset.path)), "test")
     predictor = OnnxPredictor(Path(model.path))
-    if predictor.has_gradcam:  # one pass gives both (the maps cost nothing more)
-        probabilities, maps = predictor.explain_pixels(pixels)
-    else:
-        probabilities, maps = predictor.predict_pixels(pixels), None
+    files = [(path, predictor.class_names.index(label))
+             for path, label in test_split_files(Path(ingested.path), Path(dataset.path))]
+    labels, probabilities, skipped = predict_files(predictor, files)
+    if skipped:  # ingest validated every one of them: a file changed or vanished since
+        raise ValueError(f"{len(skipped)} test photo(s) unreadable since ingest: {skipped[:3]}")
+    origins = split_origins(load_metadata(Path(dataset.path)), "test")
     result = metrics_by_origin(labels, probabilities, predictor.class_names, origins)
     # the served model's confidence on each test photo: the dashboard's reference for drift
     result["test_confidences"] = [round(float(p), 4) for p in probabilities.max(axis=1)]
-    Path(gallery.path).write_text(gallery_html(pixels, labels, probabilities, maps, predictor.class_names))
+    explain = files_explainer(predictor, [path for path, _ in files]) if predictor.has_gradcam else None
+    Path(gallery.path).write_text(gallery_html(labels, probabilities, explain, predictor.class_names))
     for key in ("accuracy", "precision", "recall", "f1", "auc"):
         metrics.log_metric(key, result[key])
     metrics.log_metric("n", result["n"])

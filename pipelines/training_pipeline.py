@@ -95,7 +95,8 @@ def training_pipeline(
         seed=seed,
     )
     train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")
-    evaluate_task = evaluate(model=train_task.outputs["model"], dataset=preprocess_task.outputs["dataset"])
+    evaluate_task = evaluate(model=train_task.outputs["model"], ingested=ingest_task.outputs["dataset"],
+                             dataset=preprocess_task.outputs["dataset"])
     evaluate_task.set_display_name("evaluate")
     select_task = select_champion(
         challenger=train_task.outputs["model"],

@@ -9,8 +9,7 @@ import pytest
 
 import catdog.champion as champion_module
 from catdog.champion import COMPARED_METRICS, decide, decision_markdown, select_champion
-from catdog.dataset import load_split_arrays
-from catdog.evaluation import evaluate_files, evaluate_pixels
+from catdog.evaluation import evaluate_files
 from catdog.predictor import OnnxPredictor
 from catdog.registry import ModelRegistry
 from tests.model_fixtures import make_dataset
@@ -102,16 +101,20 @@ def test_test_split_files_are_the_test_split(setup):
     assert sorted(label for _, label in files) == ["cat", "cat", "dog", "dog"]
 
 
-def test_files_and_preprocessed_split_score_the_same(setup):
-    """The evaluate step scores the dataset's pixels, champion selection the ingest files: equal results."""
+def test_scoring_files_a_batch_at_a_time_gives_the_same_metrics(setup):
+    """The evaluate step and champion selection both score the ingest files (predict_files), a
+    batch at a time: the batch size changes nothing."""
+    from catdog.evaluation import classification_metrics, predict_files
+
     built, champion_dir, _, files, champion_metrics = setup
-    pixels, labels = load_split_arrays(built.dataset_dir, "test")
-    from_pixels = evaluate_pixels(OnnxPredictor(champion_dir), pixels, labels)
+    predictor = OnnxPredictor(champion_dir)
+    labelled = [(path, predictor.class_names.index(label)) for path, label in files]
+    labels, probabilities, skipped = predict_files(predictor, labelled, batch_size=1)
+    one_by_one = classification_metrics(labels, probabilities, predictor.class_names)
     for key in COMPARED_METRICS:
-        assert from_pixels[key] == pytest.approx(champion_metrics[key], abs=1e-6), key
-    assert from_pixels["confusion_matrix"] == champion_metrics["confusion_matrix"]
-    assert from_pixels["n"] == champion_metrics["n"]
-    assert champion_metrics["n"] == 4 and champion_metrics["skipped"] == 0
+        assert one_by_one[key] == pytest.approx(champion_metrics[key], abs=1e-6), key
+    assert one_by_one["confusion_matrix"] == champion_metrics["confusion_matrix"]
+    assert champion_metrics["n"] == 4 and champion_metrics["skipped"] == 0 and skipped == []
 
 
 def test_first_challenger_is_promoted_without_scoring(setup, spy, tmp_path):

@@ -10,11 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from catdog.dataset import SPLITS, SplitRatios, load_metadata, load_split, load_split_arrays, split_dataset, write_dataset
+from catdog.dataset import (
+    SPLITS,
+    SplitRatios,
+    encode_resized,
+    load_metadata,
+    load_split,
+    load_split_arrays,
+    split_dataset,
+    write_dataset,
+)
 from catdog.ingest import ImageRecord, IngestResult, ingest_dataset
 from catdog.preprocessing import image_to_pixels
-from tests.helpers import IMAGES_PER_CLASS, make_source_with_splits
+from tests.helpers import IMAGES_PER_CLASS, make_class_folders, make_source_with_splits
 
 DEFAULT = SplitRatios(0.7, 0.2, 0.1)
 
@@ -114,8 +124,6 @@ def test_split_with_an_empty_class_split_fails():
 @pytest.fixture(scope="module")
 def written_dataset(tmp_path_factory):
     """A small source ingested and written at 32x32 (module-scoped: TF work done once)."""
-    from tests.helpers import make_class_folders
-
     root = tmp_path_factory.mktemp("written")
     source = make_class_folders(root / "data", {"cat": IMAGES_PER_CLASS, "dog": IMAGES_PER_CLASS + 4})
     result = ingest_dataset(str(source), root / "ingested", cache_dir=root / "cache")
@@ -152,10 +160,14 @@ def test_load_split_round_trip(written_dataset):
         expected = [label_of[sha] for sha in metadata["splits"][split]["sha256"]]
         assert labels.tolist() == expected
         assert 0.0 <= images.min() and images.max() <= 255.0
-        # pixels are exactly what the serving-side preprocessing gives for that file
+        # the shard holds the serving-side preprocessing's pixels for that file, JPEG-encoded
         first_sha = metadata["splits"][split]["sha256"][0]
-        reference = image_to_pixels((root / "ingested" / file_of[first_sha]).read_bytes(), 32)
-        np.testing.assert_array_equal(images[0], reference.astype(np.float32))
+        path = root / "ingested" / file_of[first_sha]
+        shard = root / "dataset" / metadata["splits"][split]["shards"][0]
+        record = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(shard)))).numpy())
+        assert record.features.feature["image"].bytes_list.value[0] == encode_resized(path, 32, 10**6)
+        reference = image_to_pixels(path.read_bytes(), 32).astype(np.float32)
+        assert np.abs(images[0] - reference).mean() < 12  # JPEG 90 of synthetic noise; 1.8 on photos
 
 
 def test_write_dataset_train_validation_source(tmp_path):
@@ -170,3 +182,26 @@ def test_write_dataset_train_validation_source(tmp_path):
     assert len(trained_on) == 20
     _, labels = load_split_arrays(Path(tmp_path / "dataset"), "test")
     assert sorted(labels.tolist()) == [0] * 4 + [1] * 4
+
+
+def test_one_process_or_two_write_the_same_shards(tmp_path):
+    source = make_class_folders(tmp_path / "src", {"cat": 12, "dog": 12})
+    result = ingest_dataset(str(source), tmp_path / "ingested", cache_dir=tmp_path / "cache")
+    one = write_dataset(result, tmp_path / "ingested", tmp_path / "one", DEFAULT, 32, 0, 10**6, workers=1)
+    two = write_dataset(result, tmp_path / "ingested", tmp_path / "two", DEFAULT, 32, 0, 10**6, workers=2)
+    assert one == two
+    for split in SPLITS:
+        for shard in one["splits"][split]["shards"]:
+            assert (tmp_path / "one" / shard).read_bytes() == (tmp_path / "two" / shard).read_bytes()
+
+
+def test_the_shuffled_stream_is_seeded_and_holds_every_photo_once(written_dataset):
+    root, _, metadata = written_dataset
+
+    def labels_in_order(seed):
+        return [int(y) for _, y in load_split(root / "dataset", "train", shuffle_seed=seed).as_numpy_iterator()]
+
+    first = labels_in_order(3)
+    assert first == labels_in_order(3)
+    assert sorted(first) == sorted(load_split_arrays(root / "dataset", "train")[1].tolist())
+    assert len(first) == metadata["splits"]["train"]["count"]

@@ -326,7 +326,14 @@ def test_gallery_shows_the_wrong_ones_up_to_the_cap_and_a_sample_of_right_ones(m
     confidence = np.linspace(0.6, 0.99, n)
     probabilities, maps = chosen_answers(labels, predicted, confidence)
     pixels = np.stack([np.full((24, 24, 3), i * 4, np.uint8) for i in range(n)])
-    page = gallery_html(pixels, labels, probabilities, maps, CLASSES, max_wrong=max_wrong, n_right=12)
+    asked = []
+
+    def explain(indices):  # the page asks only for the photos it shows
+        asked.extend(indices.tolist())
+        return pixels[indices], maps[indices]
+
+    page = gallery_html(labels, probabilities, explain, CLASSES, max_wrong=max_wrong, n_right=12)
+    assert len(asked) == len(set(asked)) == shown + 12
     parsed = parse(page)
     assert f"Wrong: 30 of {n} test photos {note}" in page and "Right: a sample of 12 of 30" in page
     assert len(parsed.images) == shown + 12 == page.count('<figcaption class="wrong">') + 12
@@ -341,22 +348,22 @@ def test_gallery_shows_the_wrong_ones_up_to_the_cap_and_a_sample_of_right_ones(m
 
 
 def test_gallery_escapes_every_text():
-    from catdog.gallery import gallery_html
+    from catdog.gallery import from_arrays, gallery_html
 
     names = ["<b>cat</b>", 'dog & "friends"']
     probabilities, maps = chosen_answers(np.array([0, 1]), np.array([1, 1]), np.array([0.9, 0.8]), names)
-    page = gallery_html(np.zeros((2, 8, 8, 3), np.uint8), np.array([0, 1]), probabilities, maps, names)
+    page = gallery_html(np.array([0, 1]), probabilities, from_arrays(np.zeros((2, 8, 8, 3), np.uint8), maps), names)
     parse(page)
     assert "<b>" not in page and "&lt;b&gt;cat&lt;/b&gt;" in page and "dog &amp; &quot;friends&quot;" in page
 
 
 def test_gallery_of_a_real_model(exported, photos):
-    from catdog.gallery import gallery_html
+    from catdog.gallery import from_arrays, gallery_html
 
     labels = np.arange(len(photos)) % 2
     model = predictor(exported["flip"])
     probabilities, maps = model.explain_pixels(photos.astype(np.float32))
-    parsed = parse(gallery_html(photos.astype(np.float32), labels, probabilities, maps, model.class_names))
+    parsed = parse(gallery_html(labels, probabilities, from_arrays(photos.astype(np.float32), maps), model.class_names))
     assert len(parsed.images) == len(photos)  # every photo is either wrong (all shown) or in the sample
     assert Image.open(io.BytesIO(base64.b64decode(parsed.images[0].split(",", 1)[1]))).size == (SIZE, SIZE)
 
@@ -366,7 +373,7 @@ def test_gallery_of_a_model_without_gradcam_says_so(exported, photos):
 
     old = predictor(exported["old"])
     assert not old.has_gradcam
-    page = gallery_html(photos, np.zeros(len(photos), int), old.predict_pixels(photos), None, old.class_names)
+    page = gallery_html(np.zeros(len(photos), int), old.predict_pixels(photos), None, old.class_names)
     assert not parse(page).images
     assert "no Grad-CAM output" in page and "retrain it" in page
 

@@ -396,7 +396,7 @@ def test_metrics_by_origin_on_a_real_model(built):
     assert result["feedback_accuracy"] == pytest.approx(expected)
 
 
-def run_evaluate_component(model_dir: Path, dataset_dir: Path, out: Path):
+def run_evaluate_component(model_dir: Path, ingest_dir: Path, dataset_dir: Path, out: Path):
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
     from components.evaluate import evaluate
@@ -405,7 +405,8 @@ def run_evaluate_component(model_dir: Path, dataset_dir: Path, out: Path):
     metrics = Metrics(uri=str(out / "metrics"))
     evaluation = Artifact(uri=str(out / "evaluation"))
     gallery = HTML(uri=str(out / "gallery"))
-    evaluate.python_func(model=Model(uri=str(model_dir)), dataset=Dataset(uri=str(dataset_dir)), metrics=metrics,
+    evaluate.python_func(model=Model(uri=str(model_dir)), ingested=Dataset(uri=str(ingest_dir)),
+                         dataset=Dataset(uri=str(dataset_dir)), metrics=metrics,
                          classification=ClassificationMetrics(uri=str(out / "classification")), evaluation=evaluation,
                          gallery=gallery)
     assert "Where the model looks" in Path(gallery.path).read_text()
@@ -413,19 +414,27 @@ def run_evaluate_component(model_dir: Path, dataset_dir: Path, out: Path):
 
 
 def test_evaluate_component_logs_feedback_metrics(built, tmp_path):
-    _, dataset_dir, _, metadata = built
-    logged, evaluation = run_evaluate_component(tiny_model_dir(), dataset_dir, tmp_path)
+    ingest_dir, dataset_dir, _, metadata = built
+    logged, evaluation = run_evaluate_component(tiny_model_dir(), ingest_dir, dataset_dir, tmp_path)
     assert logged["feedback_n"] == evaluation["feedback_n"] == metadata["splits"]["test"]["feedback_count"]
     assert 0.0 <= logged["feedback_accuracy"] <= 1.0
     assert logged["feedback_accuracy"] == evaluation["feedback_accuracy"]
     assert logged["n"] == metadata["splits"]["test"]["count"]
+    # the same photos, the same preprocessing as select-champion's scoring of the champion
+    from catdog.champion import test_split_files
+    from catdog.evaluation import evaluate_files
+
+    predictor = OnnxPredictor(tiny_model_dir())
+    files = [(path, predictor.class_names.index(label)) for path, label in test_split_files(ingest_dir, dataset_dir)]
+    assert evaluate_files(predictor, files)["confusion_matrix"] == evaluation["confusion_matrix"]
+    assert len(evaluation["test_confidences"]) == evaluation["n"]
 
 
 def test_evaluate_component_without_feedback_logs_feedback_n_0(tmp_path):
     from tests.model_fixtures import make_dataset
 
     dataset = make_dataset(tmp_path / "plain")
-    logged, evaluation = run_evaluate_component(tiny_model_dir(), dataset.dataset_dir, tmp_path / "eval")
+    logged, evaluation = run_evaluate_component(tiny_model_dir(), dataset.ingest_dir, dataset.dataset_dir, tmp_path / "eval")
     assert logged["feedback_n"] == evaluation["feedback_n"] == 0
     assert "feedback_accuracy" not in logged and "feedback_accuracy" not in evaluation
     assert logged["n"] == dataset.metadata["splits"]["test"]["count"]
