@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 TARGET ?= local
-DATA ?= data
+DATA ?= # unset: make run reads the pipeline's default data_uri (cats_and_dogs_filtered.zip); make evaluate needs DATA=
 REGISTRY ?= registry
 MODEL ?= champion
 PORT ?= 8080
@@ -20,6 +20,7 @@ BENCH_REGISTRY ?= bench_outputs/registry
 USERS ?= 8
 DURATION ?= 30
 LOAD_PORT ?= 8089
+N ?= 3000,12000,25000
 BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
 # the feedback app: PORT=... on `make app`/`make up` is the app's port (8000 unless given)
 APP_PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8000)
@@ -61,12 +62,13 @@ run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [DATA=...] [key=value .
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
 evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...]
+	@test -n "$(DATA)" || { echo "error: give DATA=<labelled folder> (one sub-folder per class)" >&2; exit 2; }
 	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)
 
 test: ## Run the test suite (synthetic data only; no ../shared, no network)
 	$(PY) -m pytest -q
 
-bench: ## Full pipeline on ../shared data; step and total wall times + metrics -> docs/BENCHMARKS.md
+bench: ## Full pipeline on ../shared data beside the TF transfer-learning tutorial (same photos, one run): times, accuracy -> docs/BENCHMARKS.md
 	set -f; $(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
 
 serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
@@ -83,6 +85,12 @@ load-test: ## Locust, headless, against a fresh local server: [IMAGES=...] [USER
 	  sleep 1; done; \
 	$(PY) -m serving.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
 	  --duration $(DURATION) --out load_test_reports
+
+bench-scale: ## The pipeline on N distinct photos made from ../shared (short training): time, shard size, peak RSS per step -> docs/BENCHMARKS.md [N=3000,12000,25000]
+	set -f; $(PY) -m pipelines.bench_scale --source $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --sizes $(N) $(filter-out BENCH_% SHARED=% N=%,$(MAKEOVERRIDES))
+
+profile-train: ## Where a training epoch's time goes (input, each augmentation, network step) on ../shared -> docs/BENCHMARKS.md
+	$(PY) -m pipelines.profile_training --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
 
 bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model of make bench) -> docs/BENCHMARKS.md
 	$(PY) -m serving.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
@@ -106,7 +114,7 @@ retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were va
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench serve load-test bench-serving bench-app app up retrain-if-needed clean
+.PHONY: help install lock compile run evaluate test bench bench-scale profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag
@@ -127,6 +135,19 @@ images: ## Build + push the component, predictor and feedback app images: IMAGE_
 	docker push $(FEEDBACK_IMAGE)
 	@echo "pushed $(COMPONENTS_IMAGE), $(PREDICTOR_IMAGE) and $(FEEDBACK_IMAGE)"
 	@echo "submit with: make run TARGET=vertex|kubeflow IMAGE=$(COMPONENTS_IMAGE) [serving_image=$(PREDICTOR_IMAGE)] ..."
+
+# make image-test (images/image_test.py): podman, a local Debian 12 base instead of python:3.11-slim, wheels
+# from images/wheelhouse, no registry and no network in the builds; needs root and
+# `apt-get install podman runc debootstrap`. IMAGE_TEST: which images; IMAGE_CACHE: the Debian root and
+# podman's store; IMAGE_STORAGE_DRIVER: auto (overlay when it works, else vfs), overlay or vfs.
+IMAGE_TEST ?= predictor components
+IMAGE_CACHE ?= $(HOME)/.cache/catdog-images
+IMAGE_STORAGE_DRIVER ?= auto
+
+image-test: ## Build the predictor + component images with podman and run them (KServe, Vertex, a KFP component): [IMAGE_TEST=predictor]
+	IMAGE_CACHE="$(IMAGE_CACHE)" IMAGE_STORAGE_DRIVER=$(IMAGE_STORAGE_DRIVER) $(PY) images/image_test.py $(IMAGE_TEST)
+
+.PHONY: image-test
 
 schedule: ## Scheduled retraining: TARGET=vertex|kubeflow|local CRON="0 3 * * 1" [SCHEDULE_NAME=...] [key=value ...]
 	set -f; $(PY) -m pipelines.schedule create $(MAKEOVERRIDES)

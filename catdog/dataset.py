@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import random
 from concurrent.futures import ProcessPoolExecutor
@@ -168,7 +169,8 @@ def write_dataset(
     index = {name: i for i, name in enumerate(result.class_names)}
     encode = partial(encode_resized, image_size=image_size, max_pixels=max_pixels)
     splits = {}
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    # spawned, not forked: this process has TensorFlow loaded (its threads and locks do not fork)
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")) as pool:
         for split in SPLITS:
             records = parts[split]
             n_shards = max(1, math.ceil(len(records) / SHARD_SIZE))

@@ -1,8 +1,12 @@
 """Ingest: materialise a labelled image source, validate every file by content, write a snapshot.
 
-Sources: a local folder (one sub-folder per class, or train/ and validation/ folders that each
-hold class folders), a .zip/.tar.gz/.tgz archive given as a path, http(s) URL or gs:// object
-(downloaded once into a cache), or a gs:// prefix laid out like a folder.
+Sources (catdog/sources.py): a local folder, a .zip/.tar.gz/.tgz archive given as a path, http(s)
+URL or gs:// object (downloaded once into a cache), or a gs:// prefix laid out like a folder.
+Labels (catdog/labels.py): class folders (one sub-folder per class, or train/ and validation/
+folders that each hold class folders), or file names (label_from=kaggle or oxford_pet).
+
+Validation and hashing run in a pool of worker processes (one per CPU by default); the results
+keep the files' order, so the manifest is byte-identical whatever the number of workers.
 
 Feedback (optional): the photos people validated in the feedback app, published under
 <feedback_uri>/dataset/<label>/<sha256>.<ext> (a local folder or gs:// prefix; files at that root,
@@ -12,20 +16,46 @@ same validation, the data's classes only, and the data's copy wins over identica
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
-import tarfile
 import tempfile
-import urllib.request
-import zipfile
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from catdog import storage
+
+# other modules import DEFAULT_LABEL_MAP, IGNORED_DIRS, parse_label_map and load_manifest from here
+from catdog.ingest_manifest import (  # noqa: F401
+    MANIFEST_NAME,
+    ORIGINS,
+    ImageRecord,
+    IngestResult,
+    Origin,
+    SkippedFile,
+    class_counts,
+    load_manifest,
+    manifest_dict,
+)
+from catdog.labels import (  # noqa: F401
+    DEFAULT_LABEL_MAP,
+    IGNORED_DIRS,
+    LABEL_FROM,
+    NAME_PATTERNS,
+    LabelFrom,
+    NameMismatch,
+    files_below,
+    find_class_folders,
+    label_from_name,
+    parse_label_map,
+    relabel,
+    subdirs,
+)
 from catdog.preprocessing import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
@@ -34,60 +64,11 @@ from catdog.preprocessing import (
     InvalidImageError,
     validate_image,
 )
+from catdog.sources import IngestError, default_cache_dir, materialize_source
 
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
-SOURCE_SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation"}
-IGNORED_DIRS = {"__MACOSX"}
-MANIFEST_NAME = "manifest.json"
 FEEDBACK_DATASET = "dataset"  # the feedback app publishes its validated photos under <feedback_uri>/dataset
 FEEDBACK_PREFIX = "feedback:"  # the source of a feedback photo (kept or skipped): feedback:<label>/<file>
-Origin = Literal["data", "feedback"]
-ORIGINS: tuple[Origin, ...] = ("data", "feedback")
-
-
-class IngestError(RuntimeError):
-    """The source cannot yield a usable dataset; the message says why."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    file: str  # path inside the ingest output folder
-    label: str
-    source: str  # path relative to the source root; feedback photos: feedback:<label>/<file>
-    source_split: str | None  # "train" / "validation" when the source had its own split
-    sha256: str
-    width: int
-    height: int
-    format: str
-    origin: Origin = "data"  # "feedback": validated in the feedback app (manifests before it: all data)
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    source: str
-    reason: str
-
-
-@dataclass
-class IngestResult:
-    class_names: list[str]
-    layout: str  # "class_folders" or "train_validation"
-    images: list[ImageRecord]
-    skipped: list[SkippedFile] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what the report must say besides counts
-
-    @property
-    def fingerprint(self) -> str:
-        """Content hash of the dataset: the sorted (sha256, label, source_split[, origin]) entries.
-
-        The origin is appended for feedback photos only, so a dataset without feedback keeps the
-        fingerprint it had before feedback existed.
-        """
-        digest = hashlib.sha256()
-        for rec in sorted(self.images, key=lambda r: (r.sha256, r.label)):
-            origin = "" if rec.origin == "data" else f":{rec.origin}"
-            digest.update(f"{rec.sha256}:{rec.label}:{rec.source_split}{origin}\n".encode())
-        return digest.hexdigest()
+CHUNKS_PER_WORKER = 4  # files go to the workers in chunks: few round trips, still balanced
 
 
 @dataclass(frozen=True)
@@ -99,137 +80,6 @@ class _Candidate:
     path: Path
     source: str
     origin: Origin
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CATDOG_CACHE", Path.home() / ".cache" / "catdog"))
-
-
-def _is_archive(uri: str) -> bool:
-    return uri.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _download_once(uri: str, cache_dir: Path) -> Path:
-    """Fetch an http(s) or gs:// archive into the cache unless it is already there."""
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target = cache_dir / "downloads" / f"{key}-{uri.rstrip('/').rsplit('/', 1)[-1]}"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".partial")
-    try:
-        if storage.is_gcs(uri):
-            tmp.write_bytes(storage.read_bytes(uri))
-        else:
-            with urllib.request.urlopen(uri, timeout=60) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-    except Exception as exc:  # HTTP errors, unreachable hosts, missing gs:// objects
-        tmp.unlink(missing_ok=True)
-        raise IngestError(f"cannot download {uri}: {exc}") from None
-    os.replace(tmp, target)
-    return target
-
-
-def _extract_once(archive: Path, cache_dir: Path) -> Path:
-    """Extract into the cache (keyed by the archive's content hash), refusing unsafe paths."""
-    digest = hashlib.sha256()
-    with open(archive, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    target = cache_dir / "extracted" / digest.hexdigest()[:16]
-    if (target / ".complete").exists():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                root = target.resolve()
-                for name in zf.namelist():
-                    if not (target / name).resolve().is_relative_to(root):
-                        raise IngestError(f"archive {archive} has an unsafe member path: {name}")
-                zf.extractall(target)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                tf.extractall(target, filter="data")  # refuses absolute paths, '..' and devices
-        else:
-            raise IngestError(f"{archive} is neither a zip nor a tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError) as exc:
-        shutil.rmtree(target, ignore_errors=True)
-        raise IngestError(f"cannot extract {archive}: {exc}") from None
-    (target / ".complete").touch()
-    return target
-
-
-def materialize_source(uri: str, cache_dir: Path, scratch: Path) -> Path:
-    """Return a local folder with the source's files (archives cached, gs:// prefixes in scratch)."""
-    if _is_archive(uri):
-        archive = _download_once(uri, cache_dir) if "://" in uri else Path(uri)
-        if not archive.is_file():
-            raise IngestError(f"archive not found: {uri}")
-        return _extract_once(archive, cache_dir)
-    if storage.is_gcs(uri):
-        local = storage.download_tree(uri, scratch / "gcs")
-        if not any(local.rglob("*")):
-            raise IngestError(f"no objects under {uri}")
-        return local
-    if "://" in uri:
-        raise IngestError(f"unsupported data URI {uri!r}: use a folder, an archive or gs://")
-    path = Path(uri)
-    if not path.is_dir():
-        raise IngestError(f"data folder not found: {uri}")
-    return path
-
-
-def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and p.name not in IGNORED_DIRS and not p.name.startswith("."))
-
-
-def find_class_folders(root: Path) -> tuple[str, dict[str | None, dict[str, Path]]]:
-    """Detect the layout: {source_split: {class: folder}}; source_split is None without a split."""
-    while True:  # descend through a single wrapping folder (one that holds folders), as archives often have
-        dirs = _subdirs(root)
-        files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if len(dirs) == 1 and not files and _subdirs(dirs[0]):
-            root = dirs[0]
-        else:
-            break
-    names = {d.name.lower(): d for d in dirs}
-    split_dirs = {SOURCE_SPLIT_NAMES[n]: d for n, d in names.items() if n in SOURCE_SPLIT_NAMES}
-    if "train" in split_dirs:
-        if set(names) - set(SOURCE_SPLIT_NAMES) - {"test"}:
-            raise IngestError(f"{root} mixes split folders (train/validation) with other folders: {sorted(names)}")
-        return "train_validation", {s: {c.name: c for c in _subdirs(d)} for s, d in split_dirs.items()}
-    return "class_folders", {None: {d.name: d for d in dirs}}
-
-
-def relabel(classes: dict[str, Path], label_map: dict[str, str]) -> dict[str, Path]:
-    relabelled: dict[str, Path] = {}
-    for name, folder in classes.items():
-        label = label_map.get(name, name)
-        if label in relabelled:
-            raise IngestError(f"folders {relabelled[label].name!r} and {name!r} both map to label {label!r}")
-        relabelled[label] = folder
-    return relabelled
-
-
-DEFAULT_LABEL_MAP = "cats=cat,dogs=dog"  # the folders of cats_and_dogs_filtered -> served labels
-
-
-def parse_label_map(spec: str) -> dict[str, str]:
-    """'cats=cat,dogs=dog' -> {'cats': 'cat', 'dogs': 'dog'}; raises ValueError on a malformed entry."""
-    mapping = {}
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
-        folder, sep, label = (part.strip() for part in entry.partition("="))
-        if not sep or not folder or not label:
-            raise ValueError(f"label_map entry {entry!r} is not folder=label")
-        mapping[folder] = label
-    return mapping
-
-
-def _files(folder: Path) -> list[Path]:
-    """Every file below a class folder, sorted (archive litter such as __MACOSX left out)."""
-    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not any(part in IGNORED_DIRS for part in p.parts)]
 
 
 def _feedback_root(feedback_uri: str, scratch: Path) -> Path | None:
@@ -251,10 +101,10 @@ def _feedback_candidates(feedback_uri: str, label_map: dict[str, str], class_nam
     classes is not added: its files go to result.skipped. No photo there yet: a note, no error.
     Hidden files are the app's writes in progress (storage.write_bytes' .<name>.tmp-*): not photos yet."""
     root = _feedback_root(feedback_uri, scratch)
-    folders = relabel({d.name: d for d in _subdirs(root)}, label_map) if root else {}
+    folders = relabel({d.name: d for d in subdirs(root)}, label_map) if root else {}
     candidates, unknown = [], []
     for label, folder in folders.items():
-        for path in (p for p in _files(folder) if not p.name.startswith(".")):
+        for path in (p for p in files_below(folder) if not p.name.startswith(".")):
             source = FEEDBACK_PREFIX + path.relative_to(root).as_posix()
             if label in class_names:
                 candidates.append(_Candidate(label, None, path, source, "feedback"))
@@ -267,6 +117,35 @@ def _feedback_candidates(feedback_uri: str, label_map: dict[str, str], class_nam
     return candidates
 
 
+def _folder_candidates(root: Path, label_map: dict[str, str]) -> tuple[str, list[str], list[_Candidate]]:
+    """label_from=folder: (layout, class names, the class folders' files)."""
+    layout, folders = find_class_folders(root)
+    folders = {split: relabel(classes, label_map) for split, classes in folders.items()}
+    candidates = [
+        _Candidate(label, source_split, p, p.relative_to(root).as_posix(), "data")
+        for source_split, classes in folders.items()
+        for label, folder in classes.items()
+        for p in files_below(folder)
+    ]
+    return layout, sorted({label for classes in folders.values() for label in classes}), candidates
+
+
+def _file_name_candidates(root: Path, label_from: LabelFrom, label_map: dict[str, str],
+                          skipped: list[SkippedFile]) -> list[_Candidate]:
+    """label_from=kaggle|oxford_pet: every file below root, labelled by its name; a name that does
+    not match the pattern goes to `skipped`."""
+    candidates = []
+    for path in files_below(root):
+        source = path.relative_to(root).as_posix()
+        try:
+            label = label_from_name(path.name, label_from)
+        except NameMismatch as exc:
+            skipped.append(SkippedFile(source, str(exc)))
+            continue
+        candidates.append(_Candidate(label_map.get(label, label), None, path, source, "data"))
+    return candidates
+
+
 def ingest_dataset(
     data_uri: str,
     output_dir: Path,
@@ -275,33 +154,38 @@ def ingest_dataset(
     cache_dir: Path | None = None,
     label_map: dict[str, str] | None = None,
     feedback_uri: str = "",
+    label_from: LabelFrom = "folder",
+    workers: int | None = None,
 ) -> IngestResult:
     """Validate every file of the source and copy the good ones to output_dir/images/<label>/.
 
-    label_map renames class folders to labels (e.g. {"cats": "cat"}); other folders keep their name.
+    label_from: where labels come from (catdog/labels.py). label_map renames labels (class folders,
+    or the labels file names give, e.g. {"cats": "cat"}); other labels stay as they are.
     feedback_uri (optional): also the validated photos under <feedback_uri>/dataset (module docstring).
+    workers: processes that validate and hash the files (default os.cpu_count(); 1 = this process).
 
     Writes output_dir/manifest.json. Bad files are skipped and listed, never fatal here: call
     check_usable() after writing the report to fail on an empty class or a single class.
     """
+    if label_from not in LABEL_FROM:  # a run started from the KFP or Vertex UI skips PipelineConfig
+        raise IngestError(f"label_from={label_from!r}: choose one of {', '.join(LABEL_FROM)}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # the manifest is written even when nothing is kept
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    label_map = label_map or {}
     with tempfile.TemporaryDirectory(prefix="catdog-ingest-") as scratch:
         root = materialize_source(data_uri, cache_dir, Path(scratch))
-        layout, folders = find_class_folders(root)
-        folders = {split: relabel(classes, label_map or {}) for split, classes in folders.items()}
-        candidates = [
-            _Candidate(label, source_split, p, p.relative_to(root).as_posix(), "data")
-            for source_split, classes in folders.items()
-            for label, folder in classes.items()
-            for p in _files(folder)
-        ]
-        class_names = sorted({label for classes in folders.values() for label in classes})
-        result = IngestResult(class_names=class_names, layout=layout, images=[])
+        if label_from == "folder":
+            layout, class_names, candidates = _folder_candidates(root, label_map)
+            result = IngestResult(class_names=class_names, layout=layout, images=[])
+        else:
+            result = IngestResult(class_names=[], layout="file_names", images=[], notes=[
+                f"labels from file names: label_from={label_from} ({NAME_PATTERNS[label_from]})"])
+            candidates = _file_name_candidates(root, label_from, label_map, result.skipped)
+            result.class_names = sorted({c.label for c in candidates})
         if feedback_uri:
-            candidates += _feedback_candidates(feedback_uri, label_map or {}, class_names, Path(scratch), result)
-        _validate_and_copy(candidates, output_dir, result, min_side, max_pixels)
+            candidates += _feedback_candidates(feedback_uri, label_map, result.class_names, Path(scratch), result)
+        _validate_and_copy(candidates, output_dir, result, min_side, max_pixels, workers or os.cpu_count() or 1)
     (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest_dict(result), indent=1))
     return result
 
@@ -336,18 +220,37 @@ def _skip_feedback_copies(feedback: list[_Copy], data: list[_Copy], kept: _Copy 
                                                          f"data ({data_sources}); the feedback copy is kept out"))
 
 
+def _check_file(path: Path, min_side: int, max_pixels: int) -> tuple[str, ImageHeader] | str:
+    """(sha256, header) of a valid image, or the reason it is not one (runs in a worker process)."""
+    data = path.read_bytes()
+    try:
+        header = validate_image(data, min_side, max_pixels)
+    except InvalidImageError as exc:
+        return str(exc)
+    return hashlib.sha256(data).hexdigest(), header
+
+
+def check_files(paths: list[Path], min_side: int, max_pixels: int, workers: int) -> list[tuple[str, ImageHeader] | str]:
+    """_check_file of every path, in the paths' order: in `workers` processes, or here for one."""
+    check = functools.partial(_check_file, min_side=min_side, max_pixels=max_pixels)
+    if workers <= 1 or len(paths) <= 1:
+        return [check(path) for path in paths]
+    chunksize = math.ceil(len(paths) / (workers * CHUNKS_PER_WORKER))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(check, paths, chunksize=chunksize))
+
+
 def _validate_and_copy(candidates: list[_Candidate], output_dir: Path, result: IngestResult, min_side: int,
-                       max_pixels: int) -> None:
+                       max_pixels: int, workers: int) -> None:
     """Validate each candidate, resolve identical bytes, copy the kept files; fills result in place."""
     by_hash: dict[str, list[_Copy]] = {}
-    for candidate in candidates:
-        data = candidate.path.read_bytes()
-        try:
-            header = validate_image(data, min_side, max_pixels)
-        except InvalidImageError as exc:
-            result.skipped.append(SkippedFile(candidate.source, str(exc)))
-            continue
-        by_hash.setdefault(hashlib.sha256(data).hexdigest(), []).append((candidate, header))
+    checked = check_files([c.path for c in candidates], min_side, max_pixels, workers)
+    for candidate, outcome in zip(candidates, checked):
+        if isinstance(outcome, str):
+            result.skipped.append(SkippedFile(candidate.source, outcome))
+        else:
+            sha, header = outcome
+            by_hash.setdefault(sha, []).append((candidate, header))
     for sha, copies in sorted(by_hash.items()):
         data_copies = [c for c in copies if c[0].origin == "data"]
         feedback_copies = [c for c in copies if c[0].origin == "feedback"]
@@ -371,43 +274,16 @@ def _validate_and_copy(candidates: list[_Candidate], output_dir: Path, result: I
 def check_usable(result: IngestResult) -> None:
     counts = class_counts(result)
     empty = [c for c in result.class_names if counts.get(c, 0) == 0]
+    by_folder = result.layout != "file_names"
     if empty:
         raise IngestError(
-            f"class folder(s) {empty} have no valid image ({len(result.skipped)} file(s) skipped in total; "
-            "see the dataset report)"
+            f"{'class folder(s)' if by_folder else 'class(es)'} {empty} have no valid image "
+            f"({len(result.skipped)} file(s) skipped in total; see the dataset report)"
         )
     if len(result.class_names) < 2:
-        raise IngestError(f"need at least 2 classes, found {result.class_names or 'none'}")
-
-
-def class_counts(result: IngestResult) -> dict[str, int]:
-    counts = {c: 0 for c in result.class_names}
-    for rec in result.images:
-        counts[rec.label] += 1
-    return counts
-
-
-def manifest_dict(result: IngestResult) -> dict:
-    return {
-        "class_names": result.class_names,
-        "layout": result.layout,
-        "fingerprint": result.fingerprint,
-        "images": [asdict(r) for r in result.images],
-        "skipped": [asdict(s) for s in result.skipped],
-        "notes": result.notes,
-    }
-
-
-def load_manifest(dataset_dir: Path) -> IngestResult:
-    """The ingest result from manifest.json (manifests written before feedback existed included)."""
-    data = json.loads((Path(dataset_dir) / MANIFEST_NAME).read_text())
-    return IngestResult(
-        class_names=data["class_names"],
-        layout=data["layout"],
-        images=[ImageRecord(**r) for r in data["images"]],
-        skipped=[SkippedFile(**s) for s in data["skipped"]],
-        notes=data.get("notes", []),
-    )
+        hint = ("; label_from=folder reads labels from sub-folder names: for labels in file names (cat.0.jpg, "
+                "Abyssinian_1.jpg) pass label_from=kaggle or label_from=oxford_pet") if by_folder else ""
+        raise IngestError(f"need at least 2 classes, found {result.class_names or 'none'}{hint}")
 
 
 def _summary(values: list[int]) -> dict[str, float]:

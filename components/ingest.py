@@ -10,6 +10,7 @@ from components import BASE_IMAGE
 def ingest(
     data_uri: str,
     feedback_uri: str,
+    label_from: str,
     label_map: str,
     min_image_side: int,
     max_image_pixels: int,
@@ -19,6 +20,7 @@ def ingest(
 ):
     """Validate images by content (format, size, bombs, duplicates); write a dataset report.
 
+    label_from: folder (class sub-folders), kaggle or oxford_pet (labels in file names; catdog/labels.py).
     feedback_uri ('' = none): also the photos validated in the feedback app, under <feedback_uri>/dataset.
     """
     import json
@@ -28,7 +30,7 @@ def ingest(
 
     result = lib.ingest_dataset(
         data_uri, Path(dataset.path), min_image_side, max_image_pixels, label_map=lib.parse_label_map(label_map),
-        feedback_uri=feedback_uri,
+        feedback_uri=feedback_uri, label_from=label_from,
     )
     summary = lib.build_report(result, data_uri, feedback_uri)
     Path(report.path).write_text(lib.report_markdown(summary))

@@ -124,7 +124,7 @@ class KubeflowLauncher:
     def start(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> RunHandle:
         s = target.remote
         client = self.client()
-        with pipeline_package(s.image) as package, kfp_refusal("the run"):
+        with pipeline_package(s.image, s.train_hardware) as package, kfp_refusal("the run"):
             result = client.create_run_from_pipeline_package(
                 pipeline_file=str(package), arguments=config.pipeline_arguments(), run_name=run_name(run_id),
                 experiment_name=s.experiment, namespace=s.kfp_namespace or None,
@@ -165,7 +165,7 @@ class VertexLauncher:
 
         s = target.remote
         aiplatform = self.aiplatform()
-        with pipeline_package(s.image) as template:  # the job reads the template when built
+        with pipeline_package(s.image, s.train_hardware) as template:  # the job reads the template when built
             job = vertex_job(aiplatform, s, config, template, display_name=run_name(run_id),
                              labels={**s.labels, "trigger": "feedback-app"}, enable_caching=s.enable_caching)
         try:

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from catdog.sources import IngestError, default_cache_dir, download_once, download_path, is_archive
 from pipelines.config import ConfigError, PipelineConfig, build_config
 from pipelines.submit import (
     REMOTE_SETTINGS,
@@ -77,6 +78,19 @@ def check_local_inputs(config: PipelineConfig) -> None:
     weights = config.weights
     if "://" not in weights and weights.lower() not in ("imagenet", "none") and not Path(weights).is_file():
         raise ConfigError(f"WEIGHTS={weights} is not a file: give a .h5 path, a gs:// URI, imagenet or none")
+
+
+def fetch_data_archive(config: PipelineConfig) -> None:
+    """TARGET=local with an http(s) or gs:// archive (the default DATA is one): download it into the
+    cache now, once, so the ingest step reads it from there and a failed download (offline) is one
+    clear error naming what to pass instead. Raises IngestError."""
+    uri = config.data_uri
+    if "://" not in uri or not is_archive(uri):
+        return
+    cache_dir = default_cache_dir()
+    if not download_path(uri, cache_dir).exists():
+        print(f"downloading {uri} into {cache_dir} (once: later runs read the cache)", flush=True)
+    download_once(uri, cache_dir)
 
 
 def run_local(config: PipelineConfig, output_root: Path) -> Path:
@@ -144,7 +158,8 @@ def main(argv: list[str]) -> int:
         config = absolute_local_paths(config)
         try:
             check_local_inputs(config)
-        except ConfigError as exc:
+            fetch_data_archive(config)
+        except (ConfigError, IngestError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         run_dir = run_local(config, Path(settings["OUTPUT_ROOT"]).resolve())

@@ -137,7 +137,7 @@ def schedule_vertex(config: PipelineConfig, s: RemoteSettings, name: str, cron: 
     old = aiplatform.PipelineJobSchedule.list(
         filter=f'display_name="{name}"', project=s.project, location=s.region
     )
-    with pipeline_package(s.image) as template:
+    with pipeline_package(s.image, s.train_hardware) as template:
         job = vertex_job(aiplatform, s, config, template, display_name=name,
                          labels={**s.labels, "trigger": "schedule"}, enable_caching=False)
     schedule = job.create_schedule(
@@ -183,7 +183,7 @@ def schedule_kubeflow(config: PipelineConfig, s: RemoteSettings, name: str, cron
     with kfp_refusal(f"the experiment {s.experiment}"):
         experiment = client.create_experiment(name=s.experiment, namespace=namespace)
         old = kfp_recurring_runs_named(client, name, namespace)
-    with pipeline_package(s.image) as package, kfp_refusal("the recurring run"):
+    with pipeline_package(s.image, s.train_hardware) as package, kfp_refusal("the recurring run"):
         recurring = client.create_recurring_run(
             experiment_id=experiment.experiment_id,
             job_name=name,
@@ -322,7 +322,7 @@ def _ordered(value: Any) -> Any:
 
 def schedule_spec(target: str, config: PipelineConfig, s: RemoteSettings, name: str, cron: str) -> str:
     """The body `create` would send to `target`, as commented YAML; sends nothing."""
-    with pipeline_package(s.image) as package:
+    with pipeline_package(s.image, s.train_hardware) as package:
         if target == "kubeflow":
             body = kfp_recurring_run_body(config, s, name, cron, package)
             how = (f"KFP v2beta1 RecurringRun. Set experiment_id ({KFP_EXPERIMENT_ID}: the id of experiment "

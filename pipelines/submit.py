@@ -3,7 +3,8 @@
 Everything that can be checked here is checked before a client is built, so a missing setting, a
 local data path, absent Google credentials or an unreachable KFP host fail within seconds, naming
 the setting to fix. The compiled YAML keeps the placeholder image (`make compile` stays
-machine-independent); each submission rewrites it to IMAGE in a temporary copy.
+machine-independent); each submission rewrites it to IMAGE in a temporary copy, and sizes the train
+step there when TRAIN_CPU, TRAIN_MEMORY or TRAIN_ACCELERATOR(_COUNT) are given (pipelines/hardware.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ import yaml
 
 from components import BASE_IMAGE
 from pipelines.config import PipelineConfig
+from pipelines.hardware import (
+    AS_COMPILED,
+    HARDWARE_SETTINGS,
+    TrainHardware,
+    parse_train_hardware,
+    size_train_step,
+)
 
 PLACEHOLDER_IMAGE = BASE_IMAGE
 PIPELINE_NAME = "catdog-training"  # pipelines/training_pipeline.py (a test keeps them equal)
@@ -41,6 +49,7 @@ REMOTE_SETTINGS = {
     "LABELS": "",
     "CACHE": "0",
     "WAIT": "0",
+    **HARDWARE_SETTINGS,  # the train step's CPU, memory and accelerator ('' = as compiled: 4 CPUs, 8G)
 }
 KFP_PROBE_TIMEOUT_S = 3.0
 KFP_WAIT_TIMEOUT_S = 7 * 24 * 3600
@@ -74,6 +83,7 @@ class RemoteSettings:
     labels: dict[str, str]
     enable_caching: bool
     wait: bool
+    train_hardware: TrainHardware = AS_COMPILED
 
 
 def parse_flag(name: str, value: str) -> bool:
@@ -153,11 +163,14 @@ def remote_settings(target: str, settings: dict[str, str], *, submitting: bool =
             )
     else:
         raise SubmitError(f"unknown remote target {target!r}; choose one of {REMOTE_TARGETS}")
+    train_hardware = AS_COMPILED
     if submitting:
         try:
             check_image(s["IMAGE"])
         except SubmitError as exc:
             problems.append(str(exc))
+        train_hardware, hardware_problems = parse_train_hardware(target, s)
+        problems += hardware_problems
     try:
         labels = {"app": "catdog", "pipeline": PIPELINE_NAME, **parse_labels(s["LABELS"])}
         enable_caching, wait = parse_flag("CACHE", s["CACHE"]), parse_flag("WAIT", s["WAIT"])
@@ -174,7 +187,7 @@ def remote_settings(target: str, settings: dict[str, str], *, submitting: bool =
         kfp_namespace=s["KFP_NAMESPACE"], kfp_token=os.environ.get("KFP_TOKEN", ""),
         experiment=s["EXPERIMENT"] or "catdog",
         run_name=s["RUN_NAME"] or default_run_name(), labels=labels,
-        enable_caching=enable_caching, wait=wait,
+        enable_caching=enable_caching, wait=wait, train_hardware=train_hardware,
     )
 
 
@@ -200,13 +213,19 @@ def substitute_image(source: Path, image: str, dest: Path, placeholder: str = PL
 
 
 @contextlib.contextmanager
-def pipeline_package(image: str, source: Path = PIPELINE_YAML) -> Iterator[Path]:
-    """A temporary copy of the compiled pipeline that runs `image`; removed on exit."""
+def pipeline_package(image: str, hardware: TrainHardware = AS_COMPILED, source: Path = PIPELINE_YAML) -> Iterator[Path]:
+    """A temporary copy of the compiled pipeline that runs `image`, its train step sized by
+    `hardware`; removed on exit."""
     if not source.is_file():
         raise SubmitError(f"{source} is missing: run make compile")
     with tempfile.TemporaryDirectory(prefix="catdog-submit-") as tmp:
         dest = Path(tmp) / source.name
         substitute_image(source, check_image(image), dest)
+        if hardware != AS_COMPILED:
+            try:
+                size_train_step(dest, hardware)
+            except ValueError as exc:
+                raise SubmitError(f"{source}: {exc}") from None
         yield dest
 
 
@@ -261,7 +280,7 @@ def vertex_job(aiplatform, s: RemoteSettings, config: PipelineConfig, template: 
 def submit_vertex(config: PipelineConfig, s: RemoteSettings) -> str:
     """Submit one Vertex AI PipelineJob; with WAIT, block until it ends. Returns the console URL."""
     aiplatform = init_vertex(s)
-    with pipeline_package(s.image) as template:
+    with pipeline_package(s.image, s.train_hardware) as template:
         job = vertex_job(aiplatform, s, config, template, display_name=s.run_name,
                          labels={**s.labels, "trigger": "manual"}, enable_caching=s.enable_caching)
     from google.api_core.exceptions import GoogleAPICallError
@@ -332,7 +351,7 @@ def kfp_client(s: RemoteSettings):
 def submit_kubeflow(config: PipelineConfig, s: RemoteSettings) -> str:
     """Create one KFP run; with WAIT, block until it ends. Returns the run's URL in the KFP UI."""
     client = kfp_client(s)
-    with pipeline_package(s.image) as package, kfp_refusal("the run"):
+    with pipeline_package(s.image, s.train_hardware) as package, kfp_refusal("the run"):
         result = client.create_run_from_pipeline_package(
             pipeline_file=str(package),
             arguments=config.pipeline_arguments(),

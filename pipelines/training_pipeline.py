@@ -22,6 +22,7 @@ _D = PipelineConfig()
 def training_pipeline(
     data_uri: str = _D.data_uri,
     feedback_uri: str = _D.feedback_uri,
+    label_from: str = _D.label_from,
     label_map: str = _D.label_map,
     min_image_side: int = _D.min_image_side,
     max_image_pixels: int = _D.max_image_pixels,
@@ -63,6 +64,7 @@ def training_pipeline(
     ingest_task = ingest(
         data_uri=data_uri,
         feedback_uri=feedback_uri,
+        label_from=label_from,
         label_map=label_map,
         min_image_side=min_image_side,
         max_image_pixels=max_image_pixels,

@@ -405,7 +405,7 @@ def test_archive_ingest_and_extraction_cached(tmp_path, kind, monkeypatch):
     result = run_ingest(archive, tmp_path / "first", cache_dir=tmp_path / "cache")
     assert_train_validation_counts(result)
 
-    markers = list((tmp_path / "cache" / "extracted").glob("*/.complete"))
+    markers = list((tmp_path / "cache" / "extracted").glob("*.complete"))
     assert len(markers) == 1
     mtime = markers[0].stat().st_mtime_ns
 
@@ -417,15 +417,15 @@ def test_archive_ingest_and_extraction_cached(tmp_path, kind, monkeypatch):
     again = run_ingest(archive, tmp_path / "second", cache_dir=tmp_path / "cache")
     assert again.fingerprint == result.fingerprint
     assert markers[0].stat().st_mtime_ns == mtime
-    assert list((tmp_path / "cache" / "extracted").glob("*/.complete")) == markers
+    assert list((tmp_path / "cache" / "extracted").glob("*.complete")) == markers
 
 
 def test_interrupted_extraction_is_redone(tmp_path):
     archive = zip_folder(make_source_with_splits(tmp_path / "src"), tmp_path / "data.zip")
     run_ingest(archive, tmp_path / "first", cache_dir=tmp_path / "cache")
-    (marker,) = (tmp_path / "cache" / "extracted").glob("*/.complete")
+    (marker,) = (tmp_path / "cache" / "extracted").glob("*.complete")
     marker.unlink()  # as if the first extraction had died half-way
-    shutil.rmtree(next(marker.parent.rglob("validation")))
+    shutil.rmtree(next(marker.with_suffix("").rglob("validation")))
     assert_train_validation_counts(run_ingest(archive, tmp_path / "second", cache_dir=tmp_path / "cache"))
     assert marker.exists()
 
@@ -446,7 +446,7 @@ def test_zip_with_unsafe_member_refused(tmp_path, member):
     with pytest.raises(IngestError, match="unsafe member path"):
         run_ingest(archive, tmp_path)
     assert list(tmp_path.rglob("evil.txt")) == []
-    assert list((tmp_path / "cache" / "extracted").glob("*/.complete")) == []
+    assert list((tmp_path / "cache" / "extracted").glob("*.complete")) == []
 
 
 def test_tar_with_unsafe_member_refused(tmp_path):
@@ -500,7 +500,7 @@ def test_cache_dir_defaults_to_env(tmp_path, monkeypatch):
     assert ingest.default_cache_dir() == tmp_path / "envcache"
     archive = zip_folder(make_source_with_splits(tmp_path / "src", train=1, validation=1), tmp_path / "d.zip")
     ingest_dataset(str(archive), tmp_path / "out")
-    assert len(list((tmp_path / "envcache" / "extracted").glob("*/.complete"))) == 1
+    assert len(list((tmp_path / "envcache" / "extracted").glob("*.complete"))) == 1
 
 
 # -- label_map: folder names -> served labels (cats_and_dogs_filtered has cats/ and dogs/) -------

@@ -448,8 +448,8 @@ def test_ingest_component_before_any_feedback(image_folder, tmp_path, monkeypatc
 
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))
     dataset, report = Dataset(uri=str(tmp_path / "dataset")), Markdown(uri=str(tmp_path / "report"))
-    ingest.python_func(data_uri=str(image_folder), feedback_uri=str(tmp_path / "feedback"), label_map="",
-                       min_image_side=32, max_image_pixels=10**6, dataset=dataset, report=report,
+    ingest.python_func(data_uri=str(image_folder), feedback_uri=str(tmp_path / "feedback"), label_from="folder",
+                       label_map="", min_image_side=32, max_image_pixels=10**6, dataset=dataset, report=report,
                        report_json=Artifact(uri=str(tmp_path / "report.json")))
     note = f"feedback: no photos under {tmp_path / 'feedback' / 'dataset'} yet"
     assert note in capsys.readouterr().out
@@ -459,8 +459,8 @@ def test_ingest_component_before_any_feedback(image_folder, tmp_path, monkeypatc
     publish_feedback(tmp_path / "feedback", {"cat": 2})
     shutil.rmtree(tmp_path / "dataset")
     dataset = Dataset(uri=str(tmp_path / "dataset"))
-    ingest.python_func(data_uri=str(image_folder), feedback_uri=str(tmp_path / "feedback"), label_map="",
-                       min_image_side=32, max_image_pixels=10**6, dataset=dataset, report=report,
+    ingest.python_func(data_uri=str(image_folder), feedback_uri=str(tmp_path / "feedback"), label_from="folder",
+                       label_map="", min_image_side=32, max_image_pixels=10**6, dataset=dataset, report=report,
                        report_json=Artifact(uri=str(tmp_path / "report.json")))
     assert dataset.metadata["n_feedback"] == 2
     assert json.loads((tmp_path / "report.json").read_text())["class_counts_by_origin"]["feedback"] == {

@@ -160,9 +160,9 @@ def test_run_vertex_missing_settings_name_them(vertex, capsys):
     err = capsys.readouterr().err
     assert time.monotonic() - started < 5
     for text in ("PROJECT is not set", "REGION is not set", "PIPELINE_ROOT=(not set)", "IMAGE is not set",
-                 "DATA=data is a local path", "REGISTRY=registry is a local path",
-                 "a remote run cannot read a folder on this machine"):
+                 "REGISTRY=registry is a local path", "a remote run cannot read a folder on this machine"):
         assert text in err, text
+    assert "DATA=" not in err  # the default DATA, cats_and_dogs_filtered.zip over https, suits a remote run
     vertex.auth_default.assert_not_called()
     vertex.init.assert_not_called()
 
@@ -259,7 +259,7 @@ def test_check_kfp_host_treats_redirects_and_401_as_a_login(monkeypatch):
 
 
 def test_run_kubeflow_needs_a_host_and_remote_paths(kfp_api, capsys):
-    assert run_main(["TARGET=kubeflow", f"IMAGE={IMAGE}"]) == 2
+    assert run_main(["TARGET=kubeflow", f"IMAGE={IMAGE}", "DATA=data"]) == 2
     err = capsys.readouterr().err
     assert "KFP_HOST is not set" in err and "DATA=data is a local path" in err
     kfp_api.client_cls.assert_not_called()

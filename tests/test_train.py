@@ -133,3 +133,29 @@ def test_unknown_augmentation_is_a_clear_error(trained, tmp_path):
     with pytest.raises(ValueError, match=r"unknown augmentation\(s\) \['sepia'\]"):
         train_model(trained[0].dataset_dir, output, train_params(augmentations="flip,sepia"))
     assert not output.exists()
+
+
+def test_the_frozen_phase_trains_only_the_head_on_features_computed_once(tmp_path):
+    import keras
+
+    from catdog.dataset import load_split
+    from catdog.model import BACKBONE_NAME, HEAD_NAME, build_model
+    from catdog.train import pooled_features, train_head
+
+    built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=1)
+    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip")
+    model = build_model(2, TINY, 0.35, "none", 0.1)
+    backbone_before = [w.copy() for w in model.get_layer(BACKBONE_NAME).get_weights()]
+    head_before = [w.copy() for w in model.get_layer(HEAD_NAME).get_weights()]
+    features, labels = pooled_features(model, built.dataset_dir, "train", True, 4)
+    n_train = built.metadata["splits"]["train"]["count"]
+    assert features.shape[0] == labels.shape[0] == 2 * n_train  # each photo and its mirror image
+    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy())
+    assert len(history["loss"]) == 3 and {"val_loss", "val_accuracy", "accuracy"} <= set(history)
+    assert all(np.array_equal(a, b) for a, b in zip(backbone_before, model.get_layer(BACKBONE_NAME).get_weights()))
+    assert not np.array_equal(head_before[0], model.get_layer(HEAD_NAME).get_weights()[0])
+    # the full model predicts with the trained head: its probabilities equal the head's on the features
+    x, _ = next(iter(load_split(built.dataset_dir, "train").batch(2)))
+    dense = model.get_layer(HEAD_NAME)
+    expected = dense(features[:2])
+    np.testing.assert_allclose(model.predict_on_batch(x.numpy()), np.asarray(expected), atol=1e-5)
