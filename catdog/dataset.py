@@ -238,7 +238,7 @@ def load_split(dataset_dir: Path, split: str, shuffle_seed: int | None = None):
         count = metadata["splits"][split]["count"]
         records = (tf.data.Dataset.from_tensor_slices(files)
                    .shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-                   .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), deterministic=True)
+                   .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)))
                    .shuffle(min(count, SHUFFLE_BUFFER), seed=shuffle_seed, reshuffle_each_iteration=True))
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
