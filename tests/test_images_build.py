@@ -8,7 +8,6 @@ settings, the make target and CI. The builds and runs themselves are `make image
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -21,20 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from images import build, common, component_run, image_test
 from tests.test_images import instructions, let_through, make
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILT = {"components": REPO_ROOT / "components" / "Dockerfile", "serving": REPO_ROOT / "serving" / "Dockerfile"}
 WHEELHOUSE_MOUNT = "--mount=type=bind,source=${WHEELHOUSE:-images/wheelhouse},target=/tmp/wheelhouse"
 WHEELHOUSE_OPTIONS = "${WHEELHOUSE:+--no-index --find-links /tmp/wheelhouse}"
-
-
-@pytest.fixture(scope="module")
-def image_test():
-    spec = importlib.util.spec_from_file_location("image_test", REPO_ROOT / "images" / "image_test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
@@ -101,18 +93,18 @@ def test_dockerignore_lets_the_wheelhouse_through_and_nothing_else_of_images(nam
     assert not let_through(dockerignore, "images/containers.conf")
 
 
-def test_the_wheelhouse_covers_both_images(image_test):
+def test_the_wheelhouse_covers_both_images():
     lock = {re.split(r"[=<>\[ ]", line, maxsplit=1)[0].lower().replace("_", "-")
             for line in (REPO_ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
-    serving = image_test.serving_packages()
+    serving = build.serving_packages()
     assert {"kserve", "onnxruntime", "google-cloud-storage"} <= set(serving)
     assert set(serving) <= lock  # so `pip wheel -c requirements.lock` pins every one
     runtime = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert set(runtime) | set(serving) == set(image_test.runtime_requirements())
+    assert set(runtime) | set(serving) == set(build.runtime_requirements())
 
 
-def test_launcher_command_is_the_compiled_executor_with_its_placeholders_filled(image_test, tmp_path):
-    image, command, executor_input = image_test.launcher_command("ingest", {"data_uri": "/data/photos"},
+def test_launcher_command_is_the_compiled_executor_with_its_placeholders_filled(tmp_path):
+    image, command, executor_input = component_run.launcher_command("ingest", {"data_uri": "/data/photos"},
                                                                  str(tmp_path))
     assert image == "catdog-components:0.1.0"
     assert command[:2] == ["sh", "-ec"] and "python3 -m kfp.dsl.executor_main" in command[2]
@@ -128,15 +120,15 @@ def test_launcher_command_is_the_compiled_executor_with_its_placeholders_filled(
     assert not any("{{$" in word for word in command)
 
 
-def test_launcher_command_refuses_a_parameter_the_component_lacks(image_test, tmp_path):
+def test_launcher_command_refuses_a_parameter_the_component_lacks(tmp_path):
     with pytest.raises(ValueError, match="no parameters"):
-        image_test.launcher_command("ingest", {"data_uri": "x", "epochs": 3}, str(tmp_path))
+        component_run.launcher_command("ingest", {"data_uri": "x", "epochs": 3}, str(tmp_path))
 
 
-def test_launcher_command_runs_ingest_here_as_in_the_container(image_test, tmp_path):
+def test_launcher_command_runs_ingest_here_as_in_the_container(tmp_path):
     """The same command image-test runs in the component image, with this environment's python3."""
-    data = image_test.synthetic_dataset(tmp_path / "data")
-    _, command, executor_input = image_test.launcher_command("ingest", {"data_uri": str(data)},
+    data = component_run.synthetic_dataset(tmp_path / "data")
+    _, command, executor_input = component_run.launcher_command("ingest", {"data_uri": str(data)},
                                                              str(tmp_path / "root"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(REPO_ROOT)}
@@ -148,7 +140,7 @@ def test_launcher_command_runs_ingest_here_as_in_the_container(image_test, tmp_p
     assert metadata["n_images"] == 16 and metadata["n_skipped"] == 2
 
 
-def test_apt_mirror_is_read_from_deb822_and_one_line_sources(image_test, tmp_path):
+def test_apt_mirror_is_read_from_deb822_and_one_line_sources(tmp_path):
     deb822 = tmp_path / "debian.sources"
     deb822.write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
                       "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n")
@@ -156,9 +148,9 @@ def test_apt_mirror_is_read_from_deb822_and_one_line_sources(image_test, tmp_pat
     one_line.write_text("# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n")
     security_only = tmp_path / "security.list"
     security_only.write_text("deb http://security.example/debian-security bookworm-security main\n")
-    assert image_test.apt_mirror([deb822]) == "http://mirror.example/debian"
-    assert image_test.apt_mirror([security_only, one_line]) == "http://other.example/debian"
-    assert image_test.apt_mirror([tmp_path / "missing.list", security_only]) == image_test.DEFAULT_MIRROR
+    assert build.apt_mirror([deb822]) == "http://mirror.example/debian"
+    assert build.apt_mirror([security_only, one_line]) == "http://other.example/debian"
+    assert build.apt_mirror([tmp_path / "missing.list", security_only]) == common.DEFAULT_MIRROR
 
 
 def test_podman_settings():
@@ -167,7 +159,7 @@ def test_podman_settings():
     assert conf["engine"]["runtime"] == "runc"
 
 
-def test_unknown_parts_are_refused(image_test, capsys):
+def test_unknown_parts_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         image_test.main(["feedback"])
     assert exit_info.value.code == 2
@@ -210,14 +202,14 @@ def minimal_rootfs(root: Path) -> Path:
 
 
 @pytest.mark.needs_podman
-def test_podman_runs_a_container_with_these_settings(image_test, tmp_path, request):
+def test_podman_runs_a_container_with_these_settings(tmp_path, request):
     """runc, no ulimits, host network, a read-only mount and uid 10001, as image-test runs the images."""
     missing = [tool for tool in ("podman", "runc", "ldd") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (apt-get install podman runc debootstrap)")
     if os.geteuid() != 0:
         pytest.skip("make image-test's podman settings are for root")
-    podman = image_test.Podman(tmp_path, "vfs")
+    podman = build.Podman(tmp_path, "vfs")
     podman.runroot = Path(tempfile.mkdtemp(prefix="podman-", dir="/tmp"))  # under 50 characters
     request.addfinalizer(lambda: shutil.rmtree(podman.runroot, ignore_errors=True))
     models = tmp_path / "models"

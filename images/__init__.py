@@ -1,0 +1,1 @@
+"""`make image-test` (images/image_test.py) and its parts."""
