@@ -232,15 +232,17 @@ def load_split(dataset_dir: Path, split: str, shuffle_seed: int | None = None):
         pixels = tf.ensure_shape(tf.io.decode_jpeg(example["image"], channels=3), (size, size, 3))
         return tf.cast(pixels, tf.float32), tf.cast(example["label"], tf.int32)
 
+    count = metadata["splits"][split]["count"]
     if shuffle_seed is None:
         records = tf.data.TFRecordDataset(files)
     else:
-        count = metadata["splits"][split]["count"]
         records = (tf.data.Dataset.from_tensor_slices(files)
                    .shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
                    .interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)))
                    .shuffle(min(count, SHUFFLE_BUFFER), seed=shuffle_seed, reshuffle_each_iteration=True))
-    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    # The known length lets Keras show progress and spares its "ran out of data" warning after the
+    # first epoch; reading a different number of records than dataset.json says is an error.
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).apply(tf.data.experimental.assert_cardinality(count))
 
 
 def load_split_arrays(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -133,6 +133,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
             initial = len(history)
             fit = model.fit(
                 train, validation_data=validation, epochs=initial + params.finetune_epochs, initial_epoch=initial,
+                shuffle=False,  # the dataset shuffles itself (load_split); Keras would ignore it and warn
                 callbacks=_callbacks(params, checkpoint), verbose=2,
             )
         history += [{"phase": "finetune", "epoch": initial + i + 1, **{k: float(v[i]) for k, v in fit.history.items()}}
