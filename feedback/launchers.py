@@ -1,10 +1,7 @@
 """Start, watch and stop pipeline runs: a local process (kfp.local), a KFP run, a Vertex PipelineJob.
 
-Every launcher has the same three methods the run service calls:
-    start(run_id, target, config) -> RunHandle     the run is on its way (fields to record)
-    observe(run) -> Observation                    its state now
-    cancel(run) -> None                            ask it to end (observe later says cancelled)
-The remote ones are in feedback/remote_launchers.py.
+Every launcher has the methods of `Launcher`, which the run service calls; the remote ones are in
+feedback/remote_launchers.py.
 
 A local run is `python -m pipelines.run TARGET=local ...` in its own process group (the app never
 trains in its own process), its output in <RUNS_DIR>/<id>/log.txt and, once it succeeded, its
@@ -25,6 +22,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -64,6 +62,20 @@ class Observation:
 
 class LaunchError(RuntimeError):
     """The run could not be started; the message says why."""
+
+
+class Launcher(Protocol):
+    def start(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> RunHandle:
+        """Start the run (raise LaunchError when it cannot); the fields to record."""
+
+    def owns(self, run: TrainingRun) -> bool:
+        """Whether this app process can see the run's state (a local run: only on its host)."""
+
+    def observe(self, run: TrainingRun) -> Observation:
+        """The run's state now."""
+
+    def cancel(self, run: TrainingRun) -> None:
+        """Ask the run to end; observe says cancelled once it did."""
 
 
 def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:

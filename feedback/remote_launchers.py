@@ -132,6 +132,9 @@ class KubeflowLauncher:
                 service_account=s.service_account or None)
         return RunHandle(remote_id=result.run_id, console_url=f"{s.kfp_host}/#/runs/details/{result.run_id}")
 
+    def owns(self, run: TrainingRun) -> bool:
+        return True  # any replica with the credentials can read a remote run
+
     def observe(self, run: TrainingRun) -> Observation:
         remote = self.client().get_run(run.remote_id)  # kfp_server_api V2beta1Run
         state = KFP_STATES[remote.state]
@@ -173,6 +176,9 @@ class VertexLauncher:
         except GoogleAPICallError as exc:  # permission denied, API not enabled, bad bucket...
             raise SubmitError(f"Vertex AI refused the job: {exc}") from None
         return RunHandle(remote_id=job.resource_name, console_url=vertex_console_url(s, job))
+
+    def owns(self, run: TrainingRun) -> bool:
+        return True  # any replica with the credentials can read a remote run
 
     def observe(self, run: TrainingRun) -> Observation:
         # one GET: PipelineJob.get fetches the resource; its .state/.task_details would fetch it again each

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from feedback.db import Database
-from feedback.launchers import LaunchError, Observation, read_tail
+from feedback.launchers import Launcher, LaunchError, Observation, read_tail
 from feedback.models import (
     ACTIVE_STATES,
     RunValidation,
@@ -90,7 +90,7 @@ def list_runs(session: Session, limit: int = 50, offset: int = 0) -> list[Traini
 
 
 class RunService:
-    def __init__(self, settings: Settings, db: Database, training: TrainingConfig, launchers: Mapping):
+    def __init__(self, settings: Settings, db: Database, training: TrainingConfig, launchers: Mapping[str, Launcher]):
         self.settings = settings
         self.db = db
         self.training = training
@@ -238,7 +238,7 @@ class RunService:
         launcher = self.launchers.get(run.target)
         if launcher is None:
             return None  # a target this replica is not configured for: another replica watches it
-        if hasattr(launcher, "owns") and not launcher.owns(run):
+        if not launcher.owns(run):
             return None  # a local run of another host
         try:
             return launcher.observe(run)

@@ -101,6 +101,9 @@ class FakeLauncher:
         self.started.append((run_id, target.name))
         return RunHandle()
 
+    def owns(self, run) -> bool:
+        return True
+
     def observe(self, run) -> Observation:
         return Observation("cancelled", reason="stopped from the dashboard") if run.id in self.cancelled \
             else self.observation

@@ -49,6 +49,9 @@ class FakeLauncher:
         self.started.append((run_id, config.pipeline_arguments()))
         return RunHandle(remote_id=f"fake-{run_id}", console_url=f"http://console/{run_id}")
 
+    def owns(self, run) -> bool:
+        return True
+
     def observe(self, run):
         return self.states.get(run.id, Observation("running", "train", 2))
 
@@ -454,6 +457,28 @@ def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path,
         assert done.reason.startswith("the pipeline process ended without a result")
     finally:
         restarted.close()
+
+
+def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, monkeypatch):
+    """A replica on another machine cannot see the process: it must not fail the run for that."""
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher.behaviour = "sleep"
+    service = service_with(tmp_path, url, training, launcher)
+    run = service.runs.start_run()
+    service.close()
+    monkeypatch.setattr("feedback.launchers.socket.gethostname", lambda: "another-host")
+    os.killpg(run.pid, signal.SIGKILL)  # from here the pid names no process
+    launcher._children[run.pid].wait()
+    elsewhere = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    try:
+        elsewhere.runs.refresh()
+        assert elsewhere.runs.get(run.id).state == "running"  # on its own host it would be failed now
+    finally:
+        elsewhere.close()
 
 
 @pytest.mark.parametrize("text, expected", [
