@@ -205,3 +205,19 @@ def test_the_shuffled_stream_is_seeded_and_holds_every_photo_once(written_datase
     assert first == labels_in_order(3)
     assert sorted(first) == sorted(load_split_arrays(root / "dataset", "train")[1].tolist())
     assert len(first) == metadata["splits"]["train"]["count"]
+
+
+def test_splits_know_their_length_and_a_wrong_count_is_an_error(written_dataset, tmp_path):
+    import shutil
+
+    root, _, metadata = written_dataset
+    count = metadata["splits"]["train"]["count"]
+    for seed in (None, 3):
+        batches = load_split(root / "dataset", "train", shuffle_seed=seed).batch(4)
+        assert int(batches.cardinality()) == -(-count // 4)  # Keras reads it for its progress and epochs
+    copy = shutil.copytree(root / "dataset", tmp_path / "dataset")
+    bad = json.loads((copy / "dataset.json").read_text())
+    bad["splits"]["train"]["count"] = count + 1  # dataset.json and the shards disagree
+    (copy / "dataset.json").write_text(json.dumps(bad))
+    with pytest.raises(tf.errors.FailedPreconditionError, match=f"expected to contain {count + 1} elements but contained only {count}"):
+        list(load_split(copy, "train").as_numpy_iterator())
