@@ -438,18 +438,24 @@ def test_stop_ends_the_local_process_group_and_a_restart_reconciles(tmp_path, tr
         restarted.close()
 
 
-def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path, training):
+def run_whose_process_died_while_no_app_watched(tmp_path, url, training) -> TrainingRun:
+    """A local run started by an app that then stopped, its process killed (e.g. by the OOM killer)."""
     import os
     import signal
 
-    url = f"sqlite:///{tmp_path}/db.sqlite"
     launcher = ScriptLauncher(tmp_path / "runs")
     launcher.behaviour = "sleep"
     service = service_with(tmp_path, url, training, launcher)
     run = service.runs.start_run()
     service.close()
-    os.killpg(run.pid, signal.SIGKILL)  # e.g. the machine's OOM killer, while the app was down
+    os.killpg(run.pid, signal.SIGKILL)
     launcher._children[run.pid].wait()
+    return run
+
+
+def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path, training):
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    run = run_whose_process_died_while_no_app_watched(tmp_path, url, training)
     restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
     try:
         done = restarted.runs.get(run.id)  # start() reconciled it
@@ -461,18 +467,9 @@ def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path,
 
 def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, monkeypatch):
     """A replica on another machine cannot see the process: it must not fail the run for that."""
-    import os
-    import signal
-
     url = f"sqlite:///{tmp_path}/db.sqlite"
-    launcher = ScriptLauncher(tmp_path / "runs")
-    launcher.behaviour = "sleep"
-    service = service_with(tmp_path, url, training, launcher)
-    run = service.runs.start_run()
-    service.close()
+    run = run_whose_process_died_while_no_app_watched(tmp_path, url, training)
     monkeypatch.setattr("feedback.launchers.socket.gethostname", lambda: "another-host")
-    os.killpg(run.pid, signal.SIGKILL)  # from here the pid names no process
-    launcher._children[run.pid].wait()
     elsewhere = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
     try:
         elsewhere.runs.refresh()
