@@ -1,6 +1,6 @@
 """Start, watch and stop the app's retraining runs on a KFP host (TARGET=kubeflow) or Vertex AI (TARGET=vertex).
 
-The same three methods as feedback/launchers.py's LocalLauncher, over the services' APIs:
+feedback/launchers.py's Launcher protocol, over the services' APIs:
     start    submits the compiled pipeline (pipelines/submit.py's package, client and job builders)
              as a run named catdog-retrain-<first 8 characters of the app's run id>; the handle
              records the KFP run id or the PipelineJob resource name, and the console page.
@@ -9,8 +9,9 @@ The same three methods as feedback/launchers.py's LocalLauncher, over the servic
              succeeded, the champion decision is read from the registry (see registry_decision).
     cancel   KFP: terminate the run; Vertex AI: cancel the PipelineJob. A later observe says
              cancelled once the service has stopped it.
-Any replica can watch a remote run (nothing here is tied to a host). A client is built once per
-launcher, on first use: kfp.Client's constructor probes the host, aiplatform.init reads credentials.
+    owns     always: any replica can watch a remote run (nothing here is tied to a host).
+A client is built once per launcher, on first use: kfp.Client's constructor probes the host,
+aiplatform.init reads credentials.
 An API that refuses a start or a cancel raises SubmitError; observe lets the API's error through
 (the run service logs it and asks again on its next round).
 """
