@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from pathlib import Path
 
-import swagger_ui_bundle
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -32,13 +31,16 @@ from feedback.service import FeedbackService, ModelChanged, NotFound, UnknownLab
 
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"
+# Swagger UI 5's swagger-ui-bundle.js and swagger-ui.css, as the fastapi-offline package ships them
+# (/docs itself is feedback.routers.pages' template; the package's FastAPIOffline() is not used)
+DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
 class SecurityHeaders:
-    """nosniff on everything; the page policy on HTML that sets none itself (/docs keeps Swagger's inline script)."""
+    """nosniff on everything; the page policy on every answer that sets none itself (/docs included)."""
 
     def __init__(self, app):
         self.app = app
@@ -46,7 +48,6 @@ class SecurityHeaders:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        is_docs = scope["path"] == "/docs"
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
@@ -54,7 +55,7 @@ class SecurityHeaders:
                 names = {name.lower() for name, _ in headers}
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"referrer-policy", b"same-origin"))
-                if not is_docs and b"content-security-policy" not in names:
+                if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", PAGE_POLICY.encode()))
                 message = {**message, "headers": headers}
             await send(message)
@@ -78,14 +79,7 @@ def create_app(service: FeedbackService) -> FastAPI:
     for router in (predictions.router, uploads.router, runs.router, status.router, dashboard.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="catdog feedback API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/static/favicon.svg")
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")  # /docs: pages.api_docs
 
     @app.exception_handler(PhotoRejected)
     async def photo_rejected(request: Request, exc: PhotoRejected):

@@ -1,7 +1,10 @@
-"""The page: upload (/), the review queue (/review), the history (/history), and card fragments.
+"""The page: upload (/), the review queue (/review), the history (/history), card fragments, and
+the API page (/docs).
 
 Server-rendered Jinja2 templates (autoescaped) with one small script, feedback/static/app.js;
-every asset is served by the app itself.
+every asset is served by the app itself. /docs is Swagger UI 5 (it reads FastAPI's OpenAPI 3.1;
+its files come from the fastapi-offline package, mounted at /docs-assets by feedback.app) started
+by feedback/static/docs.js, so it carries the app's Content-Security-Policy like every page.
 """
 
 from __future__ import annotations
@@ -72,3 +75,10 @@ def history_page(
 def card(request: Request, prediction_id: str, service: FeedbackService = Depends(get_service)):
     """One prediction's card: the page inserts it after an upload or a verdict."""
     return TEMPLATES.TemplateResponse(request, "_card.html", {"p": service.get(prediction_id), "labels": service.labels})
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request):
+    """Swagger UI over /openapi.json: every route, with "Try it out"."""
+    return TEMPLATES.TemplateResponse(request, "docs.html", {
+        "title": f"{request.app.title} API", "openapi_url": request.app.openapi_url})
