@@ -1,7 +1,9 @@
 """Prometheus metrics of the predictor, served on /metrics next to KServe's own histograms.
 
 Defined once per process (prometheus_client's default registry), so several apps in one process
-(the tests) share them. Every inference metric carries the model version that answered.
+(the tests) share them. Every inference metric carries the model version that answered; requests
+and their time also carry the verb: "predict" (:predict, V2 infer) or "explain" (V1 :explain, the
+classification plus its Grad-CAM or occlusion maps). Both verbs count their images and batch sizes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ MODEL_LOADS = Counter(
 )
 REQUESTS = Counter(
     "catdog_inference_requests_total",
-    "Inference requests answered with predictions",
-    ["model_name", "model_version", "protocol"],
+    "Inference requests answered with predictions, by verb (predict or explain)",
+    ["model_name", "model_version", "protocol", "verb"],
 )
 IMAGES = Counter(
     "catdog_inference_images_total",
@@ -38,8 +40,9 @@ BATCH_SIZE = Histogram(
 )
 INFERENCE_SECONDS = Histogram(
     "catdog_inference_seconds",
-    "Decode + preprocess + ONNX Runtime time of one request, including the wait for an inference thread",
-    ["model_name", "model_version", "protocol"],
+    "Decode + preprocess + ONNX Runtime time of one request, including the wait for an inference thread "
+    "(explain: also its maps), by verb (predict or explain)",
+    ["model_name", "model_version", "protocol", "verb"],
     buckets=(0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 REJECTED = Counter(

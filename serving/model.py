@@ -15,6 +15,8 @@ Request flow (KServe's Model.__call__): preprocess -> predict or explain -> post
   fall back to occlusion saliency, said in each answer ("method": "occlusion" and a "note" that
   retraining gives Grad-CAM); that costs OCCLUSION_GRID**2 + 1 inferences per image, so at most
   MAX_OCCLUSION_INSTANCES images per request, on their own thread.
+- both verbs record the inference metrics of serving.metrics (requests and time by verb "predict"
+  or "explain"; images and batch sizes), so a client that only explains (the feedback page) counts.
 - postprocess shapes the answer: V1 {"predictions": [{"label", "probabilities"[, "explanation"]}]},
   V2 label and probabilities tensors (and gradcam when asked) with a response id and the model
   version, binary when the request asks (binary_data_output, per output or for all).
@@ -289,16 +291,21 @@ class CatDogModel(kserve.Model):
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         probabilities, gradcam = await loop.run_in_executor(self._executor, self._classify, model, batch, with_gradcam)
+        self._record("predict", model, batch, probabilities, time.perf_counter() - start)
+        return Result(batch, probabilities, model, gradcam=gradcam)
+
+    def _record(self, verb: str, model: LoadedModel, batch: Batch, probabilities: np.ndarray, seconds: float) -> None:
+        """The inference metrics of one answered request (serving.metrics)."""
         labels = {"model_name": self.name, "model_version": model.version}
-        metrics.INFERENCE_SECONDS.labels(protocol=batch.protocol, **labels).observe(time.perf_counter() - start)
-        metrics.REQUESTS.labels(protocol=batch.protocol, **labels).inc()
+        metrics.INFERENCE_SECONDS.labels(protocol=batch.protocol, verb=verb, **labels).observe(seconds)
+        metrics.REQUESTS.labels(protocol=batch.protocol, verb=verb, **labels).inc()
         metrics.BATCH_SIZE.labels(**labels).observe(len(batch.images))
         for index in probabilities.argmax(axis=1):
             metrics.IMAGES.labels(label=model.class_names[index], **labels).inc()
-        return Result(batch, probabilities, model, gradcam=gradcam)
 
     async def explain(self, batch: Batch, headers: dict | None = None) -> Result:
         model = self._serving()
+        start = time.perf_counter()
         loop = asyncio.get_running_loop()
         if model.gradcam_grid is not None:
             probabilities, explanations = await loop.run_in_executor(self._executor, self._explain_with, gradcam_explanations,
@@ -312,6 +319,7 @@ class CatDogModel(kserve.Model):
         else:
             probabilities, explanations = await loop.run_in_executor(self._explain_executor, self._explain_with,
                                                                      occlusion_explanations, model, batch)
+        self._record("explain", model, batch, probabilities, time.perf_counter() - start)
         return Result(batch, probabilities, model, explanations=explanations)
 
     async def postprocess(self, result: Result, headers: dict | None = None, response_headers: dict | None = None):

@@ -121,15 +121,14 @@ def training_config(tmp_path: Path, registry: ModelRegistry, data: bool = True):
 
 
 def metrics_text(latencies: list[float], requests: int) -> str:
-    """A predictor's /metrics with these inference latencies (two label sets) and request count."""
+    """A predictor's /metrics (serving/metrics.py's label sets) with these inference latencies and request count."""
     registry = CollectorRegistry()
-    seconds = Histogram("catdog_inference_seconds", "latency", ["model_name", "model_version", "protocol"],
-                        buckets=LATENCY_BUCKETS, registry=registry)
-    counter = PromCounter("catdog_inference_requests_total", "requests", ["model_name", "model_version", "protocol"],
-                          registry=registry)
+    names = ["model_name", "model_version", "protocol", "verb"]
+    seconds = Histogram("catdog_inference_seconds", "latency", names, buckets=LATENCY_BUCKETS, registry=registry)
+    counter = PromCounter("catdog_inference_requests_total", "requests", names, registry=registry)
     for i, latency in enumerate(latencies):
-        seconds.labels("catdog", str(1 + i % 2), "v1").observe(latency)
-    counter.labels("catdog", "2", "v1").inc(requests)
+        seconds.labels("catdog", str(1 + i % 2), "v1", "explain" if i % 3 else "predict").observe(latency)
+    counter.labels("catdog", "2", "v1", "explain").inc(requests)
     return generate_latest(registry).decode()
 
 
@@ -376,6 +375,29 @@ def test_the_dashboard_api_holds_what_the_store_and_the_registry_hold(tmp_path, 
     assert predictor["p99_s"] == pytest.approx(histogram_quantile(0.99, buckets))
     assert predictor["request_rate_per_s"] is None and predictor["requests_total"] == 6
     assert later["request_rate_per_s"] == pytest.approx(12 / later["rate_window_s"])
+
+
+def test_explain_requests_alone_give_the_predictor_panel_its_latency(tmp_path):
+    """The page asks the predictor for :explain only (a heat map with every upload): those requests
+    are what the panel's latency and request count are read from. A model name of its own: the
+    tests' predictors share one process's metrics, and this test must see only its own requests."""
+    from tests.serving_fixtures import make_model, metric_value, run_server, tiny_model_dir
+
+    name = "catdog-explained"
+    with run_server(make_model(tiny_model_dir(), name=name)) as predictor:
+        settings = feedback_settings(tmp_path, predictor.url, predictor_model=name)
+        with running_app(settings, training=training_config(tmp_path, ModelRegistry(tmp_path / "registry")),
+                         launchers={"local": FakeLauncher()}) as app:
+            for seed in range(3):
+                answer = app.predict(photo(seed), params={"explain": "true"})
+                assert answer.status_code == 200 and answer.json()["explanation"]["method"] == "grad-cam", answer.text
+            panel = app.get("/api/dashboard").json()["predictor"]
+        text = predictor.get("/metrics").text
+    assert metric_value(text, "catdog_inference_requests_total", model_name=name, verb="explain") == 3
+    assert metric_value(text, "catdog_inference_requests_total", model_name=name, verb="predict") == 0
+    assert metric_value(text, "catdog_inference_seconds_count", model_name=name, verb="explain") == 3
+    assert panel["available"], panel["reason"]
+    assert panel["requests_total"] >= 3 and panel["p50_s"] > 0 and panel["p99_s"] >= panel["p50_s"]
 
 
 def test_the_dashboard_with_nothing_yet_and_a_predictor_that_is_down(tmp_path):

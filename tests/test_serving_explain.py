@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving_fixtures import make_model, photo, run_server, tiny_model_dir, v1_json, v2_json
+from tests.serving_fixtures import make_model, metric_value, photo, run_server, tiny_model_dir, v1_json, v2_json
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastapi.exceptions.FastAPIDeprecationWarning")
 
@@ -153,6 +153,30 @@ def test_explain_is_one_inference_for_the_batch(server, monkeypatch):
     assert counting.runs == [(["probabilities", "gradcam"], 5)]
     assert server.predict(*PHOTOS[:3]).status_code == 200
     assert counting.runs[1:] == [(["probabilities"], 3)]  # :predict computes no map
+
+
+def _inference_counts(server, **labels) -> tuple[float, ...]:
+    text = server.get("/metrics").text
+    return tuple(metric_value(text, name, model_name="catdog", **labels) for name in (
+        "catdog_inference_requests_total", "catdog_inference_seconds_count", "catdog_inference_images_total",
+        "catdog_inference_batch_size_sum"))
+
+
+@pytest.mark.parametrize("model", ["server", "old_server"])
+def test_explain_requests_record_the_inference_metrics(model, request):
+    """The feedback page only ever asks :explain: its requests count as inferences (verb="explain"),
+    with their time, as :predict's do (verb="predict"), on the Grad-CAM path and the occlusion one."""
+    server = request.getfixturevalue(model)
+    explain_before, predict_before = _inference_counts(server, verb="explain"), _inference_counts(server, verb="predict")
+    images_before = _inference_counts(server)[2:]
+    _explain(server, PHOTOS[:2])
+    _explain(server, PHOTOS[2:3])
+    explained = [a - b for a, b in zip(_inference_counts(server, verb="explain"), explain_before)]
+    assert explained[:2] == [2, 2]  # two requests, two timings
+    assert [a - b for a, b in zip(_inference_counts(server)[2:], images_before)] == [3, 3]  # 3 images, batches 2 + 1
+    assert _inference_counts(server, verb="predict") == predict_before
+    text = server.get("/metrics").text
+    assert metric_value(text, "catdog_inference_seconds_sum", verb="explain") > 0
 
 
 def test_explain_takes_as_many_photos_as_predict(server):
