@@ -1,10 +1,13 @@
 """The page in a real browser (Playwright driving Debian's Chromium, headless) against the app and
 the real predictor on loopback: upload photos, see labels, confirm one, correct another, watch the
-review queue shrink; the heat map, the token prompt, escaping, and that nothing leaves the origin."""
+review queue shrink; the heat map (kept through a verdict), the token prompt, escaping, and that
+nothing leaves the origin. SCREENSHOTS=<folder> writes upload-confirmed-heatmap.png there."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -101,6 +104,42 @@ def test_the_heat_map_toggles_over_the_photo(app, page, tmp_path):
     assert painted["width"] == 64 and painted["alpha"] > 0  # drawn at the photo's size, not blank
     card.get_by_test_id("toggle-heatmap").click()
     heatmap.wait_for(state="hidden")
+
+
+def painted_alpha(card) -> float:
+    """The summed alpha of a card's heat map canvas (0: nothing drawn)."""
+    return card.get_by_test_id("heatmap").evaluate("""(canvas) => {
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let alpha = 0; for (let i = 3; i < data.length; i += 4) alpha += data[i];
+        return alpha;
+    }""")
+
+
+def test_a_verdict_keeps_the_heat_map_on_the_card(app, page, tmp_path):
+    page.goto(app.url + "/")
+    upload(page, photo_files(tmp_path, [22]))  # a blue photo: the heat map (red at its peak) shows
+    card = page.get_by_test_id("prediction").nth(0)
+    toggle = card.get_by_test_id("toggle-heatmap")
+    toggle.click()
+    expect(card.get_by_test_id("heatmap")).to_be_visible()
+    label = card.get_by_test_id("prediction-label").text_content().strip()
+
+    card.get_by_test_id("confirm").click()
+    expect(card).to_have_attribute("data-status", "confirmed")  # the card was re-rendered with its verdict
+    expect(card.get_by_test_id("heatmap")).to_be_visible()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    assert painted_alpha(card) > 0
+    if os.environ.get("SCREENSHOTS"):
+        page.screenshot(path=Path(os.environ["SCREENSHOTS"]) / "upload-confirmed-heatmap.png", full_page=True)
+
+    other = "dog" if label == "cat" else "cat"
+    card.get_by_test_id(f"correct-{other}").click()
+    expect(card).to_have_attribute("data-status", "corrected")
+    expect(card.get_by_test_id("heatmap")).to_be_visible()
+    assert painted_alpha(card) > 0
+    toggle.click()  # the toggle still works on the new card
+    expect(card.get_by_test_id("heatmap")).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
 
 
 def test_history_filters_by_status(app, page, tmp_path):

@@ -101,6 +101,15 @@ async function refreshQueueLength() {
   if (response.ok) showQueueLength((await response.json()).length);
 }
 
+// A card re-rendered after a verdict keeps the heat map the old one showed (the canvas as drawn,
+// and the toggle pressed): the verdict changes the card's text, not what the person was looking at.
+function keepHeatmap(from, to) {
+  const canvas = from.querySelector("canvas.heatmap");
+  if (canvas.hidden) return;
+  to.querySelector("canvas.heatmap").replaceWith(canvas);
+  to.querySelector("[data-testid=toggle-heatmap]").setAttribute("aria-pressed", "true");
+}
+
 async function validate(card, label) {
   const error = card.querySelector("[data-testid=card-error]");
   const by = (localStorage.getItem(NAME_KEY) || "").trim();
@@ -120,7 +129,9 @@ async function validate(card, label) {
         document.querySelector("[data-testid=queue-empty]").hidden = false;
       }
     } else {
-      card.replaceWith(await cardElement(card.dataset.predictionId));
+      const fresh = await cardElement(card.dataset.predictionId);
+      keepHeatmap(card, fresh);
+      card.replaceWith(fresh);
     }
   } catch (e) {
     error.textContent = e.message;
