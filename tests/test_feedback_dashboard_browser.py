@@ -3,7 +3,8 @@ CSP: every chart drawn by plotly.js (served by the app), the numbers of /api/das
 no console error and no CSP violation; the runs table, Stop, Retrain now (422, 409 and the token).
 
 DASHBOARD_SCREENSHOT=docs/images/dashboard.png writes a screenshot of the dashboard with two weeks
-of predictions (test_every_chart_is_drawn_under_the_csp).
+of predictions (test_every_chart_is_drawn_under_the_csp); SCREENSHOTS=<folder> writes the per-day
+chart's screenshots there (dashboard-per-day-<n>-days.png).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import time
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,6 +103,23 @@ def record_hosts(page) -> set[str]:
     return hosts
 
 
+DATE_TICK = re.compile(r"^[A-Z][a-z]{2} \d{2}$")  # "Dec 04": the per-day chart's tickformat %b %d
+
+
+def tick_labels(page, chart: str, axis: str) -> list[str]:
+    return page.get_by_test_id(chart).locator(f".{axis}tick text").all_text_contents()
+
+
+def assert_day_ticks(page, last_date: str) -> None:
+    """The per-day chart's x ticks are distinct dates, the last day's among them (daily or weekly ticks,
+    up to 70 days); its y ticks whole counts."""
+    labels = tick_labels(page, "chart-per-day", "x")
+    assert labels and all(DATE_TICK.match(label) for label in labels), labels
+    assert len(set(labels)) == len(labels) <= 15, labels
+    assert date.fromisoformat(last_date).strftime("%b %d") in labels, labels
+    assert all(label.isdigit() for label in tick_labels(page, "chart-per-day", "y"))
+
+
 def wait_for_state(app, run_id: str, state: str, timeout_s: float = 10) -> None:
     deadline = time.monotonic() + timeout_s
     while app.get(f"/api/runs/{run_id}").json()["state"] != state:
@@ -136,6 +156,8 @@ def test_every_chart_is_drawn_under_the_csp(dashboard_app, page):
     expect(runs.nth(1)).to_contain_text("v2")
     bars = page.get_by_test_id("chart-per-day").locator(".point")
     expect(bars).to_have_count(len(data["predictions_per_day"]))
+    assert_day_ticks(page, data["predictions_per_day"][-1]["date"])
+    assert all(label.isdigit() for label in tick_labels(page, "chart-confidence", "y"))  # counts: no 0.5
     # plotly.js put its rules into the page's own stylesheet, not into a <style> element
     rules = page.evaluate("""() => [...document.getElementById('plotly.js-style-global').sheet.cssRules]
                                     .map((r) => r.selectorText).filter((s) => s && s.includes('.js-plotly-plot'))""")
@@ -149,6 +171,29 @@ def test_every_chart_is_drawn_under_the_csp(dashboard_app, page):
         page.wait_for_timeout(500)
         page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"], full_page=True)
     assert_clean(page, problems, app.url, hosts)
+
+
+@pytest.mark.parametrize("days", [1, 60])
+def test_the_per_day_axis_reads_dates(days, page, tmp_path):
+    """One day of predictions (a new user's first) and two months: date ticks, never times of day."""
+    training = training_config(tmp_path, ModelRegistry(tmp_path / "registry"))
+    fake = FakePredictor()
+    with running_app(feedback_settings(tmp_path, "http://127.0.0.1:9"), predictor=fake, training=training,
+                     launchers={"local": FakeLauncher()}) as app:
+        if days == 1:
+            for seed in range(3):
+                app.service.predict(photo(seed))
+        else:
+            populate(app, fake, n=30, days=days)
+        per_day = app.get("/api/dashboard").json()["predictions_per_day"]
+        problems = watch(page)
+        page.goto(app.url + "/dashboard")
+        expect(page.get_by_test_id("chart-per-day").locator(".point")).to_have_count(len(per_day))
+        assert_day_ticks(page, per_day[-1]["date"])
+        if os.environ.get("SCREENSHOTS"):
+            page.get_by_test_id("chart-per-day").screenshot(
+                path=Path(os.environ["SCREENSHOTS"]) / f"dashboard-per-day-{days}-days.png")
+        assert problems == [] and page.evaluate("window.__csp") == []
 
 
 def test_the_runs_table_stop_and_retrain(dashboard_app, page, tmp_path):

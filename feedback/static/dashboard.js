@@ -63,6 +63,27 @@ function chart(testId, traces, extraLayout, emptyText) {
   Plotly.react(slot, traces, layout(extraLayout), PLOT_CONFIG);
 }
 
+const DAY_MS = 86400000;
+
+// The per-day chart's x axis: UTC dates (the API's "YYYY-MM-DD", which plotly reads as midnight),
+// at least the last week shown, labelled with the date on whole days: every day up to two weeks,
+// then every week (counted back from the last day) up to ten, then every month; half a day of room
+// on each side. plotly's own ticks for a short date range fall on hours and milliseconds: a single
+// day used to read "23:59:59.9996".
+function dayAxis(dates) {
+  const last = Date.parse(dates[dates.length - 1]), first = Math.min(Date.parse(dates[0]), last - 6 * DAY_MS);
+  const span = Math.round((last - first) / DAY_MS) + 1;
+  const lastDay = dates[dates.length - 1];
+  const ticks = span <= 14 ? { dtick: DAY_MS, tick0: lastDay } : span <= 70 ? { dtick: 7 * DAY_MS, tick0: lastDay }
+    : { dtick: "M1" };
+  return { type: "date", tickformat: "%b %d", ...ticks, range: [first - DAY_MS / 2, last + DAY_MS / 2] };
+}
+
+// A y axis of counts: whole numbers only (plotly's own ticks for a few counts are 0, 0.5, 1, 1.5).
+function countAxis(values) {
+  return { rangemode: "tozero", tickformat: "d", ...(Math.max(0, ...values) <= 6 ? { dtick: 1 } : {}) };
+}
+
 function binLabels(edges) {
   return edges.slice(0, -1).map((low, i) => `${low.toFixed(2)}–${edges[i + 1].toFixed(2)}`);
 }
@@ -121,9 +142,10 @@ function drawDrift(drift, recent) {
 function drawCharts(data) {
   const days = data.predictions_per_day;
   chart("chart-per-day", days.length ? [{
-    type: "bar", x: days.map((d) => d.date), y: days.map((d) => d.count), marker: { color: COLOURS.accent },
-    hovertemplate: "%{x}: %{y} predictions<extra></extra>",
-  }] : null, { xaxis: { type: "date" } }, "No prediction yet.");
+    type: "bar", x: days.map((d) => d.date), y: days.map((d) => d.count), width: 0.8 * DAY_MS,
+    marker: { color: COLOURS.accent }, xhoverformat: "%b %d, %Y", hovertemplate: "%{x}: %{y} predictions<extra></extra>",
+  }] : null, days.length ? { xaxis: dayAxis(days.map((d) => d.date)), yaxis: countAxis(days.map((d) => d.count)) } : {},
+  "No prediction yet.");
 
   const acc = data.validated_accuracy;
   chart("chart-accuracy", acc.length ? [{
@@ -148,7 +170,8 @@ function drawCharts(data) {
   chart("chart-confidence", validated ? [
     { type: "bar", name: "confirmed", x, y: hist.confirmed, marker: { color: COLOURS.confirmed } },
     { type: "bar", name: "corrected", x, y: hist.corrected, marker: { color: COLOURS.corrected } },
-  ] : null, { barmode: "stack", xaxis: { title: { text: "confidence" } } }, "No validated prediction yet.");
+  ] : null, { barmode: "stack", xaxis: { title: { text: "confidence" } },
+               yaxis: countAxis(hist.confirmed.map((c, i) => c + hist.corrected[i])) }, "No validated prediction yet.");
 
   const balance = data.class_balance;
   const traces = [];
