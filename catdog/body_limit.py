@@ -1,98 +1,183 @@
-"""An ASGI middleware that answers 413 to request bodies over a size limit, before any parsing.
+"""Request limits shared by the predictor (serving/) and the feedback app (feedback/).
 
-Shared by the predictor (serving/) and the feedback app (feedback/). Starlette and uvicorn have
-no body-size limit of their own, hence this small one: Content-Length is checked up front;
-chunked bodies are counted while read and replayed to the app when they fit. The client always
-gets the answer, not a reset: the oversized body is read and dropped (up to DRAIN_LIMIT_BYTES).
+    BodyLimitMiddleware(app, max_body_bytes, error_key, setting, on_status, limit_for, body_timeout_s)
+    header_timeout_protocol(timeout_s) -> a uvicorn `http=` protocol class
+
+Body size: Content-Length over the limit is answered 413 before the app reads a byte; a body
+without one (chunked) is counted as the app reads it and the read raises a 413 HTTPException
+once it passes the limit, so no more than the limit is ever held. The limit may depend on the
+route (`limit_for(scope) -> (bytes, setting) | None`, else `max_body_bytes`). What the app does
+not read is discarded by uvicorn after the answer (the connection stays usable), so a refused
+body is never read into memory.
+
+Body read deadline: the whole body must arrive within `body_timeout_s` of the request's headers;
+a slower one (a client that trickles it) is answered 408 with `Connection: close`, which drops
+the connection. A client that leaves mid-body (starlette's ClientDisconnect) gets no answer and
+is no server error. Header deadline: uvicorn has a keep-alive timeout but none for a request's
+headers (nor for a connection that never sends any), so header_timeout_protocol() subclasses
+uvicorn's HTTP protocol: a connection whose request headers are not complete within `timeout_s`
+of its opening, or of a later request's first bytes, is closed.
+
+Starlette's RequestBodyLimitMiddleware (a fixed limit per app or route) is not used: its 413 is
+plain text outside FastAPI's handlers and names no limit, and it has no read deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read (and drop) at most this much of an oversized body
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+BODY_TIMEOUT_S = 60.0  # default deadline for a whole request body
+HEADER_TIMEOUT_S = 10.0  # default deadline for a request's headers
+
+
+class BodyTooLarge(HTTPException):
+    """Raised by the wrapped receive(): the app's exception handlers answer it (413)."""
+
+    def __init__(self, detail: str):
+        super().__init__(413, detail)
+
+
+class BodyTimeout(HTTPException):
+    """Raised by the wrapped receive() when the body's deadline passed (408, connection closed)."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(408, f"the request body did not arrive within {timeout_s:g} s", headers={"Connection": "close"})
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_body_bytes`; `error_key` names the message's field in the JSON
-    answer; `on_status` sees every response status (e.g. to count them); `setting` names the
-    option that sets the limit, for the message."""
+    """413 for bodies over the route's limit, 408 for bodies slower than `body_timeout_s`.
+
+    `error_key` names the message's field in the JSON answers this middleware writes itself;
+    `on_status` sees every response status (e.g. to count them); `setting` names the option that
+    sets `max_body_bytes`, for the message; `limit_for(scope)` gives a route's own (limit, setting)."""
 
     def __init__(self, app, max_body_bytes: int, error_key: str = "error", setting: str = "",
-                 on_status: Callable[[int], None] | None = None):
+                 on_status: Callable[[int], None] | None = None,
+                 limit_for: Callable[[dict], tuple[int, str] | None] | None = None,
+                 body_timeout_s: float | None = BODY_TIMEOUT_S):
         self.app = app
         self.max_body_bytes = int(max_body_bytes)
         self.error_key = error_key
         self.setting = setting
         self.on_status = on_status
+        self.limit_for = limit_for
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
 
         async def observed_send(message):
-            if message["type"] == "http.response.start" and self.on_status is not None:
-                self.on_status(message["status"])
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if self.on_status is not None:
+                    self.on_status(message["status"])
             await send(message)
 
-        length = None
+        limit, setting = (self.limit_for(scope) if self.limit_for else None) or (self.max_body_bytes, self.setting)
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     return await self._error(observed_send, 400, f"invalid Content-Length header {value!r}")
-        if length is not None:
-            if length > self.max_body_bytes:
-                await _drain(receive, min(length, DRAIN_LIMIT_BYTES))
-                return await self._error(observed_send, 413, self._too_large(f"{length:,} bytes"))
-            return await self.app(scope, receive, observed_send)
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return await self.app(scope, receive, observed_send)
-        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > self.max_body_bytes:
-                if more:
-                    await _drain(receive, DRAIN_LIMIT_BYTES)
-                return await self._error(observed_send, 413, self._too_large(f"more than {self.max_body_bytes:,} bytes"))
-            chunks.append(chunk)
-        body, replayed = b"".join(chunks), False
+                if length > limit:
+                    return await self._error(observed_send, 413, too_large(f"{length:,} bytes", limit, setting))
+        loop = asyncio.get_running_loop()
+        deadline = None if self.body_timeout_s is None else loop.time() + self.body_timeout_s
+        size, complete, disconnected = 0, False, False
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def limited_receive():
+            nonlocal size, complete, disconnected
+            if complete:  # the body is in: later calls only wait for a disconnect
+                return await receive()
+            try:
+                if deadline is None:
+                    message = await receive()
+                else:
+                    message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout_s) from None
+            if message["type"] != "http.request":
+                complete = disconnected = True
+                return message
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(too_large(f"more than {limit:,} bytes", limit, setting))
+            complete = not message.get("more_body", False)
+            return message
 
-        return await self.app(scope, replay, observed_send)
+        try:
+            return await self.app(scope, limited_receive, observed_send)
+        except (BodyTooLarge, BodyTimeout) as exc:  # an app without a handler for HTTPException
+            if started:
+                raise
+            await self._error(observed_send, exc.status_code, exc.detail, exc.headers)
+        except ClientDisconnect:  # the client left (or broke HTTP) mid-body: nobody to answer, no server error
+            if not disconnected:
+                raise
 
-    def _too_large(self, size: str) -> str:
-        hint = f" ({self.setting})" if self.setting else ""
-        return f"request body of {size} is over the limit of {self.max_body_bytes:,} bytes{hint}"
-
-    async def _error(self, send, status: int, message: str) -> None:
+    async def _error(self, send, status: int, message: str, headers: dict | None = None) -> None:
         body = json.dumps({self.error_key: message}).encode()
+        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), *extra]})
         await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive, limit: int) -> None:
-    """Read and drop the body (up to `limit`), so the client sees our answer, not a reset."""
-    read = 0
-    while read <= limit:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        read += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
+def too_large(size: str, limit: int, setting: str) -> str:
+    hint = f" ({setting})" if setting else ""
+    return f"request body of {size} is over the limit of {limit:,} bytes{hint}"
+
+
+def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S) -> type:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) with a header deadline: the
+    connection is closed when a request's headers are not complete `timeout_s` after the
+    connection opened, or after the first bytes of a later request arrived (between requests,
+    uvicorn's timeout_keep_alive applies). Use as uvicorn.Config(http=...)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        header_timeout_s = timeout_s
+
+        def connection_made(self, transport):
+            self._header_timer = None
+            self._seen_cycle = None
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm_header_timer()  # the first bytes of the next request
+            super().data_received(data)
+            if self.cycle is not None and self.cycle is not self._seen_cycle:  # a request's headers are in
+                self._seen_cycle = self.cycle
+                self._cancel_header_timer()
+
+        def connection_lost(self, exc):
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol

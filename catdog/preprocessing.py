@@ -94,12 +94,24 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: 
 
 def validate_image(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
     """The acceptance rule for a photo anyone gives us (ingest, the feedback app): an allowed format
-    by content, not a bomb, shorter side >= min_side, and fully decodable. Raises InvalidImageError."""
-    header = read_header(data, max_pixels)
-    if min(header.width, header.height) < min_side:
-        raise InvalidImageError(f"too small: {header.width}x{header.height}, minimum side is {min_side}px")
-    decode_image(data, max_pixels)  # catches truncated and corrupt data that headers hide
-    return header
+    by content, not a bomb, shorter side >= min_side, and fully decodable. Raises InvalidImageError.
+
+    Cost is bounded by pixels, not bytes: the size comes from the header (Pillow opens lazily) and
+    a photo over max_pixels is refused before anything is decoded; the check then decodes the
+    first frame once, in its own mode (about width x height x bands bytes), without the copies
+    decode_image makes for the model (orientation, alpha, RGB)."""
+    image = _open(data, max_pixels)
+    width, height = image.size
+    if min(width, height) < min_side:
+        raise InvalidImageError(f"too small: {width}x{height}, minimum side is {min_side}px")
+    try:
+        image.seek(0)
+        image.load()  # catches truncated and corrupt data that headers hide
+    except Exception as exc:
+        raise InvalidImageError(f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from None
+    finally:
+        image.close()
+    return ImageHeader(image.format, width, height)
 
 
 def resize_pixels(image: Image.Image, size: int) -> np.ndarray:

@@ -165,3 +165,20 @@ def ping(database: Database) -> None:
     """Raise when the database cannot answer a query."""
     with database.read() as session:
         session.execute(text("SELECT 1"))
+
+
+def probe_write(database: Database) -> None:
+    """Raise when the database cannot write: an UPDATE of Alembic's version row to itself, in a
+    write transaction that is rolled back (a read-only server, file or transaction refuses the
+    UPDATE; SQLite already refuses its BEGIN IMMEDIATE). Nothing changes, so probes can run any
+    time, with other writers waiting at most for this one statement."""
+    try:
+        with database.writing() as session:
+            session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            raise _RollBack  # writing() rolls back on an exception
+    except _RollBack:
+        pass
+
+
+class _RollBack(Exception):
+    pass

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 
 from catdog import storage
 from catdog.preprocessing import EXTENSIONS, ImageHeader, InvalidImageError, validate_image
 
 MANIFEST = "manifest.json"
+# Photos decoded at once to check them, per process: with max_pixels this bounds the memory that
+# checks take (16 MP RGB: 48 MB each), however many requests arrive together; others wait.
+DECODE_SLOTS = threading.BoundedSemaphore(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else os.cpu_count() or 1)
 
 
 class PhotoRejected(ValueError):
@@ -48,7 +54,8 @@ def check_photo(data: bytes, max_bytes: int, min_side: int, max_pixels: int) -> 
         raise PhotoRejected(f"photo of {len(data):,} bytes is over the limit of {max_bytes:,} bytes "
                             "(MAX_PHOTO_BYTES)", status=413)
     try:
-        header = validate_image(data, min_side, max_pixels)
+        with DECODE_SLOTS:
+            header = validate_image(data, min_side, max_pixels)
     except InvalidImageError as exc:
         raise PhotoRejected(str(exc)) from None
     return CheckedPhoto(data, hashlib.sha256(data).hexdigest(), header)

@@ -10,6 +10,8 @@ Two protocols (PREDICTOR_PROTOCOL):
   modelVersionId. Vertex's :explain needs an explanation spec, so the app asks no explanation there.
 Every failure is a PredictorError carrying the HTTP status the app should answer with (503 when
 the predictor is down, slow or not ready; 422 when it refused the photo; 502 for a broken answer).
+A PREDICTOR_URL with user:password@ is called with HTTP basic auth; `url` and every message
+name it without them (feedback.settings.redact).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from feedback.settings import Settings
+from feedback.settings import Settings, redact
 from feedback.store import PredictorAnswer
 
 VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -80,12 +82,12 @@ class GoogleToken:
 
 class PredictorClient:
     def __init__(self, settings: Settings, token=None, transport: httpx.BaseTransport | None = None):
-        self.url = settings.predictor_url
+        self.url = settings.predictor_base_url  # without user:password@ (those go in the auth header)
         self.model = settings.predictor_model
         self.protocol = settings.predictor_protocol
         self.timeout_s = settings.predictor_timeout_s
         self._token = token or (GoogleToken() if self.protocol == "vertex" else None)
-        self._http = httpx.Client(timeout=self.timeout_s, transport=transport)
+        self._http = httpx.Client(timeout=self.timeout_s, transport=transport, auth=settings.predictor_auth)
 
     def close(self) -> None:
         self._http.close()
@@ -104,10 +106,10 @@ class PredictorClient:
             raise PredictorError(f"the predictor at {self.url} did not answer within {timeout or self.timeout_s:g} s "
                                  "(PREDICTOR_TIMEOUT_S)", "unreachable") from None
         except httpx.HTTPError as exc:
-            raise PredictorError(f"the predictor at {self.url} is unreachable ({type(exc).__name__}: {exc})",
-                                 "unreachable") from None
+            raise PredictorError(f"the predictor at {self.url} is unreachable ({type(exc).__name__}: "
+                                 f"{redact(str(exc))})", "unreachable") from None
         except Exception as exc:  # e.g. no Google credentials for a Vertex endpoint
-            raise PredictorError(f"cannot call the predictor at {self.url}: {type(exc).__name__}: {exc}",
+            raise PredictorError(f"cannot call the predictor at {self.url}: {type(exc).__name__}: {redact(str(exc))}",
                                  "unreachable") from None
 
     def predict(self, image: bytes, explain: bool = False) -> PredictorAnswer:
@@ -155,21 +157,21 @@ class PredictorClient:
             raise PredictorError(f"the predictor at {self.url} answered something that is not JSON",
                                  "bad_answer") from None
 
-    def status(self) -> PredictorStatus:
-        """Reachable? Ready? Which model version and classes? Never raises."""
+    def status(self, timeout: float = STATUS_TIMEOUT_S) -> PredictorStatus:
+        """Reachable? Ready? Which model version and classes? Never raises; each call waits at most `timeout`."""
         base = dict(url=self.url, protocol=self.protocol, explanations=self.explanations)
         try:
             if self.protocol == "vertex":
-                response = self._call("GET", self.url, timeout=STATUS_TIMEOUT_S)
+                response = self._call("GET", self.url, timeout=timeout)
                 payload = self._json(response)
                 deployed = payload.get("deployedModels") or []
                 return PredictorStatus(**base, reachable=True, ready=bool(deployed),
                                        model_version=deployed[0].get("modelVersionId") if deployed else None,
                                        error=None if deployed else "the endpoint has no deployed model")
-            ready = self._call("GET", f"{self.url}/v2/models/{self.model}/ready", timeout=STATUS_TIMEOUT_S)
+            ready = self._call("GET", f"{self.url}/v2/models/{self.model}/ready", timeout=timeout)
             if ready.status_code != 200:
                 return PredictorStatus(**base, reachable=True, ready=False, error=_error_text(ready))
-            metadata = self._json(self._call("GET", f"{self.url}/v2/models/{self.model}", timeout=STATUS_TIMEOUT_S))
+            metadata = self._json(self._call("GET", f"{self.url}/v2/models/{self.model}", timeout=timeout))
             parameters = metadata.get("parameters") or {}
             versions = metadata.get("versions") or [None]
             return PredictorStatus(**base, reachable=True, ready=True,
@@ -186,7 +188,7 @@ def _error_text(response: httpx.Response) -> str:
     try:
         payload = response.json()
     except ValueError:
-        return response.text[:300] or f"HTTP {response.status_code}"
+        return redact(response.text[:300]) or f"HTTP {response.status_code}"
     if isinstance(payload, dict):
-        return str(payload.get("error") or payload.get("detail") or payload)[:300]
-    return str(payload)[:300]
+        return redact(str(payload.get("error") or payload.get("detail") or payload)[:300])
+    return redact(str(payload)[:300])

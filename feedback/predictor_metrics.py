@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from feedback.settings import Settings
+from feedback.settings import Settings, redact
 
 LATENCY_METRIC = "catdog_inference_seconds"
 REQUESTS_METRIC = "catdog_inference_requests_total"
@@ -98,7 +98,8 @@ class PredictorMetrics:
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.url = f"{settings.predictor_url}/metrics"
+        self.url = f"{settings.predictor_base_url}/metrics"  # shown: no user:password@ (sent as basic auth)
+        self._auth = settings.predictor_auth
         self.protocol = settings.predictor_protocol
         self._transport = transport
         self._clock = clock
@@ -107,10 +108,10 @@ class PredictorMetrics:
 
     def _fetch(self) -> str:
         try:
-            with httpx.Client(timeout=METRICS_TIMEOUT_S, transport=self._transport) as client:
+            with httpx.Client(timeout=METRICS_TIMEOUT_S, transport=self._transport, auth=self._auth) as client:
                 response = client.get(self.url)
         except httpx.HTTPError as exc:
-            raise MetricsUnavailable(f"{self.url} did not answer ({type(exc).__name__}: {exc})") from None
+            raise MetricsUnavailable(f"{self.url} did not answer ({type(exc).__name__}: {redact(str(exc))})") from None
         if response.status_code != 200:
             raise MetricsUnavailable(f"{self.url} answered HTTP {response.status_code}")
         return response.text

@@ -1,11 +1,16 @@
-"""The REST API's request and response bodies (they make the OpenAPI document at /docs)."""
+"""The REST API's request and response bodies (they make the OpenAPI document at /docs).
+
+Text fields of requests refuse NUL characters (feedback.service.check_text: 422 on every
+database); labels are normalised by feedback.service.normalise_label, as upload-data's are.
+MAX_OFFSET bounds every list's `offset` (a 2**63 offset is a 422, not a database error).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from feedback.models import (
     NAME_LENGTH,
@@ -16,6 +21,24 @@ from feedback.models import (
     TrainingRun,
     Validation,
 )
+from feedback.service import check_text, normalise_label
+
+MAX_OFFSET = 10**9
+NoNulText = Annotated[str, AfterValidator(lambda value: check_text(value, "the text"))]
+Label = Annotated[str, AfterValidator(normalise_label)]
+
+
+def _no_nul_anywhere(value: Any, where: str) -> None:
+    """check_text on every string inside JSON-like `value` (keys included)."""
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul_anywhere(key, where)
+            _no_nul_anywhere(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_anywhere(item, where)
 
 
 class PhotoOut(BaseModel):
@@ -84,14 +107,14 @@ class ReviewQueue(BaseModel):
 
 
 class ValidationIn(BaseModel):
-    label: str = Field(description="the right label, e.g. dog", max_length=64)
-    by: str | None = Field(None, max_length=NAME_LENGTH, description="who says so (optional)")
-    note: str | None = Field(None, max_length=NOTE_LENGTH)
+    label: Label = Field(description="the right label, e.g. dog (surrounding spaces are ignored)", max_length=64)
+    by: NoNulText | None = Field(None, max_length=NAME_LENGTH, description="who says so (optional)")
+    note: NoNulText | None = Field(None, max_length=NOTE_LENGTH)
 
 
 class ImageB64In(BaseModel):
     image_b64: str = Field(description="base64 of the JPEG/PNG/WebP/BMP/GIF bytes")
-    filename: str | None = Field(None, max_length=255)
+    filename: NoNulText | None = Field(None, max_length=255)
 
 
 class UploadOut(BaseModel):
@@ -107,6 +130,12 @@ class RetrainIn(BaseModel):
                                                  "default: the first")
     parameters: dict[str, Any] = Field(default_factory=dict, description="pipeline parameter overrides, "
                                        "e.g. {\"frozen_epochs\": 1}; checked like `make run key=value`")
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> RetrainIn:
+        _no_nul_anywhere(self.target, "target")
+        _no_nul_anywhere(self.parameters, "parameters")
+        return self
 
 
 class RunOut(BaseModel):

@@ -9,6 +9,10 @@ shows in a process list. Binding an address other than loopback needs APP_TOKEN.
 the database schema is migrated and interrupted dataset writes are repaired; a database that
 cannot be reached or has a newer schema is an error here, not a half-working app.
 
+Slow clients: a connection whose request headers are not complete within HEADER_TIMEOUT_S
+(default 10 s) of its opening (or of a later request's first bytes) is closed; a request body that has not
+arrived whole within BODY_TIMEOUT_S (default 120 s) is answered 408 and its connection closed.
+
 KEY=value words say where retraining runs go, as for `make run` (TARGET=local|kubeflow|vertex,
 possibly several: TARGET=local,vertex; DATA, REGISTRY, OUTPUT_ROOT, WEIGHTS, the remote settings,
 pipeline parameters): feedback/retrain_config.py.
@@ -32,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where retraining runs go, as for make run: TARGET=local DATA=... REGISTRY=... frozen_epochs=2")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
+
+
+def uvicorn_options(settings) -> dict:
+    """uvicorn.Config options of the app's server: the header deadline (catdog.body_limit)."""
+    from catdog.body_limit import header_timeout_protocol
+
+    return {"http": header_timeout_protocol(settings.header_timeout_s), "timeout_graceful_shutdown": 10}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger("catdog.feedback").info(
         "feedback app on http://%s:%d (predictor %s, photos %s, schema %s, retraining on %s%s)", settings.host,
-        settings.port, settings.predictor_url, settings.feedback_uri, service.schema_revision,
+        settings.port, settings.predictor_base_url, settings.feedback_uri, service.schema_revision,
         ",".join(training.targets),
         ", token required for changes" if settings.auth_required else "")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+                **uvicorn_options(settings))
     return 0
 
 

@@ -3,13 +3,18 @@
 One FeedbackService per process holds the settings, the database, the photo store and the
 predictor client; the routers (feedback/routers/) call these methods and turn their errors into
 HTTP answers. Order of writes, so that nothing is lost or half-stored:
-- predict: check the photo -> ask the predictor -> store the original -> one transaction for the
-  photo and prediction rows. A predictor failure stores nothing; a crash after the file write
-  leaves an unreferenced original (harmless: same bytes, same name next time).
+- predict (and upload-data): check the photo -> ask the predictor -> one transaction: the photo
+  and prediction rows are written (flushed) first, then the original file, then the commit. A
+  predictor failure or a database that cannot write (read-only, unreachable) stores nothing, no
+  file included; only a failed commit itself can leave an unreferenced original (harmless: same
+  bytes, same name next time). On SQLite the one writer waits for that local file write.
 - validate: one transaction for the verdict (the database is the source of truth), then the
   dataset file is moved to the verdict's class folder; the manifest follows within a second (a
   background thread). A crash in between leaves photos.published_label behind photos.label,
   which `repair` (at start-up and every REPAIR_INTERVAL_S) finds and finishes.
+Text that people send (labels, names, notes, file names) holding a NUL character is refused
+(InvalidText, 422): PostgreSQL cannot store it, and no database should differ. Labels are
+compared after normalise_label (surrounding white space removed), wherever they come from.
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ from pathlib import Path
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
 from feedback import store
-from feedback.db import Database, migrate, open_database, ping
+from feedback.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
 from feedback.models import Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
 from feedback.retrain_config import TrainingConfig, parse_training_words
 from feedback.runs import RunService
-from feedback.settings import Settings
+from feedback.settings import Settings, redact
 
 logger = logging.getLogger("catdog.feedback")
 MANIFEST_DELAY_S = 1.0  # the manifest follows changes within about this long
@@ -49,6 +54,29 @@ class ModelChanged(RuntimeError):
     """The predictor serves another model version than the one a stored prediction came from."""
 
 
+class InvalidText(ValueError):
+    """Text a client sent that cannot be stored (a NUL character): 422."""
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """`value` unchanged, or InvalidText when it holds a NUL character."""
+    if value is not None and "\x00" in value:
+        raise InvalidText(f"{what} holds a NUL character (\\x00), which cannot be stored")
+    return value
+
+
+def normalise_label(label: str) -> str:
+    """The one form of a label a client sent (validation, upload-data): white space stripped."""
+    return check_text(label, "the label").strip()
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line naming a database failure, for answers: its type and the driver's first line."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines() or [""]
+    return redact(f"{type(cause).__name__}: {lines[0][:200]}")
+
+
 def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
     """One launcher per configured target."""
     launchers: dict = {}
@@ -60,6 +88,12 @@ def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
 
             launchers[name] = (VertexLauncher if name == "vertex" else KubeflowLauncher)(target)
     return launchers
+
+
+class _StorageFailed(Exception):
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -146,16 +180,18 @@ class FeedbackService:
     def predict(self, data: bytes, original_name: str | None = None, explain: bool = False,
                 source: str = "api") -> Prediction:
         """Check, predict, then store; raises PhotoRejected or PredictorError before storing anything."""
+        check_text(original_name, "the file name")
         photo = self.check(data)
         answer = self.predictor.predict(photo.data, explain=explain and self.predictor.explanations)
         unknown = sorted(set(answer.probabilities) - set(self.labels))
         if unknown:
             raise PredictorError(f"the predictor answers label(s) {unknown} that this app does not know "
                                  f"(LABELS={','.join(self.labels)})", "bad_answer")
-        uri = self.photos.save(photo)
         with self.db.writing() as session:
-            row = store.add_photo(session, photo, uri, original_name)
-            return store.add_prediction(session, row, answer, source)
+            row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
+            prediction = store.add_prediction(session, row, answer, source)
+            self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
+        return prediction
 
     def explain(self, prediction_id: str) -> Prediction:
         """Ask the predictor for an explanation of a stored prediction that has none yet."""
@@ -188,13 +224,18 @@ class FeedbackService:
 
     # -- verdicts -------------------------------------------------------------------------------
     def check_label(self, label: str) -> None:
+        """UnknownLabel unless `label` (normalised: normalise_label) is one of LABELS."""
         if label not in self.labels:
             raise UnknownLabel(f"unknown label {label!r}; choose one of {list(self.labels)}")
 
     def validate(self, prediction_id: str, label: str, by: str | None = None, note: str | None = None,
                  source: str = "api") -> Prediction:
         """Record a person's verdict on a prediction and move the photo into that class folder."""
+        label = normalise_label(label)
         self.check_label(label)
+        check_text(by, "'by'")
+        check_text(note, "the note")
+        check_text(prediction_id, "the prediction id")
         with self.db.writing() as session:
             prediction = store.get_prediction(session, prediction_id)
             if prediction is None:
@@ -208,27 +249,35 @@ class FeedbackService:
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
         """Photos with their labels straight into the dataset; bad ones are listed with the reason."""
         report = report or UploadReport()
+        check_text(by, "'by'")
         for item in files:
             try:
+                check_text(item.name, "the file name")
+                label = normalise_label(item.label)
                 photo = self.check(item.data)
-                self.check_label(item.label)
-            except (PhotoRejected, UnknownLabel) as exc:
+                self.check_label(label)
+            except (PhotoRejected, UnknownLabel, InvalidText) as exc:
                 report.reject(item.name, str(exc))
                 continue
             try:
-                uri = self.photos.save(photo)
-            except Exception as exc:  # the storage failed: this photo is not added, say so and go on
+                with self.db.writing() as session:
+                    row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension),
+                                          item.name)
+                    previous = row.label
+                    if previous != label:
+                        store.add_validation(session, photo.sha256, label, "upload-data", by)
+                    try:  # after the rows: a database that cannot write leaves no file
+                        self.photos.save(photo)
+                    except Exception as exc:  # the storage failed: the rows roll back, say so and go on
+                        raise _StorageFailed(exc) from exc
+            except _StorageFailed as failed:
+                exc = failed.error
                 logger.error("upload-data: could not store %s: %s: %s", photo.sha256[:12], type(exc).__name__, exc)
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
                 continue
-            with self.db.writing() as session:
-                row = store.add_photo(session, photo, uri, item.name)
-                previous = row.label
-                if previous != item.label:
-                    store.add_validation(session, photo.sha256, item.label, "upload-data", by)
             self.publish_or_defer(photo.sha256)
-            outcome = "added" if previous is None else "already in the dataset" if previous == item.label else "relabelled"
-            report.added.append({"name": item.name, "sha256": photo.sha256, "label": item.label,
+            outcome = "added" if previous is None else "already in the dataset" if previous == label else "relabelled"
+            report.added.append({"name": item.name, "sha256": photo.sha256, "label": label,
                                  "previous_label": previous, "outcome": outcome})
         if report.added:
             self._manifest_dirty.set()
@@ -299,15 +348,19 @@ class FeedbackService:
 
     def predictor_status(self, max_age_s: float = 5.0) -> PredictorStatus:
         """The predictor's status, asked again when the last answer is older than max_age_s (pages
-        show it on every render; this keeps them from probing the predictor each time)."""
+        show it on every render; this keeps them from probing the predictor each time). One probe
+        waits at most READY_TIMEOUT_S."""
         cached = self._predictor_status
         if cached is None or time.monotonic() - cached[0] > max_age_s:
-            cached = self._predictor_status = (time.monotonic(), self.predictor.status())
+            cached = self._predictor_status = (time.monotonic(),
+                                               self.predictor.status(timeout=self.settings.ready_timeout_s))
         return cached[1]
 
-    def database_error(self) -> str | None:
+    def database_error(self, write: bool = False) -> str | None:
+        """None when the database answers (and with `write`, can write: feedback.db.probe_write),
+        else what failed, in one line without the URL."""
         try:
-            ping(self.db)
+            (probe_write if write else ping)(self.db)
         except Exception as exc:
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            return database_problem(exc)
         return None

@@ -1,10 +1,17 @@
-"""The app's settings: one typed object, read from the environment (and `python -m feedback.server` flags)."""
+"""The app's settings: one typed object, read from the environment (and `python -m feedback.server` flags).
+
+Secrets: APP_TOKEN is a SecretStr; a PREDICTOR_URL may carry user:password@, which the app sends
+as HTTP basic auth and never shows: redact() is the one helper that strips them from any URL or
+message before it reaches an answer, a page or a log line.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -17,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from catdog.body_limit import HEADER_TIMEOUT_S
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 
 MiB = 1024 * 1024
@@ -40,7 +48,16 @@ ENVIRONMENT = {
     "RETRAIN_MIN_NEW": "retrain_min_new",
     "RETRAIN_CHECK_INTERVAL_S": "retrain_check_interval_s",
     "RUN_POLL_INTERVAL_S": "run_poll_interval_s",
+    "MAX_PIXELS": "max_pixels",
+    "HEADER_TIMEOUT_S": "header_timeout_s",
+    "BODY_TIMEOUT_S": "body_timeout_s",
+    "READY_TIMEOUT_S": "ready_timeout_s",
 }
+# A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
+# whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
+# catdog.preprocessing's 40 MP ceiling, so whatever the app accepts they accept too.
+APP_MAX_PIXELS = 16_000_000
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 
 
 class SettingsError(ValueError):
@@ -63,7 +80,7 @@ class Settings(BaseModel):
     # 7 MiB: sent base64-encoded (4/3 larger), a photo must fit the predictor's 10 MiB body limit
     max_photo_bytes: Annotated[int, Field(ge=1)] = 7 * MiB
     max_request_bytes: Annotated[int, Field(ge=1)] = 200 * MiB  # a zip of class folders for upload-data
-    max_pixels: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PIXELS
+    max_pixels: Annotated[int, Field(ge=1, le=DEFAULT_MAX_PIXELS)] = APP_MAX_PIXELS
     min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
     repair_interval_s: Annotated[float, Field(ge=0)] = 60.0  # 0: repair at start-up only
     # retraining (feedback/runs.py): local runs' logs and results; the automatic trigger
@@ -71,6 +88,11 @@ class Settings(BaseModel):
     retrain_min_new: Annotated[int, Field(ge=0)] = 100  # photos validated since the last run; 0 = never automatic
     retrain_check_interval_s: Annotated[float, Field(gt=0)] = 300.0
     run_poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    # slow clients: a request's headers, then its whole body, must arrive within these
+    header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = HEADER_TIMEOUT_S
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # a 200 MB zip at 1.7 MB/s
+    # /ready and /api/status wait at most this long for the database and the predictor
+    ready_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -111,6 +133,28 @@ class Settings(BaseModel):
     @property
     def auth_required(self) -> bool:
         return self.app_token is not None
+
+    @property
+    def predictor_base_url(self) -> str:
+        """PREDICTOR_URL without user:password@ (what the app calls, shows and logs)."""
+        return redact(self.predictor_url)
+
+    @property
+    def predictor_auth(self) -> tuple[str, str] | None:
+        """The user and password of PREDICTOR_URL, for HTTP basic auth (None without)."""
+        parts = urlsplit(self.predictor_url)
+        if parts.username is None and parts.password is None:
+            return None
+        return unquote(parts.username or ""), unquote(parts.password or "")
+
+    def __repr_args__(self):  # no password of a URL in a logged or printed Settings
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name in ("predictor_url", "database_url") else value
+
+
+def redact(text: str) -> str:
+    """`text` with the user:password@ of every URL in it removed."""
+    return _USERINFO.sub(r"\1", text)
 
 
 def is_loopback(host: str) -> bool:

@@ -19,7 +19,8 @@ text and so refuses raw images. Each BYTES element (4-byte little-endian length,
 stays bytes; serving.model decides per element between a raw image and base64 text.
 
 Hardening: bodies over `max_body_bytes` get 413 before they are parsed (catdog.body_limit: Content-Length, or
-counted while streaming when chunked); anything the request decoding raises is a 400 with the
+counted while streaming when chunked), bodies slower than `body_timeout_s` 408 (connection closed;
+serving.server adds the header deadline); anything the request decoding raises is a 400 with the
 reason; the model repository load/unload routes are not exposed; unexpected server errors are
 500s with a logged traceback (none is expected from any input; the tests check).
 """
@@ -54,7 +55,7 @@ from kserve.protocol.rest.v1_endpoints import V1Endpoints, register_v1_endpoints
 from kserve.protocol.rest.v2_datamodels import InferenceRequest, RequestInput
 from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 
-from catdog.body_limit import BodyLimitMiddleware
+from catdog.body_limit import BODY_TIMEOUT_S, BodyLimitMiddleware
 from serving import metrics
 from serving.model import CatDogModel
 
@@ -253,6 +254,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     vertex_predict_route: Optional[str] = None,
     vertex_health_route: Optional[str] = None,
+    body_timeout_s: Optional[float] = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """A new app serving `model` (call model.start() or model.load() to load it)."""
     repository = ModelRepository()
@@ -339,5 +341,5 @@ def create_app(
     app.add_exception_handler(UnsupportedProtocol, _unsupported)
     app.add_exception_handler(Exception, _server_error)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, setting="--max-body-bytes",
-                       on_status=_count_status)
+                       on_status=_count_status, body_timeout_s=body_timeout_s)
     return app

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name in the URL paths")
     parser.add_argument("--max-body-bytes", type=int, default=int(env("CATDOG_MAX_BODY_BYTES", 10 * 1024 * 1024)),
                         help="larger request bodies get 413 (env CATDOG_MAX_BODY_BYTES)")
+    parser.add_argument("--header-timeout", type=float, default=float(env("CATDOG_HEADER_TIMEOUT_S", 10)),
+                        help="seconds a connection may take to send a request's headers (from its opening or the "
+                             "request's first bytes) before it is closed (env CATDOG_HEADER_TIMEOUT_S)")
+    parser.add_argument("--body-timeout", type=float, default=float(env("CATDOG_BODY_TIMEOUT_S", 60)),
+                        help="seconds a request body may take to arrive whole; slower ones get 408 and the "
+                             "connection is closed (env CATDOG_BODY_TIMEOUT_S)")
     parser.add_argument("--max-instances", type=int, default=int(env("CATDOG_MAX_INSTANCES", 32)),
                         help="most images in one request (env CATDOG_MAX_INSTANCES)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -74,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from catdog.body_limit import header_timeout_protocol
     from serving.app import create_app
     from serving.model import CatDogModel
     model = CatDogModel(source, name=args.model_name, max_instances=args.max_instances, max_pixels=args.max_pixels,
                         inference_threads=args.threads, reload_interval=args.reload_interval)
-    app = create_app(model, max_body_bytes=args.max_body_bytes,
+    app = create_app(model, max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout,
                      vertex_predict_route=args.predict_route, vertex_health_route=args.health_route)
     model.start()  # loads in the background: live at once, ready (200) once the model is loaded
     logging.getLogger("catdog.serving").info(
@@ -86,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model_name, source.describe(), args.host, args.port, args.model_name, args.model_name,
         f", Vertex {args.predict_route}" if args.predict_route else "")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=args.access_log, timeout_keep_alive=65, timeout_graceful_shutdown=30)
+                            access_log=args.access_log, timeout_keep_alive=65, timeout_graceful_shutdown=30,
+                            http=header_timeout_protocol(args.header_timeout))
     try:
         uvicorn.Server(config).run()
     finally:

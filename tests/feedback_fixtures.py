@@ -159,7 +159,7 @@ class FakePredictor:
         explanation = {"method": "grad-cam", "class": label, "grid": [2, 2], "values": [[0.1, 0.9], [0.0, 0.5]]} if explain else None
         return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation)
 
-    def status(self):
+    def status(self, timeout: float | None = None):
         from feedback.predictor import PredictorStatus
 
         return PredictorStatus("fake://", "kserve", True, True, self.version, ["cat", "dog"])

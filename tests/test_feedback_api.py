@@ -105,8 +105,10 @@ def test_oversized_uploads_get_413(tmp_path, predictor):
         assert len(big_photo) > 20_000
         response = small.predict(big_photo, name="big.png")
         assert response.status_code == 413 and "MAX_PHOTO_BYTES" in response.json()["detail"]
-        huge = small.post("/api/predict", files={"image": ("x.jpg", b"\xff" * 300_000)})
-        assert huge.status_code == 413 and "MAX_REQUEST_BYTES" in huge.json()["detail"]
+        huge = small.post("/api/predict", files={"image": ("x.jpg", b"\xff" * 300_000)})  # capped by the photo's limit
+        assert huge.status_code == 413 and "MAX_PHOTO_BYTES" in huge.json()["detail"]
+        zipped = small.post("/api/upload-data", files={"archive": ("x.zip", b"\xff" * 300_000)})
+        assert zipped.status_code == 413 and "MAX_REQUEST_BYTES" in zipped.json()["detail"]
         assert small.get("/api/status").json()["counts"]["photos"] == 0
 
 

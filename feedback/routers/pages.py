@@ -60,7 +60,7 @@ def history_page(
     request: Request,
     status: Status | Literal[""] = "",
     model_version: str = "",
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10**9),  # feedback.schemas.MAX_OFFSET
     service: FeedbackService = Depends(get_service),
 ):
     with service.db.read() as session:

@@ -1,4 +1,8 @@
-"""/api/predict and /api/predictions: predict a photo, list and read predictions, validate them."""
+"""/api/predict and /api/predictions: predict a photo, list and read predictions, validate them.
+
+The predict body is capped before it is read (feedback.app: json_limit(MAX_PHOTO_BYTES), the
+base64 form of the largest photo), so a route here never holds more than that.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from catdog.preprocessing import MEDIA_TYPES
 from feedback import store
 from feedback.deps import get_service, require_writer, same_origin
 from feedback.models import Status
-from feedback.schemas import ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
+from feedback.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 from feedback.service import FeedbackService
 
 router = APIRouter(prefix="/api", tags=["predictions"])
@@ -37,22 +41,6 @@ def json_limit(max_photo_bytes: int) -> int:
     return -(-max_photo_bytes // 3) * 4 + 64 * 1024
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it passes `limit` bytes (never held whole beyond it)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body of {int(declared):,} bytes is over the limit of {limit:,} bytes "
-                                 "for one photo (MAX_PHOTO_BYTES, base64-encoded)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body is over the limit of {limit:,} bytes for one photo "
-                                     "(MAX_PHOTO_BYTES, base64-encoded)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_image(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
     """The photo of a predict request: multipart field `image`, or JSON {"image_b64": ...}."""
     content_type = request.headers.get("content-type", "")
@@ -67,7 +55,7 @@ async def read_image(request: Request, max_bytes: int) -> tuple[bytes, str | Non
             return await image.read(), image.filename
     if content_type.startswith("application/json"):
         try:
-            body = ImageB64In.model_validate_json(await read_capped(request, json_limit(max_bytes)))
+            body = ImageB64In.model_validate_json(await request.body())  # capped by the body limit
         except ValidationError as exc:
             raise HTTPException(400, f"expected JSON {{\"image_b64\": \"<base64>\"}}: {exc.errors()[0]['msg']}") from None
         try:
@@ -94,7 +82,7 @@ def list_predictions(
     model_version: str | None = None,
     order: Literal["newest", "least_confident"] = "newest",
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     service: FeedbackService = Depends(get_service),
 ) -> PredictionList:
     with service.db.read() as session:

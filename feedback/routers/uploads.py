@@ -1,14 +1,20 @@
-"""/api/upload-data: labelled photos straight into the feedback dataset."""
+"""/api/upload-data: labelled photos straight into the feedback dataset.
+
+200 with the report (added, rejected with reasons) when at least one photo was added; 422 with
+the same report as `detail` when none was: {"detail": {"message", "added": [], "rejected"}}.
+Labels are normalised as the validation route's are (feedback.service.normalise_label).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from feedback.deps import get_service, require_writer
 from feedback.schemas import UploadOut
-from feedback.service import FeedbackService, LabelledFile, UploadReport
+from feedback.service import FeedbackService, LabelledFile, UploadReport, check_text, normalise_label
 from feedback.uploads import pair_labels, read_zip
 
 router = APIRouter(prefix="/api", tags=["dataset"])
@@ -33,6 +39,7 @@ def _is_zip(upload: UploadFile, head: bytes) -> bool:
 
 
 @router.post("/upload-data", response_model=UploadOut, dependencies=[Depends(require_writer)],
+             responses={422: {"description": "nothing was added: `detail.rejected` says why for each file"}},
              openapi_extra=UPLOAD_BODY, summary="Add labelled photos (files[] + labels[], or a zip) to the dataset")
 async def upload_data(request: Request, service: FeedbackService = Depends(get_service)) -> UploadOut:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -42,8 +49,8 @@ async def upload_data(request: Request, service: FeedbackService = Depends(get_s
     async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 8) as form:
         uploads = [f for f in [*form.getlist("files[]"), *form.getlist("files"), *form.getlist("archive")]
                    if isinstance(f, UploadFile)]
-        labels = [str(v).strip() for v in [*form.getlist("labels[]"), *form.getlist("labels")]]
-        by = str(form.get("by") or "").strip()[:100] or None
+        labels = [normalise_label(str(v)) for v in [*form.getlist("labels[]"), *form.getlist("labels")]]
+        by = check_text(str(form.get("by") or ""), "'by'").strip()[:100] or None
         if not uploads:
             raise HTTPException(400, "no files: send files[] (with labels[]) or an archive (.zip of class folders)")
         contents = [await u.read() for u in uploads]
@@ -59,4 +66,8 @@ async def upload_data(request: Request, service: FeedbackService = Depends(get_s
             service.check_label(label)  # an unknown label fails the whole request: nothing is stored
         files = [LabelledFile(n, c, label) for n, c, label in zip(names, contents, pair_labels(names, labels))]
     report = await run_in_threadpool(service.add_labelled, files, by, report)
+    if not report.added:
+        return JSONResponse({"detail": {"message": f"no photo was added ({len(report.rejected)} file(s) rejected: "
+                                                   "the reasons are in 'rejected')", "added": [],
+                                        "rejected": report.rejected}}, status_code=422)
     return UploadOut(added=report.added, rejected=report.rejected)
