@@ -58,7 +58,7 @@ compile: ## Write compiled/training_pipeline.yaml and the schedule specs in mani
 	$(PY) -m pipelines.compile
 	$(PY) -m pipelines.schedule examples
 
-run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
+run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [RUNNER=subprocess|container [IMAGE=...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
 evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...]
@@ -140,11 +140,11 @@ images: ## Build + push the component, predictor and feedback app images: IMAGE_
 # from images/wheelhouse, no registry and no network in the builds; needs root and
 # `apt-get install podman runc debootstrap`. IMAGE_TEST: which images; IMAGE_CACHE: the Debian root and
 # podman's store; IMAGE_STORAGE_DRIVER: auto (overlay when it works, else vfs), overlay or vfs.
-IMAGE_TEST ?= predictor components
+IMAGE_TEST ?= predictor components feedback
 IMAGE_CACHE ?= $(HOME)/.cache/catdog-images
 IMAGE_STORAGE_DRIVER ?= auto
 
-image-test: ## Build the predictor + component images with podman and run them (KServe, Vertex, a KFP component): [IMAGE_TEST=predictor]
+image-test: ## Build the three images with podman and run them (the compiled pipeline in containers, KServe, Vertex, the feedback app): [IMAGE_TEST=predictor]
 	IMAGE_CACHE="$(IMAGE_CACHE)" IMAGE_STORAGE_DRIVER=$(IMAGE_STORAGE_DRIVER) $(PY) images/image_test.py $(IMAGE_TEST)
 
 .PHONY: image-test

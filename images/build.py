@@ -86,6 +86,23 @@ def slim_down(rootfs: Path) -> None:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
+def open_store(cache: Path, driver: str, mirror: str, refresh: bool = False) -> tuple[Podman, str]:
+    """podman on the store of `driver` (auto: overlay when it works here, else vfs) with the Debian
+    base in it; returns (podman, how the base was obtained)."""
+    drivers = ["overlay", "vfs"] if driver == "auto" else [driver]
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in drivers:
+        podman = Podman(cache, name)
+        try:
+            return podman, ensure_base(podman, cache, mirror, refresh)
+        except Failure as exc:
+            if name == drivers[-1]:
+                raise
+            say(f"the {name} storage driver does not work here, falling back to vfs: "
+                f"{str(exc).strip().splitlines()[-1][:300]}")
+    raise AssertionError("unreachable")
+
+
 def ensure_base(podman: Podman, cache: Path, mirror: str, refresh: bool) -> str:
     """The local stand-in for python:3.11-slim-bookworm; returns how it was obtained."""
     tarball = cache / "debian-bookworm-python3.11.tar"

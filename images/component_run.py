@@ -1,13 +1,11 @@
-"""make image-test: one pipeline component run inside its image the way KFP's launcher does."""
+"""One task of the compiled pipeline as KFP's launcher starts it (the command, its placeholders filled), and
+the synthetic photos make image-test's pipeline runs use (images/pipeline_run.py)."""
 
 from __future__ import annotations
 
-import json
-import shlex
 from pathlib import Path
 
-from images.common import REPO, USER_ID, check, say, timed
-from images.build import Podman
+from images.common import REPO
 
 
 
@@ -72,41 +70,3 @@ def synthetic_dataset(root: Path, per_class: int = 8) -> Path:
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
-
-
-def run_component(podman: Podman, image: str, work: Path) -> None:
-    with timed("component ingest in the component image"):
-        data = synthetic_dataset(work / "data")
-        pipeline_root = work / "pipeline_root"
-        pipeline_root.mkdir()
-        pipeline_root.chmod(0o777)  # the image's uid 10001 writes the outputs
-        compiled_image, command, executor_input = launcher_command("ingest", {"data_uri": str(data)},
-                                                                   str(pipeline_root))
-        say(f"  compiled/training_pipeline.yaml: exec-ingest, image {compiled_image} (here {image}), "
-            f"command {shlex.join(command[:2])} ... --executor_input <JSON> --function_to_execute ingest")
-        name = "catdog-image-test-ingest"
-        podman("rm", "-f", name, check=False)
-        result = podman("run", "--name", name, "--network", "none", "-v", f"{data}:{data}:ro",
-                        "-v", f"{pipeline_root}:{pipeline_root}", "--entrypoint", command[0], image, *command[1:],
-                        check=False)
-        podman("rm", "-f", name, check=False)
-        log = result.stdout + result.stderr
-        check("ingest: exit status 0", result.returncode == 0, f"{result.returncode}\n{log[-4000:]}")
-        output_file = Path(executor_input["outputs"]["outputFile"])
-        owner = str(output_file.stat().st_uid) if output_file.is_file() else "no executor output"
-        check("ingest: ran as the image's user 10001 (owner of what it wrote)", owner == USER_ID, owner)
-        check("ingest: its log says what it kept and skipped", "kept 16 images" in log and "skipped 2" in log,
-              log[-1500:])
-        outputs = executor_input["outputs"]
-        written = json.loads(output_file.read_text()) if output_file.is_file() else {}
-        dataset = (written.get("artifacts", {}).get("dataset", {}).get("artifacts") or [{}])[0]
-        metadata = dataset.get("metadata", {})
-        check("ingest: executor output with the dataset's metadata (16 images, 2 skipped)",
-              metadata.get("n_images") == 16 and metadata.get("n_skipped") == 2
-              and metadata.get("class_counts") == {"cat": 8, "dog": 8}, json.dumps(written)[:500])
-        paths = {name: Path(a["artifacts"][0]["uri"]) for name, a in outputs["artifacts"].items()}
-        report = paths["report"].read_text() if paths["report"].is_file() else ""
-        check("ingest: report (Markdown) and report_json written", "notes.jpg" in report
-              and json.loads(paths["report_json"].read_text()).get("n_images") == 16, report[:300])
-        files = [p for p in paths["dataset"].rglob("*") if p.is_file()] if paths["dataset"].is_dir() else []
-        check("ingest: the dataset artifact holds the kept photos", len(files) >= 16, f"{len(files)} files")

@@ -42,9 +42,11 @@ if str(REPO) not in sys.path:  # run as a script: images/ and the project import
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the test model is built with TensorFlow here
 
 from images.common import BASE_IMAGE, CONTAINERS_CONF, Failure, PARTS, RESULTS, TIMES, human, say, timed  # noqa: E402
-from images.build import Podman, apt_mirror, build, ensure_base, ensure_wheelhouse, require_tools  # noqa: E402
+from images.build import Podman, apt_mirror, build, ensure_wheelhouse, open_store, require_tools  # noqa: E402
 from images.predictor_run import run_predictor  # noqa: E402
-from images.component_run import run_component  # noqa: E402
+from images.feedback_run import run_feedback  # noqa: E402
+from images.pipeline_run import run_pipelines  # noqa: E402
+from images.predictor_run import gcs_emulator, world_readable_copy  # noqa: E402
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -52,8 +54,8 @@ from images.component_run import run_component  # noqa: E402
 def summary(podman_sizes: dict[str, int]) -> None:
     print("\n[image-test] times", flush=True)
     for part, seconds, note in TIMES:
-        print(f"  {part:<48} {seconds:7.1f} s  {note}".rstrip())
-    print(f"  {'total':<48} {sum(t for _, t, _ in TIMES):7.1f} s")
+        print(f"  {part:<66} {seconds:7.1f} s  {note}".rstrip())
+    print(f"  {'total':<66} {sum(t for _, t, _ in TIMES):7.1f} s")
     for image, size in podman_sizes.items():
         print(f"[image-test] image {image}: {human(size)}")
     failed = [name for name, passed, _ in RESULTS if not passed]
@@ -61,9 +63,21 @@ def summary(podman_sizes: dict[str, int]) -> None:
           + "".join(f"\n  FAILED {name}" for name in failed), flush=True)
 
 
+def test_model(work: Path) -> tuple[Path, str]:
+    """Without the pipeline part: tests/serving_fixtures' tiny model, here and on the GCS emulator."""
+    from catdog import storage
+    from tests.serving_fixtures import tiny_model_dir
+
+    with timed("test model (tiny_model_dir, built here)"):
+        model = world_readable_copy(tiny_model_dir(), work / "model")
+        uri = "gs://catdog-image-test/vertex/model"
+        storage.upload_tree(model, uri)
+    return model, uri
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=list(PARTS), help=f"any of {', '.join(PARTS)} (default: both)")
+    parser.add_argument("parts", nargs="*", default=list(PARTS), help=f"any of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("IMAGE_CACHE") or
                                                             Path.home() / ".cache" / "catdog-images"),
                         help="the Debian root tarball and podman's store (env IMAGE_CACHE)")
@@ -92,40 +106,43 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"parts: any of {', '.join(PARTS)}, got {parts}")
 
     sizes: dict[str, int] = {}
-    drivers = ["overlay", "vfs"] if options.storage_driver == "auto" else [options.storage_driver]
-    podman = Podman(options.cache, drivers[0])
-    images = {"predictor": ("serving/Dockerfile", f"localhost/catdog-predictor:{options.tag}"),
-              "components": ("components/Dockerfile", f"localhost/catdog-components:{options.tag}")}
+    podman = Podman(options.cache, "overlay" if options.storage_driver == "auto" else options.storage_driver)
+    images = {"components": ("components/Dockerfile", f"localhost/catdog-components:{options.tag}"),
+              "predictor": ("serving/Dockerfile", f"localhost/catdog-predictor:{options.tag}"),
+              "feedback": ("feedback/Dockerfile", f"localhost/catdog-feedback:{options.tag}")}
+    # the feedback app is checked against the predictor image
+    builds = [name for name in images if name in parts or (name == "predictor" and "feedback" in parts)]
     try:
         require_tools()
         options.cache.mkdir(parents=True, exist_ok=True)
         say(f"podman {podman('--version').stdout.split()[-1]}, runtime runc, "
             f"CONTAINERS_CONF={CONTAINERS_CONF.relative_to(REPO)}, cache {options.cache}")
-        for driver in drivers:
-            podman = Podman(options.cache, driver)
-            try:
-                with timed(f"Debian base image (storage {driver})") as part:
-                    part["note"] = ensure_base(podman, options.cache, options.mirror, options.refresh_base)
-                break
-            except Failure as exc:
-                if driver == drivers[-1]:
-                    raise
-                say(f"the {driver} storage driver does not work here, falling back to vfs: "
-                    f"{str(exc).strip().splitlines()[-1][:300]}")
+        with timed("Debian base image") as part:
+            podman, how = open_store(options.cache, options.storage_driver, options.mirror, options.refresh_base)
+            part["note"] = f"storage {podman.driver}, {how}"
         sizes[BASE_IMAGE] = podman.image_size(BASE_IMAGE)
         with timed("wheelhouse") as part:
             part["note"] = ensure_wheelhouse(sys.executable)
-        with tempfile.TemporaryDirectory(prefix="catdog-image-test-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="catdog-image-test-") as tmp, gcs_emulator() as emulator:
             work = Path(tmp)
             work.chmod(0o755)
-            for part_name in parts:
-                dockerfile, tag = images[part_name]
-                with timed(f"build {part_name} image ({dockerfile})") as part:
+            os.environ["STORAGE_EMULATOR_HOST"] = emulator  # this process and the pipeline's steps
+            for name in builds:
+                dockerfile, tag = images[name]
+                with timed(f"build {name} image ({dockerfile})") as part:
                     build(podman, dockerfile, tag, options.layers)
                     sizes[tag] = podman.image_size(tag)
                     part["note"] = human(sizes[tag])
-                (work / part_name).mkdir()
-                (run_predictor if part_name == "predictor" else run_component)(podman, tag, work / part_name)
+            if "components" in parts:  # its champion is the model the other parts serve
+                model, uri = run_pipelines(podman, images["components"][1], work / "pipeline", emulator)
+            else:
+                model, uri = test_model(work)
+            if "predictor" in parts:
+                run_predictor(podman, images["predictor"][1], model, uri, emulator)
+            if "feedback" in parts:
+                from serving.source import content_version
+
+                run_feedback(podman, images["feedback"][1], images["predictor"][1], model, content_version(model))
     except Failure as exc:
         print(f"[image-test] error: {exc}", file=sys.stderr, flush=True)
         RESULTS.append(("image-test ran to the end", False, str(exc)))

@@ -156,14 +156,11 @@ def predictor_checks(base: str, mode: str, expected_version: str, vertex_routes:
           str(metrics.status_code))
 
 
-def run_predictor(podman: Podman, image: str, work: Path) -> None:
-    from catdog import storage
+def run_predictor(podman: Podman, image: str, model: Path, uri: str, emulator: str) -> None:
+    """`model`: a world-readable model folder; `uri`: the same model on the GCS emulator at `emulator`."""
     from serving.source import content_version
-    from tests.serving_fixtures import tiny_model_dir
 
-    with timed("test model (tiny_model_dir, built here)"):
-        model = world_readable_copy(tiny_model_dir(), work / "model")
-        version = content_version(model)
+    version = content_version(model)
     limits = ["-e", "CATDOG_MAX_BODY_BYTES=200000"]
 
     with timed("predictor, KServe mode"):
@@ -178,11 +175,7 @@ def run_predictor(podman: Podman, image: str, work: Path) -> None:
             check("kserve: the server process runs as uid 10001", process_uid(podman, name) == USER_ID)
             predictor_checks(base, "kserve", version, None)
 
-    with timed("predictor, Vertex AI mode"), gcs_emulator() as emulator:
-        os.environ["STORAGE_EMULATOR_HOST"] = emulator
-        storage.gcs_client.cache_clear()
-        uri = "gs://catdog-image-test/vertex/model"
-        storage.upload_tree(model, uri)
+    with timed("predictor, Vertex AI mode"):
         port = free_port()
         routes = ("/vertex/health", "/vertex/predict")
         env = {"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": routes[0], "AIP_PREDICT_ROUTE": routes[1],
@@ -196,8 +189,6 @@ def run_predictor(podman: Podman, image: str, work: Path) -> None:
             check(f"vertex: ready ({routes[0]}) after {seconds:.1f} s, model from {uri} on the GCS emulator", True)
             check("vertex: the server process runs as uid 10001", process_uid(podman, name) == USER_ID)
             predictor_checks(base, "vertex", version, routes)
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        storage.gcs_client.cache_clear()
 
 
 @contextmanager

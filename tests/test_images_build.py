@@ -24,7 +24,8 @@ from images import build, common, component_run, image_test
 from tests.test_images import instructions, let_through, make
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILT = {"components": REPO_ROOT / "components" / "Dockerfile", "serving": REPO_ROOT / "serving" / "Dockerfile"}
+BUILT = {"components": REPO_ROOT / "components" / "Dockerfile", "serving": REPO_ROOT / "serving" / "Dockerfile",
+         "feedback": REPO_ROOT / "feedback" / "Dockerfile"}
 WHEELHOUSE_MOUNT = "--mount=type=bind,source=${WHEELHOUSE:-images/wheelhouse},target=/tmp/wheelhouse"
 WHEELHOUSE_OPTIONS = "${WHEELHOUSE:+--no-index --find-links /tmp/wheelhouse}"
 
@@ -103,6 +104,15 @@ def test_the_wheelhouse_covers_both_images():
     assert set(runtime) | set(serving) == set(build.runtime_requirements())
 
 
+def test_the_feedback_image_installs_locked_packages_only():
+    """Its pip list is constrained by the lock; the wheelhouse (pyproject's runtime set) must hold them."""
+    install = re.search(r"-c /tmp/requirements\.lock (.*?) &&", pip_step(BUILT["feedback"])).group(1)
+    names = {re.split(r"[\[=<>]", word.strip('"'))[0].lower() for word in install.split()}
+    lock = {line.split("==")[0].lower() for line in (REPO_ROOT / "requirements.lock").read_text().splitlines()
+            if "==" in line}
+    assert {"fastapi", "uvicorn", "alembic", "kfp"} <= names and names <= lock, names - lock
+
+
 def test_launcher_command_is_the_compiled_executor_with_its_placeholders_filled(tmp_path):
     image, command, executor_input = component_run.launcher_command("ingest", {"data_uri": "/data/photos"},
                                                                  str(tmp_path))
@@ -161,15 +171,15 @@ def test_podman_settings():
 
 def test_unknown_parts_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        image_test.main(["feedback"])
+        image_test.main(["ingest"])
     assert exit_info.value.code == 2
-    assert "any of predictor, components" in capsys.readouterr().err
+    assert "any of predictor, components, feedback" in capsys.readouterr().err
 
 
 def test_make_image_test_runs_the_script():
     out = make("-n", "image-test").stdout
     assert re.search(r"^IMAGE_CACHE=\S+ IMAGE_STORAGE_DRIVER=auto \.venv/bin/python images/image_test\.py "
-                     r"predictor components$", out, re.MULTILINE), out
+                     r"predictor components feedback$", out, re.MULTILINE), out
     out = make("-n", "image-test", "IMAGE_TEST=predictor").stdout  # (under make test: make[1] lines too)
     assert re.search(r"images/image_test\.py predictor$", out, re.MULTILINE), out
     help_text = re.sub(r"\x1b\[[0-9;]*m", "", make("-s", "help").stdout)
