@@ -4,17 +4,29 @@
          409 {"detail", "run_id"} while a run is active; 422 naming a bad key; 502 when it cannot start
     GET  /api/training-status      the latest run, the targets, validations since the last run
     GET  /api/runs, /api/runs/{id} (with the log's tail)
+    GET  /api/runs/{id}/log        a local run's log as plain text (its last LOG_LIMIT_BYTES); 404
+                                   JSON for an unknown run or one without a log here (a remote run:
+                                   see its console_url)
     POST /api/runs/{id}/cancel     -> the run (cancelled once its process or remote run ended)
+
+Logs are shown with the server's own folders shortened (shorten_paths): $OUTPUT_ROOT, . (the
+repository the pipeline runs in), $TMPDIR and ~.
 """
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from feedback.deps import get_service, require_writer
-from feedback.launchers import LaunchError
+from feedback.launchers import REPO_ROOT, LaunchError
+from feedback.models import TrainingRun
+from feedback.retrain_config import output_root
 from feedback.runs import (
     RunConflict,
     RunFinished,
@@ -28,6 +40,27 @@ from feedback.service import FeedbackService
 from pipelines.config import ConfigError
 
 router = APIRouter(prefix="/api", tags=["training"])
+LOG_LIMIT_BYTES = 1 << 20  # a local run's log is a few hundred KiB; the answer ends with its last MiB
+
+
+def shorten_paths(text: str, folders: dict[str, str]) -> str:
+    """`text` with each folder path (and any path under it) starting with its name instead; the
+    longest folder first, a folder only as whole path components (not /srv/app in /srv/app2 or /tmp in
+    /var/tmp)."""
+    names = {str(Path(folder)): name for folder, name in folders.items() if len(Path(folder).parts) > 1}
+    if not names:
+        return text
+    alternatives = "|".join(re.escape(f) for f in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w.-])")
+    return pattern.sub(lambda match: names[match.group(0)], text)
+
+
+def _server_folders(service: FeedbackService, run: TrainingRun) -> dict[str, str]:
+    folders = {str(Path.home()): "~", tempfile.gettempdir(): "$TMPDIR", str(REPO_ROOT): "."}
+    target = service.training.targets.get(run.target)
+    if target is not None and target.settings.get("OUTPUT_ROOT"):
+        folders[str(output_root(target))] = "$OUTPUT_ROOT"
+    return folders
 
 
 async def _start(body: RetrainIn, service: FeedbackService) -> JSONResponse:
@@ -78,7 +111,25 @@ def run(run_id: str, service: FeedbackService = Depends(get_service)) -> RunOut:
         found = service.runs.get(run_id)
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    return RunOut.of(found, service.runs.log_tail(found))
+    tail = service.runs.log_tail(found)
+    return RunOut.of(found, None if tail is None else shorten_paths(tail, _server_folders(service, found)))
+
+
+@router.get("/runs/{run_id}/log", response_class=PlainTextResponse,
+            summary="A local run's log as plain text (its last MiB); 404 for a remote run (see console_url)",
+            responses={200: {"content": {"text/plain": {}}},
+                       404: {"description": "no such run, or no log here (a remote run)"}})
+def run_log(run_id: str, service: FeedbackService = Depends(get_service)) -> PlainTextResponse:
+    try:
+        found = service.runs.get(run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    text = service.runs.log_tail(found, LOG_LIMIT_BYTES)
+    if text is None:
+        where = f": see {found.console_url}" if found.console_url else ""
+        raise HTTPException(404, f"training run {run_id} has no log on this app (a {found.target} run's log is in "
+                                 f"its console{where})")
+    return PlainTextResponse(shorten_paths(text, _server_folders(service, found)), headers={"cache-control": "no-store"})
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, dependencies=[Depends(require_writer)],

@@ -267,8 +267,10 @@ function runRow(run, active) {
     link.target = "_blank";
     details.append(link);
   } else {
-    const link = element("a", "log");
-    link.href = `/api/runs/${encodeURIComponent(run.id)}`;
+    const link = element("a", "log"); // plain text (GET /api/runs/{id}/log), not the run's JSON
+    link.href = `/api/runs/${encodeURIComponent(run.id)}/log`;
+    link.target = "_blank";
+    link.setAttribute("data-testid", "run-log");
     details.append(link);
   }
   if (run.reason) details.append(element("div", run.reason, "reason"));
