@@ -1,10 +1,18 @@
-"""Train: MobileNetV2 transfer learning, a frozen-backbone phase then fine-tuning of the top layers."""
+"""Train: MobileNetV2 transfer learning, a frozen-backbone phase then fine-tuning of the top layers.
+
+Progress (catdog/progress.py, through $CATDOG_PROGRESS in a local run): the "features" phase (the
+frozen backbone's features of every train photo, its mirror image, and every validation photo, computed
+once: most of the frozen phase's time), one "epoch" event per epoch with an estimate of the phase's
+remaining time (an upper bound: early stopping may end a phase sooner), and the "export" phase.
+Each also prints one compact line.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +25,7 @@ from catdog.augment import build_augmentation
 from catdog.model import HEAD_NAME, build_model, save_model_dir, unfreeze_top, with_flip_averaging
 from catdog.model_files import load_metadata
 from catdog.preprocessing import PREPROCESSING_SPEC
+from catdog.progress import ProgressWriter, Throttle, duration, epoch_line
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,30 @@ def _datasets(dataset_dir: Path, params: TrainParams):
     return train, validation
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """One progress event and one compact printed line per epoch, with the phase's estimated remaining
+    time (mean epoch time x epochs left: an upper bound, early stopping may end the phase sooner)."""
+
+    def __init__(self, progress: ProgressWriter, phase: str, epochs: int, first_epoch: int = 0):
+        super().__init__()
+        self.progress, self.phase, self.epochs, self.first_epoch = progress, phase, epochs, first_epoch
+        self.times: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.monotonic() - self._started)
+        n = epoch - self.first_epoch + 1
+        eta = sum(self.times) / len(self.times) * (self.epochs - n)
+        values = {k: round(float(v), 4) for k, v in (logs or {}).items()
+                  if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        self.progress.emit("epoch", phase=self.phase, epoch=n, epochs=self.epochs,
+                           seconds=round(self.times[-1], 2), eta_s=round(eta, 1), **values)
+        print(epoch_line(self.phase, n, self.epochs, self.times[-1], eta, values), flush=True)
+
+
 def _callbacks(params: TrainParams, checkpoint: Path | None) -> list[keras.callbacks.Callback]:
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -64,8 +97,28 @@ def _callbacks(params: TrainParams, checkpoint: Path | None) -> list[keras.callb
     return callbacks
 
 
+class FeatureCount:
+    """Counts the photos whose features were computed; a throttled "features" phase event with an estimate."""
+
+    def __init__(self, progress: ProgressWriter, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+        self.started, self._throttle = time.monotonic(), Throttle()
+        progress.emit("phase", phase="features", done=0, total=total)
+        print(f"features: the frozen backbone's features of {total} photos, computed once", flush=True)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._throttle(self.done, self.total):
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            self.progress.emit("phase", phase="features", done=self.done, total=self.total,
+                               seconds=round(elapsed, 1), eta_s=round(eta, 1))
+            if self.done >= self.total:
+                print(f"features: {self.done} photos in {duration(elapsed)}", flush=True)
+
+
 def pooled_features(model: keras.Model, dataset_dir: Path, split: str, mirrored: bool,
-                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int, count: FeatureCount | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The frozen backbone's pooled features of a split's photos (and of their mirror images when
     `mirrored`), with their labels: what the head sees in the frozen phase, computed once."""
     extractor = keras.Model(model.inputs, model.get_layer("dropout").input)
@@ -74,25 +127,32 @@ def pooled_features(model: keras.Model, dataset_dir: Path, split: str, mirrored:
         for images in ([x, x[:, :, ::-1]] if mirrored else [x]):
             features.append(extractor.predict_on_batch(images))
             labels.append(y)
+            if count is not None:
+                count.add(len(y))
     return np.concatenate(features), np.concatenate(labels)
 
 
-def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss) -> dict[str, list[float]]:
+def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss,
+               progress: ProgressWriter | None = None) -> dict[str, list[float]]:
     """The frozen phase on features computed once: the backbone is frozen and its BatchNorm in
     inference mode, so the head's inputs change only with the augmentation. Augmenting every epoch
     costs a backbone pass per photo per epoch (4 epochs: about 60 s of the 2,000-photo benchmark);
     this passes each photo once (twice with "flip": it and its mirror image) and then trains the
     head in well under a second an epoch. The other augmentations apply in fine-tuning."""
+    progress = progress or ProgressWriter(None)
     mirrored = "flip" in params.augmentations.split(",")
-    train_x, train_y = pooled_features(model, dataset_dir, "train", mirrored, params.batch_size)
-    val_x, val_y = pooled_features(model, dataset_dir, "validation", False, params.batch_size)
+    splits = data.load_metadata(dataset_dir)["splits"]
+    count = FeatureCount(progress, splits["train"]["count"] * (2 if mirrored else 1) + splits["validation"]["count"])
+    train_x, train_y = pooled_features(model, dataset_dir, "train", mirrored, params.batch_size, count)
+    val_x, val_y = pooled_features(model, dataset_dir, "validation", False, params.batch_size, count)
     dense = model.get_layer(HEAD_NAME)
     head = keras.Sequential([keras.Input(train_x.shape[1:]), keras.layers.Dropout(model.get_layer("dropout").rate),
                              keras.layers.Dense(dense.units, activation="softmax")])
     head.layers[-1].set_weights(dense.get_weights())
     head.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=loss, metrics=["accuracy"])
     fit = head.fit(train_x, train_y, validation_data=(val_x, val_y), epochs=params.frozen_epochs,
-                   batch_size=params.batch_size, shuffle=True, callbacks=_callbacks(params, None), verbose=2)
+                   batch_size=params.batch_size, shuffle=True, verbose=0,
+                   callbacks=[*_callbacks(params, None), EpochProgress(progress, "frozen", params.frozen_epochs)])
     dense.set_weights(head.layers[-1].get_weights())
     return fit.history
 
@@ -109,9 +169,13 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dict:
+def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
+                progress: ProgressWriter | None = None) -> dict:
     """Train and write model.keras, model.onnx and metadata.json to output_dir (the serving model:
-    probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the metadata."""
+    probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the metadata.
+
+    progress: where the phases and epochs go (default: $CATDOG_PROGRESS, as the train step runs it)."""
+    progress = progress or ProgressWriter.from_environment("train")
     keras.utils.set_random_seed(params.seed)
     meta = data.load_metadata(dataset_dir)
     train, validation = _datasets(dataset_dir, params)
@@ -123,7 +187,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
     checkpoint = Path(output_dir).parent / f"{Path(output_dir).name}-best.keras"
     started = time.monotonic()
     if params.frozen_epochs:  # outside the scope: predict_on_batch would run the whole batch on every replica
-        frozen = train_head(model, dataset_dir, params, loss)
+        frozen = train_head(model, dataset_dir, params, loss, progress)
         history += [{"phase": "frozen", "epoch": i + 1, **{k: float(v[i]) for k, v in frozen.items()}}
                     for i in range(len(frozen["loss"]))]
     if params.finetune_epochs:
@@ -134,7 +198,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
             fit = model.fit(
                 train, validation_data=validation, epochs=initial + params.finetune_epochs, initial_epoch=initial,
                 shuffle=False,  # the dataset shuffles itself (load_split); Keras would ignore it and warn
-                callbacks=_callbacks(params, checkpoint), verbose=2,
+                callbacks=[*_callbacks(params, checkpoint),
+                           EpochProgress(progress, "fine-tuning", params.finetune_epochs, initial)], verbose=0,
             )
         history += [{"phase": "finetune", "epoch": initial + i + 1, **{k: float(v[i]) for k, v in fit.history.items()}}
                     for i in range(len(fit.history["loss"]))]
@@ -153,7 +218,12 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams) -> dic
         "best_val_accuracy": best.get("val_accuracy"),
         "train_seconds": round(time.monotonic() - started, 1),
     }
-    save_model_dir(with_flip_averaging(model) if params.test_time_flip else model, output_dir, metadata)
+    progress.emit("phase", phase="export")
+    print("export: the Keras and ONNX models", flush=True)
+    with warnings.catch_warnings():
+        # keras' tf2onnx bridge probes np.object, which NumPy 2 warns about; nothing here can change that
+        warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+        save_model_dir(with_flip_averaging(model) if params.test_time_flip else model, output_dir, metadata)
     return load_metadata(output_dir)  # with the outputs and explanation fields save_model_dir adds
 
 

@@ -4,9 +4,17 @@ Every launcher has the methods of `Launcher`, which the run service calls; the r
 feedback/remote_launchers.py.
 
 A local run is `python -m pipelines.run TARGET=local ...` in its own process group (the app never
-trains in its own process), its output in <RUNS_DIR>/<id>/log.txt and, once it succeeded, its
-champion decision in <RUNS_DIR>/<id>/result.json (pipelines.run's RESULT_FILE). Any app process on
-the same host can watch it after a restart: the pid and the process's start time identify it.
+trains in its own process), its full output in <RUNS_DIR>/<id>/log.txt (VERBOSE=1), its progress
+events in <RUNS_DIR>/<id>/progress.jsonl (PROGRESS_FILE; catdog/progress.py: the step running, the
+steps done, the train step's estimate, the error line a failure ended with) and, once it succeeded,
+its champion decision in <RUNS_DIR>/<id>/result.json (RESULT_FILE). Progress is read from that file,
+never from the log text, and only moves forward. Any app process on the same host can watch a run
+after a restart: the pid and the process's start time identify it.
+
+The pipeline process gets only the environment it needs (PIPELINE_ENVIRONMENT, PIPELINE_ENVIRONMENT_PREFIXES:
+paths, locale, proxies and certificates, caches, TensorFlow/CUDA/thread settings, Google Cloud and
+Kubernetes credentials for gs:// and deploy targets), never the app's own settings and secrets
+(DATABASE_URL, APP_TOKEN, PREDICTOR_URL, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Protocol
 
 import psutil
 
+from catdog.progress import read_progress
 from feedback.models import RunState, TrainingRun
 from feedback.retrain_config import TrainingTarget, output_root
 from pipelines.config import PipelineConfig
@@ -33,10 +42,17 @@ from pipelines.config import PipelineConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_BYTES = 8192
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"Executing task '([^']+)'")
-_FINISHED = re.compile(r"Task '([^']+)' finished with status SUCCESS")
-_INNER_FAILURE = re.compile(r"Inner task failed: '([^']+)'")
+# the last line of a Python traceback (`ValueError: ...`) or pipelines.run's own `error: ...`
+_ERROR_LINE = re.compile(r"^(error: .+|([A-Za-z_]\w*\.)*[A-Za-z_]\w*(Error|Exception|Exit|Interrupt)(: .+)?)$")
 TERMINATE_GRACE_S = 10
+PIPELINE_ENVIRONMENT = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH",
+    "VIRTUAL_ENV", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "KUBECONFIG", "STORAGE_EMULATOR_HOST",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+})
+PIPELINE_ENVIRONMENT_PREFIXES = ("LC_", "TF_", "XLA_", "CUDA_", "NVIDIA_", "OMP_", "KMP_", "MKL_", "OPENBLAS_",
+                                 "KERAS_", "CATDOG_", "GOOGLE_", "CLOUDSDK_", "GCE_")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class Observation:
     steps_done: int = 0
     reason: str | None = None  # why it failed, or the champion decision
     decision: dict | None = field(default=None)  # select-champion's decision once succeeded
+    eta_s: float | None = None  # the running step's estimate of its remaining time (local runs' train step)
+    detail: str | None = None  # what the running step does now, e.g. "frozen epoch 3/10"
 
 
 class LaunchError(RuntimeError):
@@ -88,24 +106,36 @@ def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
-def log_progress(text: str) -> tuple[str | None, int]:
-    """(the step running now, steps finished) from kfp.local's log lines."""
-    started = _STARTED.findall(text)
-    finished = _FINISHED.findall(text)
-    running = [s for s in started if s not in finished]
-    return (running[-1] if running else None), len(set(finished))
+def last_error_line(text: str) -> str | None:
+    """The last `error: ...` line pipelines.run printed, else the last exception line of the text."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    own = [ln for ln in lines if ln.startswith("error: ")]
+    errors = own or [ln for ln in lines if _ERROR_LINE.match(ln)]
+    return errors[-1].removeprefix("error: ")[:500] if errors else None
 
 
 def failure_reason(text: str, exit_code: int | None) -> str:
-    """The failed step and the last error line of a local run's log."""
-    failed = _INNER_FAILURE.findall(text)
-    errors = [ln.strip() for ln in text.splitlines() if re.match(r"^\w*(Error|Exception)\b", ln.strip())]
-    parts = [f"step {failed[-1]} failed" if failed else "the pipeline process ended without a result"]
-    if errors:
-        parts.append(errors[-1][:500])
-    if exit_code is not None:
-        parts.append(f"exit code {exit_code}")
-    return "; ".join(parts)
+    """Why a local run whose process ended without a recorded error failed: its log's last error line."""
+    line = last_error_line(text)
+    if line:
+        return line
+    return "the pipeline process ended without a result" + (f"; exit code {exit_code}" if exit_code is not None else "")
+
+
+def pipeline_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The variables of `environ` the pipeline process may see (module docstring)."""
+    return {k: v for k, v in environ.items() if k in PIPELINE_ENVIRONMENT or k.startswith(PIPELINE_ENVIRONMENT_PREFIXES)}
+
+
+def step_detail(last: dict | None) -> str | None:
+    """`frozen epoch 3/10`, `features 1200/3556`, `export` from a step's latest phase or epoch event."""
+    if not last:
+        return None
+    if last.get("event") == "epoch":
+        return f"{last['phase']} epoch {last['epoch']}/{last['epochs']}"
+    if "total" in last:
+        return f"{last['phase']} {last['done']}/{last['total']}"
+    return last.get("phase")
 
 
 class LocalLauncher:
@@ -117,18 +147,21 @@ class LocalLauncher:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def progress_file(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "progress.jsonl"
+
     def command(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> list[str]:
         words = [f"{key}={value}" for key, value in config.pipeline_arguments().items()]
         return [sys.executable, "-m", "pipelines.run", "TARGET=local", f"OUTPUT_ROOT={output_root(target)}",
-                f"RESULT_FILE={self.run_dir(run_id) / 'result.json'}", *words]
+                f"RESULT_FILE={self.run_dir(run_id) / 'result.json'}",
+                f"PROGRESS_FILE={self.progress_file(run_id)}", "VERBOSE=1", *words]
 
     def start(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> RunHandle:
         folder = self.run_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / "log.txt"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1"}
-        env.pop("APP_TOKEN", None)  # the pipeline has no use for the app's secret
+        env = {**pipeline_environment(dict(os.environ)), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         try:
             with open(log, "ab") as out:
                 child = subprocess.Popen(self.command(run_id, target, config), cwd=REPO_ROOT, env=env,
@@ -162,17 +195,19 @@ class LocalLauncher:
             return False
 
     def observe(self, run: TrainingRun) -> Observation:
-        text = read_tail(Path(run.log_uri)) if run.log_uri else ""
-        step, done = log_progress(text)
+        progress = read_progress(self.progress_file(run.id))
+        step, done = progress.step, progress.steps_done
         result = self.run_dir(run.id) / "result.json"
         if result.is_file():
             decision = json.loads(result.read_text())["decision"]
             return Observation("succeeded", None, done, decision and decision["reason"], decision)
         if self._alive(run):
-            return Observation("running", step, done)
+            return Observation("running", step, done, eta_s=progress.eta_s, detail=step_detail(progress.last))
         if run.cancel_requested:
             return Observation("cancelled", step, done, "stopped on request")
-        return Observation("failed", step, done, failure_reason(text, self._exit_code(run.pid) if run.pid else None))
+        reason = progress.error or failure_reason(read_tail(Path(run.log_uri)) if run.log_uri else "",
+                                                  self._exit_code(run.pid) if run.pid else None)
+        return Observation("failed", step, done, reason)
 
     def cancel(self, run: TrainingRun) -> None:
         """SIGTERM to the run's process group (kfp.local's task processes included), SIGKILL after a grace."""

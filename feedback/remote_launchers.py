@@ -10,6 +10,8 @@ feedback/launchers.py's Launcher protocol, over the services' APIs:
     cancel   KFP: terminate the run; Vertex AI: cancel the PipelineJob. A later observe says
              cancelled once the service has stopped it.
     owns     always: any replica can watch a remote run (nothing here is tied to a host).
+Progress comes from the service's task states; the run service keeps it moving forward only (a
+task list that lags behind is ignored), and a failed run shows the step that failed.
 A client is built once per launcher, on first use: kfp.Client's constructor probes the host,
 aiplatform.init reads credentials.
 An API that refuses a start or a cancel raises SubmitError; observe lets the API's error through
@@ -107,7 +109,7 @@ def ended(state: RunState, run: TrainingRun, step: str | None, done: int, failed
         return Observation("cancelled", step, done, "stopped on request" if run.cancel_requested
                            else f"cancelled in {service}")
     parts = [f"step {', '.join(failed)} failed" if failed else f"the {service} run failed", error]
-    return Observation("failed", step, done, "; ".join(p for p in parts if p))
+    return Observation("failed", failed[0] if failed else step, done, "; ".join(p for p in parts if p))
 
 
 class KubeflowLauncher:

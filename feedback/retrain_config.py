@@ -22,6 +22,7 @@ from pipelines.run import (
     ALIASES,
     RUNNER_SETTINGS,
     absolute_local_paths,
+    check_data_download,
     check_local_inputs,
     parse_arguments,
     with_vertex_defaults,
@@ -70,8 +71,9 @@ class TrainingConfig:
             raise ConfigError(f"{', '.join(protected)}: set by the app (DATA, REGISTRY, WEIGHTS, FEEDBACK_URI), "
                               "not by a request")
         config = build_config(parameters, base=target.base)
-        if target.name == "local":
+        if target.name == "local":  # what `make run` checks before any step, so a request fails now (422)
             check_local_inputs(config)
+            check_data_download(config)
         return config
 
 

@@ -12,6 +12,10 @@ A run records the verdicts it took in (run_validations: each validated photo's l
 when it started). Automatic retraining starts a run once RETRAIN_MIN_NEW photos were validated
 after the cut-off of the last run that finished (succeeded or failed, not cancelled): a
 challenger that lost, or a run that failed, is not retried on the same data over and over.
+
+Progress only moves forward, whatever a launcher reports: a run's steps_done never decreases (an
+observation with fewer steps done than recorded is ignored), and a run that failed or was stopped
+keeps the step it ended in.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from feedback.settings import Settings
 
 logger = logging.getLogger("catdog.feedback")
 QUEUED_TIMEOUT_S = 300  # a run queued this long without a process or remote id was never started
+# pipelines.training_pipeline.STEPS (kept equal by a test; not imported: that imports kfp and the components)
 PIPELINE_STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy")
 
 
@@ -223,6 +228,8 @@ class RunService:
                 if observation is None:
                     continue
                 if observation.state in ACTIVE_STATES:
+                    if observation.steps_done < run.steps_done:
+                        continue  # only forward: a service's task list that lags behind what it said before
                     if (observation.step, observation.steps_done) != (run.step, run.steps_done):
                         with self.db.writing() as session:
                             session.execute(update(TrainingRun).where(TrainingRun.id == run.id)
@@ -247,9 +254,14 @@ class RunService:
             return None
 
     def _finish(self, run_id: str, observation: Observation) -> None:
+        """Record the end: steps_done never goes down; a failed or stopped run keeps the step it ended in."""
         decision = observation.decision or {}
-        values = {"state": observation.state, "active": None, "finished_at": utcnow(),
-                  "steps_done": observation.steps_done, "step": None, "reason": observation.reason}
+        with self.db.read() as session:
+            before = session.get(TrainingRun, run_id)
+        done = max(observation.steps_done, before.steps_done if before else 0)
+        values = {"state": observation.state, "active": None, "finished_at": utcnow(), "steps_done": done,
+                  "step": None if observation.state == "succeeded" else observation.step or (before and before.step),
+                  "reason": observation.reason}
         if observation.state == "succeeded" and decision:
             values.update(promoted=bool(decision.get("promoted")), version=decision.get("challenger_version"),
                           champion_version=decision.get("champion_version"))

@@ -6,6 +6,7 @@ invalid value fails before anything runs, with the key named in the message.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -147,13 +148,21 @@ class PipelineConfig(BaseModel):
         return self.model_dump()
 
 
+def did_you_mean(unknown: list[str], known) -> str:
+    """` (did you mean frozen_epochs?)` for the unknown names that are close to a known one."""
+    hints = [f"{word} -> {match[0]}" if len(unknown) > 1 else match[0]
+             for word in unknown if (match := difflib.get_close_matches(word, list(known), n=1))]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def build_config(overrides: dict[str, str] | None = None, base: PipelineConfig | None = None) -> PipelineConfig:
     """Apply string overrides (from the command line) to the defaults, or raise ConfigError."""
     base_values = (base or PipelineConfig()).model_dump()
     unknown = sorted(set(overrides or {}) - set(PipelineConfig.model_fields))
     if unknown:
         raise ConfigError(
-            f"unknown parameter(s) {unknown}; known: {', '.join(PipelineConfig.model_fields)}"
+            f"unknown parameter(s) {unknown}{did_you_mean(unknown, PipelineConfig.model_fields)}; "
+            f"known: {', '.join(PipelineConfig.model_fields)}"
         )
     try:
         return PipelineConfig.model_validate({**base_values, **(overrides or {})}, strict=False)

@@ -4,17 +4,33 @@
 
 Lower-case keys are pipeline parameters (pipelines/config.py); upper-case keys are settings of
 the runner (remote ones: pipelines/submit.py). Anything unknown or invalid fails here, before
-anything runs.
+anything runs, with one `error: ...` line that says what to pass (exit code 2); so does every input
+of a local run that can be checked up front (DATA exists and has files, WEIGHTS is a file or, for
+imagenet, is in the Keras cache or can be downloaded, the DATA archive downloads).
+
+A local run (pipelines/local_run.py) prints one line per step with its time, the train step's
+phases and epochs, then the test metrics and the champion decision; the full log goes to
+OUTPUT_ROOT/logs/run-<time>.log (its path printed first), or to the terminal with VERBOSE=1.
+Its progress is a JSON-lines file (catdog/progress.py): PROGRESS_FILE, else beside the log. A failed
+step ends the run with `error: step <name> failed: <its last error line>` (exit code 1).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from catdog.sources import IngestError, default_cache_dir, download_once, download_path, is_archive
+from catdog.progress import ENV_VAR as PROGRESS_ENV_VAR
+from catdog.progress import ProgressWriter
+from catdog.progress import read_progress
 from pipelines.config import ConfigError, PipelineConfig, build_config
+from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
 from pipelines.submit import (
     REMOTE_SETTINGS,
     REMOTE_TARGETS,
@@ -25,9 +41,12 @@ from pipelines.submit import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
-# RESULT_FILE (local runs): where to write {"run_dir", "decision"} as JSON once the run succeeded
+# local runs: RESULT_FILE: where to write {"run_dir", "decision"} as JSON once the run succeeded;
+# PROGRESS_FILE: the run's progress events (default: beside the log); VERBOSE=1: the full log on the terminal
 RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), "RESULT_FILE": "",
-                   **REMOTE_SETTINGS}
+                   "PROGRESS_FILE": "", "VERBOSE": "0", **REMOTE_SETTINGS}
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+PROBE_TIMEOUT_S = 10
 PATH_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights")
 
 
@@ -48,7 +67,9 @@ def parse_arguments(
             overrides[ALIASES[key]] = value
         elif key.isupper():
             if key not in known:
-                raise ConfigError(f"unknown setting {key}; known: {', '.join([*ALIASES, *known])}")
+                match = difflib.get_close_matches(key, [*ALIASES, *known], n=1)
+                hint = f" (did you mean {match[0]}?)" if match else ""
+                raise ConfigError(f"unknown setting {key}{hint}; known: {', '.join([*ALIASES, *known])}")
             settings[key] = value
         else:
             overrides[key] = value
@@ -66,18 +87,75 @@ def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
 
 
 def check_local_inputs(config: PipelineConfig) -> None:
-    """TARGET=local: a local DATA or WEIGHTS path that does not exist fails now, not steps later.
+    """TARGET=local: what a run needs from this machine, checked before any step runs (ConfigError
+    saying what to pass): a local DATA exists and holds files; WEIGHTS is a file, or for imagenet the
+    Keras cache has the file or its download address answers. (An http(s) or gs:// DATA archive is
+    downloaded up front by fetch_data_archive; check_data_download only asks whether it could be.)
 
     A feedback_uri that does not exist (yet) is fine: ingest reports that there is no feedback photo.
     """
-    if "://" not in config.data_uri and not Path(config.data_uri).exists():
-        raise ConfigError(
-            f"DATA={config.data_uri} does not exist: give a folder with one sub-folder per class, "
-            "a .zip/.tar.gz archive, an http(s) archive URL or a gs:// prefix"
-        )
+    data = config.data_uri
+    if "://" not in data:
+        path = Path(data)
+        if not path.exists():
+            raise ConfigError(
+                f"DATA={data} does not exist: give a folder with one sub-folder per class, "
+                "a .zip/.tar.gz archive, an http(s) archive URL or a gs:// prefix"
+            )
+        if path.is_dir() and not any(files for _, _, files in os.walk(path)):
+            raise ConfigError(f"DATA={data} has no files: put the photos in one sub-folder per class "
+                              "(e.g. cat/ and dog/), or give a .zip/.tar.gz archive")
     weights = config.weights
-    if "://" not in weights and weights.lower() not in ("imagenet", "none") and not Path(weights).is_file():
+    if weights == "imagenet":
+        check_imagenet_weights(config.backbone_alpha, config.image_size)
+    elif "://" not in weights and weights.lower() != "none" and not Path(weights).is_file():
         raise ConfigError(f"WEIGHTS={weights} is not a file: give a .h5 path, a gs:// URI, imagenet or none")
+
+
+def check_data_download(config: PipelineConfig) -> None:
+    """An http(s) DATA archive not in the cache yet must answer (the feedback app asks at request time;
+    `make run` downloads it up front instead)."""
+    data = config.data_uri
+    if not (data.startswith(("http://", "https://")) and is_archive(data)):
+        return
+    cached = download_path(data, default_cache_dir())
+    if not cached.exists() and (problem := url_problem(data)):
+        raise ConfigError(f"DATA={data} cannot be downloaded ({problem}). Offline? Pass DATA=path/to/"
+                          f"class-folders or DATA=path/to/archive.zip, or put a copy of the archive at {cached}")
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be fetched now (None when a HEAD request answers)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=PROBE_TIMEOUT_S):
+            return None
+    except Exception as exc:  # offline, DNS, proxy, HTTP errors: all mean the same to a run
+        return str(getattr(exc, "reason", None) or exc)
+
+
+def imagenet_weights_file(alpha: float, image_size: int) -> str:
+    """The file Keras' MobileNetV2(weights="imagenet", include_top=False) loads: sizes other than
+    96/128/160/192/224 use the 224 weights."""
+    rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+def keras_cache_dirs() -> list[Path]:
+    """Where keras.utils.get_file keeps downloads: $KERAS_HOME or ~/.keras (/tmp/.keras when not writable)."""
+    home = Path(os.environ["KERAS_HOME"]) if "KERAS_HOME" in os.environ else Path.home() / ".keras"
+    return [home / "models", Path("/tmp/.keras/models")]
+
+
+def check_imagenet_weights(alpha: float, image_size: int) -> None:
+    name = imagenet_weights_file(alpha, image_size)
+    if any((folder / name).is_file() for folder in keras_cache_dirs()):
+        return
+    url = KERAS_WEIGHTS_URL + name
+    problem = url_problem(url)
+    if problem:
+        raise ConfigError(f"WEIGHTS=imagenet: {name} is not in the Keras cache ({keras_cache_dirs()[0]}) and "
+                          f"cannot be downloaded ({problem}). Pass WEIGHTS=path/to/{name} (download it from {url}), "
+                          f"or put it at {keras_cache_dirs()[0] / name}")
 
 
 def fetch_data_archive(config: PipelineConfig) -> None:
@@ -93,20 +171,54 @@ def fetch_data_archive(config: PipelineConfig) -> None:
     download_once(uri, cache_dir)
 
 
-def run_local(config: PipelineConfig, output_root: Path) -> Path:
-    """Run the whole pipeline with kfp.local's SubprocessRunner; return the run's output folder."""
+def run_local(config: PipelineConfig, output_root: Path, progress: ProgressWriter | None = None,
+              errors: ErrorLines | None = None) -> Path:
+    """Run the whole pipeline with kfp.local's SubprocessRunner; return the run's output folder.
+
+    progress: where the run's events go (the steps', and through $CATDOG_PROGRESS the steps' own);
+    errors: the error lines of the output so far (a failed step's event names its last one).
+    """
     from kfp import local
 
-    from pipelines.training_pipeline import training_pipeline
+    from pipelines.training_pipeline import STEPS, training_pipeline
 
+    progress = progress or ProgressWriter(None)
     output_root.mkdir(parents=True, exist_ok=True)
     before = set(output_root.iterdir())
+    quiet_known_warnings()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
-    training_pipeline(**config.pipeline_arguments())
-    new = sorted(set(output_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    progress.emit("run", steps=list(STEPS))
+    saved = os.environ.get(PROGRESS_ENV_VAR)
+    if progress.path:
+        os.environ[PROGRESS_ENV_VAR] = str(progress.path)  # the steps' processes inherit it
+    try:
+        with step_events(progress, errors or ErrorLines()):
+            training_pipeline(**config.pipeline_arguments())
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV_VAR, None)
+        else:
+            os.environ[PROGRESS_ENV_VAR] = saved
+    new = sorted(set(output_root.iterdir()) - before - {output_root / "logs"}, key=lambda p: p.stat().st_mtime)
     if not new:
         raise RuntimeError(f"the local run wrote nothing under {output_root}")
     return new[-1]
+
+
+def read_evaluation(run_dir: Path) -> dict | None:
+    """evaluate's test metrics (None when evaluate did not run)."""
+    evaluation = run_dir / "evaluate" / "evaluation"
+    return json.loads(evaluation.read_text()) if evaluation.is_file() else None
+
+
+def metrics_line(evaluation: dict) -> str:
+    """`test (1000 photos): accuracy 0.979, precision 0.969, ...` (and the feedback photos' accuracy)."""
+    shown = ", ".join(f"{key} {evaluation[key]:.3f}" for key in ("accuracy", "precision", "recall", "f1", "auc")
+                      if evaluation.get(key) is not None)
+    line = f"test ({evaluation['n']} photos): {shown}"
+    if evaluation.get("feedback_accuracy") is not None:
+        line += f"; feedback photos among them ({evaluation['feedback_n']}): accuracy {evaluation['feedback_accuracy']:.3f}"
+    return line
 
 
 def read_decision(run_dir: Path) -> dict | None:
@@ -124,12 +236,17 @@ def write_result(path: Path, run_dir: Path) -> None:
 
 
 def describe_outputs(run_dir: Path) -> str:
-    """One line per task output (where it landed), then the champion decision."""
+    """One line per task output (where it landed; HTML and Markdown through their browsable link),
+    then the test metrics and the champion decision."""
+    links = browsable(run_dir)
     lines = [f"run outputs: {run_dir}"]
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         for output in sorted(task_dir.iterdir()):
-            if output.name != "executor_output.json":
-                lines.append(f"  {task_dir.name}.{output.name}: {output}")
+            if output.name != "executor_output.json" and output not in links.values():
+                lines.append(f"  {task_dir.name}.{output.name}: {links.get(output, output)}")
+    evaluation = read_evaluation(run_dir)
+    if evaluation is not None:
+        lines.append(metrics_line(evaluation))
     decision = read_decision(run_dir)
     if decision is not None:
         verdict = "PROMOTED" if decision["promoted"] else "not promoted"
@@ -146,39 +263,74 @@ def with_vertex_defaults(overrides: dict[str, str], settings: dict[str, str]) ->
     return {**{k: v for k, v in defaults.items() if v}, **overrides}
 
 
+def fail(message: str, code: int, progress: ProgressWriter | None = None) -> int:
+    """The one `error: ...` line (and the run's end event, whose error the app shows as the reason)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if progress is not None:
+        progress.emit("end", status="failed", error=message)
+    return code
+
+
+def main_local(config: PipelineConfig, settings: dict[str, str]) -> int:
+    """TARGET=local: the up-front checks, then the run with its short terminal (module docstring)."""
+    output_root = Path(settings["OUTPUT_ROOT"]).expanduser().resolve()
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}"  # two runs a second
+    progress_path = Path(settings["PROGRESS_FILE"] or output_root / "logs" / f"run-{stamp}.progress.jsonl")
+    progress = ProgressWriter(progress_path) if settings["PROGRESS_FILE"] else None
+    config = absolute_local_paths(config)
+    try:
+        fetch_data_archive(config)  # first: offline, the data's message comes before the weights'
+        check_local_inputs(config)
+    except (ConfigError, IngestError) as exc:
+        return fail(str(exc), 2, progress)
+    progress_path.parent.mkdir(parents=True, exist_ok=True)
+    progress = ProgressWriter(progress_path)
+    verbose = settings["VERBOSE"] not in ("", "0")
+    log_path = None if verbose else output_root / "logs" / f"run-{stamp}.log"
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"full log: {log_path} (VERBOSE=1 prints it here)", flush=True)
+    terminal, errors = sys.stdout, ErrorLines()
+    console = Console(progress_path, terminal, open_lines=not verbose).start()
+    try:
+        with verbose_output(log_path, errors):
+            run_dir = run_local(config, output_root, progress, errors)
+    except Exception as exc:  # kfp.local raises when a step failed; anything else is as bad
+        console.close()
+        failed = read_progress(progress_path)
+        cause = failed.error or f"{type(exc).__name__}: {exc}"
+        return fail(cause + (f" (full log: {log_path})" if log_path else ""), 1, progress)
+    console.close()
+    progress.emit("end", status="succeeded", metrics=read_evaluation(run_dir), decision=read_decision(run_dir))
+    print(describe_outputs(run_dir), flush=True)
+    if settings["RESULT_FILE"]:
+        write_result(Path(settings["RESULT_FILE"]), run_dir)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     try:
         overrides, settings = parse_arguments(argv)
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    progress = ProgressWriter(settings["PROGRESS_FILE"] or None)
+    try:
         config = build_config(with_vertex_defaults(overrides, settings))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), 2, progress)
     target = settings["TARGET"]
     if target == "local":
-        config = absolute_local_paths(config)
-        try:
-            check_local_inputs(config)
-            fetch_data_archive(config)
-        except (ConfigError, IngestError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        run_dir = run_local(config, Path(settings["OUTPUT_ROOT"]).resolve())
-        print(describe_outputs(run_dir))
-        if settings["RESULT_FILE"]:
-            write_result(Path(settings["RESULT_FILE"]), run_dir)
-        return 0
+        return main_local(config, settings)
     if target in REMOTE_TARGETS:
         try:
             submit(target, config, settings)
         except SubmitError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return fail(str(exc), 2)
         except RemoteRunFailed as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return fail(str(exc), 1)
         return 0
-    print(f"error: unknown TARGET={target}; choose local, kubeflow or vertex", file=sys.stderr)
-    return 2
+    return fail(f"unknown TARGET={target}; choose local, kubeflow or vertex", 2)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from components.train import train
 from pipelines.config import PipelineConfig
 
 PIPELINE_NAME = "catdog-training"
+# the steps (task names) in the order they run; deploy runs only when the challenger was promoted
+STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy")
 _D = PipelineConfig()
 
 

@@ -139,6 +139,14 @@ def image_folder(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _download_addresses_answer(monkeypatch):
+    """pipelines.run's up-front checks ask the WEIGHTS=imagenet download address (and the app a DATA
+    URL not cached yet) with a HEAD request: no test may reach the network, so here they answer.
+    tests/test_run_checks.py checks the real url_problem on loopback and patches it to refuse."""
+    monkeypatch.setattr("pipelines.run.url_problem", lambda url: None)
+
+
+@pytest.fixture(autouse=True)
 def _loopback_bypasses_proxies(monkeypatch):
     """Requests to 127.0.0.1 must never go through a proxy from the environment."""
     for var in ("NO_PROXY", "no_proxy"):

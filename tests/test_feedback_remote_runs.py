@@ -195,7 +195,7 @@ def test_kubeflow_failure_names_the_step_and_the_error(kfp_api, kfp_launcher):  
         "FAILED", [("ingest", "SUCCEEDED"), ("preprocess", "SUCCEEDED"), ("train", "FAILED")],
         error={"code": 13, "message": "pod train-123 OOMKilled"})
     observation = launcher.observe(training_run())
-    assert (observation.state, observation.steps_done) == ("failed", 2)
+    assert (observation.state, observation.step, observation.steps_done) == ("failed", "train", 2)
     assert observation.reason == "step train failed; pod train-123 OOMKilled"
     kfp_api.client.get_run.return_value = kfp_run("FAILED")
     assert launcher.observe(training_run()).reason == "the KFP run failed"
@@ -371,7 +371,7 @@ def test_vertex_step_failure_and_decision(vertex, vertex_launcher, tmp_path):  #
     vertex.job_cls.get.return_value = vertex_job_answer(
         "PIPELINE_STATE_FAILED", [*tasks[:3], ("train", "FAILED")], error="The DAG failed because some tasks failed.")
     observation = launcher.observe(run)
-    assert (observation.state, observation.step, observation.steps_done) == ("failed", None, 2)
+    assert (observation.state, observation.step, observation.steps_done) == ("failed", "train", 2)  # where it failed
     assert observation.reason == "step train failed; The DAG failed because some tasks failed."
 
     vertex.job_cls.get.return_value = vertex_job_answer("PIPELINE_STATE_CANCELLED", tasks[:2])

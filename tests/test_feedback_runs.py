@@ -8,6 +8,7 @@ takes a second, not minutes). tests/test_feedback_retrain_e2e.py runs the real p
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -17,11 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from feedback.launchers import (
+    REPO_ROOT,
     LocalLauncher,
     Observation,
     RunHandle,
     failure_reason,
-    log_progress,
 )
 from feedback.models import RunValidation, TrainingRun, Validation
 from feedback.retrain_config import parse_training_words
@@ -327,30 +328,93 @@ def test_a_remote_target_needs_the_feedback_photos_on_gcs(tmp_path):
                               "REGISTRY=gs://b/r"], str(tmp_path / "store"))
 
 
+def test_progress_only_moves_forward(tmp_path, training):
+    """A launcher that reports fewer steps done than before (a lagging task list) changes nothing;
+    a failed run keeps the step it failed in and never shows fewer steps done than it had."""
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        seen = []
+        for observation in [Observation("running", "train", 2), Observation("running", "preprocess", 1),
+                            Observation("running", None, 0), Observation("running", "evaluate", 3)]:
+            launcher.states[run.id] = observation
+            service.runs.refresh()
+            current = service.runs.get(run.id)
+            seen.append((current.step, current.steps_done))
+        assert seen == [("train", 2), ("train", 2), ("train", 2), ("evaluate", 3)]
+        launcher.states[run.id] = Observation("failed", None, 1, "step evaluate failed: boom")
+        service.runs.refresh()
+        done = service.runs.get(run.id)
+        assert (done.state, done.step, done.steps_done, done.reason) == ("failed", "evaluate", 3,
+                                                                          "step evaluate failed: boom")
+    finally:
+        service.close()
+
+
+def test_the_service_and_the_pipeline_name_the_same_steps():
+    from feedback.runs import PIPELINE_STEPS
+    from pipelines.training_pipeline import STEPS
+
+    assert PIPELINE_STEPS == STEPS
+
+
 # --- the local launcher, on real processes ---------------------------------------------------------
 
+# each script stands in for `python -m pipelines.run`: argv[1] is its RESULT_FILE, argv[2] its PROGRESS_FILE
+_EVENTS = """
+import json, os, pathlib, sys, time
+def emit(event, **fields):
+    with open(sys.argv[2], "a") as f:
+        f.write(json.dumps({"t": time.time(), "event": event, **fields}) + "\\n")
+emit("run", steps=["ingest", "preprocess", "train", "evaluate", "select-champion", "deploy"])
+"""
 SCRIPTS = {
-    "succeed": """
-import json, pathlib, sys
-print("INFO - Executing task \\x1b[96m'ingest'\\x1b[0m", flush=True)
-print("INFO - Task \\x1b[96m'ingest'\\x1b[0m finished with status \\x1b[92mSUCCESS\\x1b[0m", flush=True)
+    "succeed": _EVENTS + """
+for step in ["ingest", "preprocess", "train", "evaluate", "select-champion"]:
+    emit("step", step=step, status="started")
+    print("Executing task ... lines that scroll out of any tail", flush=True)
+    emit("step", step=step, status="succeeded", seconds=0.1)
 result = pathlib.Path(sys.argv[1]); result.parent.mkdir(parents=True, exist_ok=True)
-result.write_text(json.dumps({"run_dir": "x", "decision": {"promoted": True, "challenger_version": 3,
-                  "champion_version": 3, "reason": "no champion yet"}}))
+result.write_text(json.dumps({"run_dir": "x", "decision": {"promoted": False, "challenger_version": 3,
+                  "champion_version": 2, "reason": "v3 does not beat the champion"}}))
+emit("end", status="succeeded")
 """,
-    "sleep": """
-import time
-print("INFO - Executing task \\x1b[96m'ingest'\\x1b[0m", flush=True)
-print("INFO - Task \\x1b[96m'ingest'\\x1b[0m finished with status \\x1b[92mSUCCESS\\x1b[0m", flush=True)
-print("INFO - Executing task \\x1b[96m'train'\\x1b[0m", flush=True)
+    "sleep": _EVENTS + """
+emit("step", step="ingest", status="started")
+emit("step", step="ingest", status="succeeded", seconds=0.1)
+emit("step", step="preprocess", status="started")
+emit("step", step="preprocess", status="succeeded", seconds=0.1)
+emit("step", step="train", status="started")
+emit("epoch", step="train", phase="frozen", epoch=3, epochs=10, seconds=1.0, eta_s=7.0)
+print("x" * 20000, flush=True)  # an executor-input dump: whatever the log holds, progress is not read from it
 time.sleep(120)
 """,
-    "fail": """
-import sys
-print("INFO - Executing task \\x1b[96m'train'\\x1b[0m", flush=True)
+    "fail": _EVENTS + """
+emit("step", step="ingest", status="started")
+emit("step", step="ingest", status="succeeded", seconds=0.1)
+emit("step", step="train", status="started")
 print("ValueError: no photo in class folder 'dog'", flush=True)
-print("ERROR - Pipeline \\x1b[95m'catdog-training'\\x1b[0m finished with status \\x1b[91mFAILURE\\x1b[0m. Inner task failed: \\x1b[96m'train'\\x1b[0m.", flush=True)
+emit("step", step="train", status="failed", seconds=0.1, error="ValueError: no photo in class folder 'dog'")
+print("error: step train failed: ValueError: no photo in class folder 'dog'", file=sys.stderr, flush=True)
+emit("end", status="failed", error="step train failed: ValueError: no photo in class folder 'dog'")
 sys.exit(1)
+""",
+    # what pipelines.run does with a bad DATA: one error line and its end event, exit code 2
+    "refuse": _EVENTS + """
+print("error: DATA=/nowhere does not exist: give a folder with one sub-folder per class", file=sys.stderr, flush=True)
+emit("end", status="failed", error="DATA=/nowhere does not exist: give a folder with one sub-folder per class")
+sys.exit(2)
+""",
+    # a process that dies without writing its end: the reason is its last error line
+    "crash": """
+import sys
+print("error: something only the log says", file=sys.stderr, flush=True)
+sys.exit(3)
+""",
+    "environment": """
+import json, os, sys
+print(json.dumps(dict(os.environ)), flush=True)
 """,
 }
 
@@ -361,7 +425,8 @@ class ScriptLauncher(LocalLauncher):
     behaviour = "succeed"
 
     def command(self, run_id, target, config):
-        return [sys.executable, "-c", SCRIPTS[self.behaviour], str(self.run_dir(run_id) / "result.json")]
+        return [sys.executable, "-c", SCRIPTS[self.behaviour], str(self.run_dir(run_id) / "result.json"),
+                str(self.progress_file(run_id))]
 
 
 def wait_for(service, run_id: str, states: tuple[str, ...], timeout_s: float = 30) -> TrainingRun:
@@ -381,24 +446,56 @@ def test_a_local_run_succeeds_with_its_decision(tmp_path, training):
         run = service.runs.start_run()
         assert run.pid and run.log_uri == str(tmp_path / "runs" / run.id / "log.txt")
         done = wait_for(service, run.id, ("succeeded", "failed"))
-        assert (done.state, done.promoted, done.version, done.champion_version) == ("succeeded", True, 3, 3)
-        assert done.steps_done == 1 and done.reason == "no champion yet"
-        assert "Executing task 'ingest'" in service.runs.log_tail(done)  # colours removed
+        assert (done.state, done.promoted, done.version, done.champion_version) == ("succeeded", False, 3, 2)
+        # all the steps that ran: 5 of 5, deploy runs only on a promotion (was "1/5 steps" from the log's tail)
+        assert (done.steps_done, done.step, done.reason) == (5, None, "v3 does not beat the champion")
+        assert "Executing task" in service.runs.log_tail(done)
     finally:
         service.close()
 
 
-def test_a_failed_local_run_says_which_step_and_why(tmp_path, training):
+@pytest.mark.parametrize("behaviour, step, reason", [
+    ("fail", "train", "step train failed: ValueError: no photo in class folder 'dog'"),
+    # "Retrain now" with a bad DATA said "the pipeline process ended without a result; exit code 2"
+    ("refuse", None, "DATA=/nowhere does not exist: give a folder with one sub-folder per class"),
+    ("crash", None, "something only the log says"),
+])
+def test_a_failed_local_run_says_which_step_and_why(tmp_path, training, behaviour, step, reason):
     launcher = ScriptLauncher(tmp_path / "runs")
-    launcher.behaviour = "fail"
+    launcher.behaviour = behaviour
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
     try:
         run = service.runs.start_run()
         done = wait_for(service, run.id, ("succeeded", "failed"))
         assert done.state == "failed" and done.active is None
-        assert done.reason == "step train failed; ValueError: no photo in class folder 'dog'; exit code 1"
+        assert (done.step, done.reason) == (step, reason)  # the step it failed in stays shown
+        assert done.steps_done == (1 if behaviour == "fail" else 0)
     finally:
         service.close()
+
+
+def test_the_pipeline_process_gets_no_secret_of_the_app(tmp_path, training, monkeypatch):
+    for name, value in {"DATABASE_URL": "postgresql://u:pw@db/x", "APP_TOKEN": "s3cret", "PREDICTOR_URL": "http://p",
+                        "SOME_OTHER_SECRET": "x", "KERAS_HOME": str(tmp_path / "keras"), "LC_ALL": "C.UTF-8"}.items():
+        monkeypatch.setenv(name, value)
+    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher.behaviour = "environment"
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        wait_for(service, run.id, ("failed",))
+        seen = json.loads((tmp_path / "runs" / run.id / "log.txt").read_text())
+    finally:
+        service.close()
+    assert not {"DATABASE_URL", "APP_TOKEN", "PREDICTOR_URL", "SOME_OTHER_SECRET"} & set(seen)
+    assert {k: seen.get(k) for k in ("KERAS_HOME", "LC_ALL", "PATH", "PYTHONUNBUFFERED")} == {
+        "KERAS_HOME": str(tmp_path / "keras"), "LC_ALL": "C.UTF-8", "PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+    assert seen["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+
+
+def test_the_local_launcher_asks_for_progress_events_and_the_full_log(tmp_path, training):
+    command = LocalLauncher(tmp_path / "runs").command("r1", training.default, training.default.base)
+    assert f"PROGRESS_FILE={tmp_path / 'runs' / 'r1' / 'progress.jsonl'}" in command and "VERBOSE=1" in command
 
 
 def process_ended(pid: int) -> bool:
@@ -423,7 +520,7 @@ def test_stop_ends_the_local_process_group_and_a_restart_reconciles(tmp_path, tr
         service.runs.refresh()
         time.sleep(0.1)
     running = service.runs.get(run.id)
-    assert (running.state, running.step, running.steps_done) == ("running", "train", 1)
+    assert (running.state, running.step, running.steps_done) == ("running", "train", 2)
     service.close()
 
     # the app restarts (a new launcher: it did not start the process) and the run is still watched
@@ -479,17 +576,12 @@ def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, mo
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("", (None, 0)),
-    ("Executing task 'ingest'\nTask 'ingest' finished with status SUCCESS\nExecuting task 'preprocess'\n", ("preprocess", 1)),
-    ("Executing task 'ingest'\nTask 'ingest' finished with status SUCCESS\n", (None, 1)),
+    ("Traceback ...\nMemoryError\n", "MemoryError"),
+    ("error: DATA=x does not exist\nTraceback ...\nKeyboardInterrupt\n", "DATA=x does not exist"),
+    ("nothing to see\n", "the pipeline process ended without a result; exit code -9"),
 ])
-def test_progress_from_the_log(text, expected):
-    assert log_progress(text) == expected
-
-
-def test_failure_reason_without_a_failed_step():
-    assert failure_reason("Traceback ...\nMemoryError\n", -9) == \
-        "the pipeline process ended without a result; MemoryError; exit code -9"
+def test_failure_reason_is_the_last_error_line(text, expected):
+    assert failure_reason(text, -9) == expected
 
 
 def test_result_file_of_a_local_run(tmp_path):

@@ -52,13 +52,14 @@ def local_run(monkeypatch, tmp_path):
     """run.run_local replaced by the ingest step alone (reading the same cache); the configs it got."""
     configs = []
 
-    def ingest_only(config, output_root):
+    def ingest_only(config, output_root, *progress_and_errors):
         configs.append(config)
         ingest.ingest_dataset(config.data_uri, tmp_path / "ingested", label_map=ingest.parse_label_map(config.label_map))
         (tmp_path / "run").mkdir(exist_ok=True)
         return tmp_path / "run"
 
     monkeypatch.setattr(run, "run_local", ingest_only)
+    monkeypatch.setitem(run.RUNNER_SETTINGS, "OUTPUT_ROOT", str(tmp_path / "outputs"))  # its log, not the repo's
     return configs
 
 

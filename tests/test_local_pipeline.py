@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from catdog.dataset import SplitRatios, feedback_split
+from catdog.progress import ProgressWriter, read_events, read_progress
 from pipelines.config import PipelineConfig, build_config
 from pipelines.run import describe_outputs, run_local
 from tests.helpers import CLASS_COLORS, image_bytes, make_class_folders
@@ -69,7 +70,7 @@ def local_run(tmp_path_factory):
             "registry_uri": str(root / "registry"),
         }
     )
-    run_dir = run_local(config, root / "outputs")
+    run_dir = run_local(config, root / "outputs", ProgressWriter(root / "progress.jsonl"))
     return run_dir, root
 
 
@@ -137,5 +138,39 @@ def test_local_run_describe_outputs(local_run):
     run_dir, _ = local_run
     text = describe_outputs(run_dir)
     assert text.splitlines()[0] == f"run outputs: {run_dir}"
-    assert f"ingest.report: {run_dir / 'ingest' / 'report'}" in text
     assert f"preprocess.dataset: {run_dir / 'preprocess' / 'dataset'}" in text
+    # HTML and Markdown outputs through a link with their extension, so a browser renders them
+    for task, output, suffix in [("ingest", "report", ".md"), ("evaluate", "gallery", ".html"),
+                                 ("train", "curves", ".html"), ("select-champion", "decision", ".md")]:
+        link = run_dir / task / f"{output}{suffix}"
+        assert f"{task}.{output}: {link}\n" in text + "\n"
+        assert link.is_symlink() and link.resolve() == (run_dir / task / output).resolve()
+    evaluation = json.loads((task_dir(run_dir, "evaluate") / "evaluation").read_text())
+    assert f"test ({evaluation['n']} photos): accuracy {evaluation['accuracy']:.3f}, " in text
+
+
+@pytest.mark.slow
+def test_local_run_progress_moves_forward_step_by_step(local_run):
+    """The progress file of the run: every step started and succeeded in order (the first run is promoted,
+    so deploy ran too), the train step's features and epochs inside it; what the app and make run show."""
+    from pipelines.training_pipeline import STEPS
+
+    _, root = local_run
+    events = read_events(root / "progress.jsonl")
+    assert events[0]["event"] == "run" and events[0]["steps"] == list(STEPS)
+    assert [(e["step"], e["status"]) for e in events if e["event"] == "step"] == \
+        [(step, status) for step in STEPS for status in ("started", "succeeded")]
+    train = events[events.index(next(e for e in events if e.get("step") == "train")):]
+    inner = [e for e in train if e["event"] in ("phase", "epoch")]
+    kinds = [(e["event"], e["phase"]) for e in inner]
+    assert [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]] == [  # a features event every few seconds
+        ("phase", "features"), ("epoch", "frozen"), ("epoch", "fine-tuning"), ("phase", "export")]
+    features = [e for e in inner if e["phase"] == "features"]
+    assert features[0]["done"] == 0 and features[-1]["done"] == features[-1]["total"] == features[0]["total"] > 0
+    assert [e["done"] for e in features] == sorted(e["done"] for e in features)
+    assert all(e["step"] == "train" and e["epochs"] == 1 and "eta_s" in e for e in inner if e["event"] == "epoch")
+    done = []
+    for n in range(1, len(events) + 1):  # replayed line by line: never fewer steps done than before
+        (root / "replay.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events[:n]))
+        done.append(read_progress(root / "replay.jsonl").steps_done)
+    assert done == sorted(done) and done[-1] == len(STEPS)
