@@ -302,7 +302,9 @@ def main_local(config: PipelineConfig, settings: dict[str, str]) -> int:
         cause = failed.error or f"{type(exc).__name__}: {exc}"
         return fail(cause + (f" (full log: {log_path})" if log_path else ""), 1, progress)
     console.close()
-    progress.emit("end", status="succeeded", metrics=read_evaluation(run_dir), decision=read_decision(run_dir))
+    evaluation = read_evaluation(run_dir) or {}
+    progress.emit("end", status="succeeded", decision=read_decision(run_dir),  # the numbers, not the curves
+                  metrics={k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
     print(describe_outputs(run_dir), flush=True)
     if settings["RESULT_FILE"]:
         write_result(Path(settings["RESULT_FILE"]), run_dir)
