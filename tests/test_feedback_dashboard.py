@@ -3,7 +3,8 @@ Wilson interval, Prometheus' histogram_quantile, the drift test, the store's agg
 database, the registry summary, and GET /api/dashboard against what the store and registry hold.
 
 Helpers the browser test reuses: ``make_registry(root)`` (three versions: an old one without
-evaluation.json, the champion, a challenger that lost), ``FakeLauncher``, ``metrics_text``."""
+evaluation.json, the champion, a challenger that lost), ``FakeLauncher``, ``metrics_text``,
+``training_config`` (a local target whose DATA holds a photo per class: ``fill_data``)."""
 
 from __future__ import annotations
 
@@ -112,10 +113,17 @@ class FakeLauncher:
         self.cancelled.add(run.id)
 
 
+def fill_data(data_dir: Path) -> None:
+    """One photo per class: a DATA folder a local run may start on (an empty one is refused up front)."""
+    for seed, label in enumerate(("cat", "dog")):
+        (data_dir / label).mkdir(parents=True, exist_ok=True)
+        (data_dir / label / "a.jpg").write_bytes(photo(seed))
+
+
 def training_config(tmp_path: Path, registry: ModelRegistry, data: bool = True):
     data_dir = tmp_path / "data"
     if data:
-        data_dir.mkdir(exist_ok=True)
+        fill_data(data_dir)
     return parse_training_words([f"DATA={data_dir}", f"REGISTRY={registry.uri}", f"OUTPUT_ROOT={tmp_path / 'out'}"],
                                 str(tmp_path / "store"))
 

@@ -37,6 +37,7 @@ from tests.feedback_fixtures import (
 )
 from tests.test_feedback_dashboard import (
     FakeLauncher,
+    fill_data,
     make_registry,
     metrics_text,
     training_config,
@@ -217,7 +218,7 @@ def test_the_runs_table_stop_and_retrain(dashboard_app, page, tmp_path):
     shutil.rmtree(data)  # the target's DATA is gone: the app refuses the run with 422
     page.get_by_test_id("retrain").click()
     expect(page.get_by_test_id("retrain-error")).to_contain_text("does not exist")
-    data.mkdir()
+    fill_data(data)
 
     with page.expect_request("**/api/retrain") as posted:
         page.get_by_test_id("retrain").click()

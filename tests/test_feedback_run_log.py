@@ -14,7 +14,7 @@ from catdog.registry import ModelRegistry
 from feedback.launchers import REPO_ROOT, Observation, RunHandle
 from feedback.retrain_config import TrainingConfig
 from feedback.routers.runs import LOG_LIMIT_BYTES, shorten_paths
-from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, running_app
+from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
 from tests.test_feedback_dashboard import FakeLauncher, training_config
 
 CONSOLE = "https://console.example.test/runs/r-1"
@@ -39,9 +39,6 @@ class LogLauncher(FakeLauncher):
 
 @pytest.fixture
 def log_app(tmp_path):
-    for label, seed in (("cat", 1), ("dog", 2)):  # DATA with photos: a local run is checked before it starts
-        (tmp_path / "data" / label).mkdir(parents=True)
-        (tmp_path / "data" / label / "a.jpg").write_bytes(photo(seed))
     local = training_config(tmp_path, ModelRegistry(tmp_path / "registry")).default
     training = TrainingConfig({"local": local, "vertex": dataclasses.replace(local, name="vertex")})
     local_launcher, remote_launcher = LogLauncher(tmp_path), LogLauncher(tmp_path, remote=True)
