@@ -29,6 +29,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,6 +59,14 @@ class ContainerRunError(RuntimeError):
 class Mount:
     path: str
     read_only: bool
+
+
+def note(message: str) -> None:
+    """A line for the person waiting: in the run's log, and on the terminal when pipelines.run has
+    moved sys.stdout to its log file for the run (a build takes minutes: say so where it is seen)."""
+    print(message, flush=True)
+    if sys.stdout is not sys.__stdout__ and sys.__stdout__ is not None:
+        print(message, file=sys.__stdout__, flush=True)
 
 
 # -- what the steps need mounted -------------------------------------------------------------------
@@ -112,8 +121,8 @@ def credentials(config: PipelineConfig) -> tuple[dict[str, str], list[Mount]]:
     key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or str(
         Path.home() / ".config" / "gcloud" / "application_default_credentials.json")
     if not Path(key_file).is_file():
-        print("note: gs:// paths and no credentials file (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth "
-              "application-default login`): the steps can only use a GCE metadata server", flush=True)
+        note("note: gs:// paths and no credentials file (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth "
+             "application-default login`): the steps can only use a GCE metadata server")
         return env, []
     key_file = str(Path(key_file).resolve())
     return {**env, "GOOGLE_APPLICATION_CREDENTIALS": key_file}, [Mount(key_file, True)]
@@ -180,10 +189,9 @@ def local_image(settings: dict[str, str]):
     try:
         podman, _ = open_store(cache, driver, os.environ.get("DEBIAN_MIRROR") or apt_mirror())
         if podman.image_exists(tag):
-            print(f"component image {tag}: built from these sources before, reused", flush=True)
+            note(f"component image {tag}: built from these sources before, reused")
             return podman, tag
-        print(f"building the component image {tag} with podman (the sources it copies changed; a few minutes)",
-              flush=True)
+        note(f"building the component image {tag} with podman (the sources it copies changed; a few minutes)")
         start = time.monotonic()
         ensure_wheelhouse(sys.executable)
         build(podman, str(DOCKERFILE.relative_to(REPO)), tag, layers=False)
@@ -193,8 +201,7 @@ def local_image(settings: dict[str, str]):
            if line.startswith(f"{IMAGE_NAME}:src-") and line != tag]
     for stale in old:
         podman("rmi", stale, check=False)
-    print(f"built {tag} in {time.monotonic() - start:.0f} s" + (f"; removed {', '.join(old)}" if old else ""),
-          flush=True)
+    note(f"built {tag} in {time.monotonic() - start:.0f} s" + (f"; removed {', '.join(old)}" if old else ""))
     return podman, tag
 
 
@@ -285,7 +292,7 @@ def require_image(client, image: str, where: str) -> None:
         return
     except docker.errors.ImageNotFound:
         pass
-    print(f"pulling {image}", flush=True)
+    note(f"pulling {image}")
     try:
         client.images.pull(image)
     except docker.errors.APIError as exc:
@@ -337,8 +344,8 @@ def run_pipeline(config: PipelineConfig, settings: dict[str, str], output_root: 
         package = Path(tmp) / PIPELINE_YAML.name
         substitute_image(PIPELINE_YAML, image, package)
         pipeline = components.load_component_from_file(str(package))
-        print(f"running {PIPELINE_YAML.relative_to(REPO)} with every step in {image} ({url}), as {user}; "
-              f"mounted: {', '.join(m.path + (' (ro)' if m.read_only else '') for m in mounts)}", flush=True)
+        note(f"running {PIPELINE_YAML.relative_to(REPO)} with every step in {image} ({url}), as {user}; "
+             f"mounted: {', '.join(m.path + (' (ro)' if m.read_only else '') for m in mounts)}")
         # kfp's DockerRunner calls docker.from_env(): the engine chosen above
         previous = os.environ.get("DOCKER_HOST")
         os.environ["DOCKER_HOST"] = url

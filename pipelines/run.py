@@ -31,6 +31,8 @@ from catdog.progress import ProgressWriter
 from catdog.progress import read_progress
 from pipelines.config import ConfigError, PipelineConfig, build_config
 from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
+from pipelines.container_run import CONTAINER_SETTINGS, RUNNERS, ContainerRunError
+from pipelines.container_run import run_pipeline as run_in_containers
 from pipelines.submit import (
     REMOTE_SETTINGS,
     REMOTE_TARGETS,
@@ -44,7 +46,7 @@ ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
 # local runs: RESULT_FILE: where to write {"run_dir", "decision"} as JSON once the run succeeded;
 # PROGRESS_FILE: the run's progress events (default: beside the log); VERBOSE=1: the full log on the terminal
 RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), "RESULT_FILE": "",
-                   "PROGRESS_FILE": "", "VERBOSE": "0", **REMOTE_SETTINGS}
+                   "PROGRESS_FILE": "", "VERBOSE": "0", **CONTAINER_SETTINGS, **REMOTE_SETTINGS}
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 PROBE_TIMEOUT_S = 10
 PATH_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights")
@@ -295,7 +297,12 @@ def main_local(config: PipelineConfig, settings: dict[str, str]) -> int:
     console = Console(progress_path, terminal, open_lines=not verbose).start()
     try:
         with verbose_output(log_path, errors):
-            run_dir = run_local(config, output_root, progress, errors)
+            run_dir = (run_in_containers(config, settings, output_root, progress=progress, errors=errors)
+                       if settings["RUNNER"] == "container"
+                       else run_local(config, output_root, progress, errors))  # container: pipelines/container_run.py
+    except ContainerRunError as exc:  # found before any step: what the user can fix
+        console.close()
+        return fail(str(exc), 2, progress)
     except Exception as exc:  # kfp.local raises when a step failed; anything else is as bad
         console.close()
         failed = read_progress(progress_path)
@@ -322,6 +329,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         return fail(str(exc), 2, progress)
     target = settings["TARGET"]
+    if settings["RUNNER"] not in RUNNERS or (settings["RUNNER"] == "container" and target != "local"):
+        return fail(f"RUNNER={settings['RUNNER']}: choose {' or '.join(RUNNERS)} (TARGET=local)", 2, progress)
     if target == "local":
         return main_local(config, settings)
     if target in REMOTE_TARGETS:
