@@ -138,46 +138,80 @@ def too_large(size: str, limit: int, setting: str) -> str:
     return f"request body of {size} is over the limit of {limit:,} bytes{hint}"
 
 
-def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S) -> type:
-    """uvicorn's HTTP protocol (httptools when installed, else h11) with a header deadline: the
-    connection is closed when a request's headers are not complete `timeout_s` after the
-    connection opened, or after the first bytes of a later request arrived (between requests,
-    uvicorn's timeout_keep_alive applies). Use as uvicorn.Config(http=...)."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S, implementation: str = "auto") -> type:
+    """uvicorn's HTTP protocol (`implementation`: auto = httptools when installed, else h11) with a
+    header deadline: the connection is closed when a request's headers are not complete `timeout_s`
+    after the connection opened, or after the first bytes of a later request arrived (between
+    requests, uvicorn's timeout_keep_alive applies; the rest of a body the app did not read is not
+    a new request). Use as uvicorn.Config(http=...)."""
+    if implementation == "auto":
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            implementation = "h11"
+        else:
+            implementation = "httptools"
+    if implementation == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        class HeaderDeadlineHttpTools(_HeaderDeadline, HttpToolsProtocol):
+            header_timeout_s = timeout_s
+
+            def on_message_begin(self) -> None:  # the parser saw a request's first byte
+                super().on_message_begin()
+                self._arm_header_timer(restart=False)
+
+            def on_headers_complete(self) -> None:
+                self._cancel_header_timer()
+                super().on_headers_complete()
+
+        return HeaderDeadlineHttpTools
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineH11(_HeaderDeadline, H11Protocol):
         header_timeout_s = timeout_s
 
-        def connection_made(self, transport):
-            self._header_timer = None
-            self._seen_cycle = None
-            super().connection_made(transport)
-            self._arm_header_timer()
-
-        def _arm_header_timer(self) -> None:
-            self._cancel_header_timer()
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-        def _cancel_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _header_timeout(self) -> None:
-            self._header_timer = None
-            if not self.transport.is_closing():
-                self.transport.close()
-
         def data_received(self, data: bytes) -> None:
-            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._arm_header_timer()  # the first bytes of the next request
             super().data_received(data)
-            if self.cycle is not None and self.cycle is not self._seen_cycle:  # a request's headers are in
-                self._seen_cycle = self.cycle
-                self._cancel_header_timer()
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._cancel_header_timer()  # a request is in (its headers complete)
+            elif self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+                self._arm_header_timer(restart=False)  # part of the next request's head is buffered
 
-        def connection_lost(self, exc):
-            self._cancel_header_timer()
-            super().connection_lost(exc)
+    return HeaderDeadlineH11
 
-    return HeaderTimeoutProtocol
+
+class _HeaderDeadline:
+    """The timer of header_timeout_protocol's classes (uvicorn protocols: `loop`, `transport`)."""
+
+    header_timeout_s: float
+    _header_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def _arm_header_timer(self, restart: bool = True) -> None:
+        if self._header_timer is not None:
+            if not restart:
+                return
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)

@@ -159,6 +159,16 @@ def _validation(prediction_id: str) -> str:
     return f"/api/predictions/{prediction_id}/validation"
 
 
+class Chunks:
+    """A body sent chunked (no length), the same on every iteration (each database's run of a case)."""
+
+    def __init__(self, chunk: bytes, count: int):
+        self.chunk, self.count = chunk, count
+
+    def __iter__(self):
+        return iter([self.chunk] * self.count)
+
+
 # (case id, method, path ({id}: a stored prediction), requests kwargs, status, words, most bytes read)
 BAD_REQUESTS = [
     ("predict-over-photo-limit", "POST", "/api/predict", {"data": b"x" * 20_000_000,
@@ -167,7 +177,7 @@ BAD_REQUESTS = [
     ("validation-json-over-limit", "POST", "/api/predictions/{id}/validation",
      {"data": b" " * 1_000_000, "headers": {"content-type": "application/json", **AUTH}}, 413, "over the limit", 0),
     ("validation-chunked-over-limit", "POST", "/api/predictions/{id}/validation",
-     {"data": (b" " * 65536 for _ in range(40)), "headers": {"content-type": "application/json", **AUTH}},
+     {"data": Chunks(b" " * 65536, 40), "headers": {"content-type": "application/json", **AUTH}},
      413, "over the limit", 1_000_000),  # of the 2.6 MB sent
     ("upload-over-request-limit", "POST", "/api/upload-data",
      {"files": {"archive": ("a.zip", b"x" * (MAX_REQUEST + 1))}, "headers": AUTH}, 413, "MAX_REQUEST_BYTES", 0),
@@ -271,6 +281,7 @@ def broken_database(service, how: str):
         cursor = dbapi_connection.cursor()
         cursor.execute(READ_ONLY[dialect])
         cursor.close()
+        dbapi_connection.commit()  # PostgreSQL: a SET in a transaction that the pool rolls back is undone
 
     def nowhere(_dialect, _record, cargs, cparams):
         if dialect == "sqlite":
@@ -397,6 +408,34 @@ def test_a_body_that_trickles_is_408_and_the_connection_closed(app, prediction_i
     assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in answer
     assert b"connection: close" in answer.lower()
     assert_consistent(app.service)
+
+
+@pytest.mark.parametrize("implementation", ["httptools", "h11"])
+def test_the_header_deadline_spares_a_kept_alive_connection(implementation):
+    """The unread rest of a refused body is no new request: the connection stays open past the
+    header deadline (uvicorn's keep-alive decides), and a request that starts then is served;
+    on a fresh connection, headers that never finish are still dropped."""
+    import time
+
+    from catdog.body_limit import header_timeout_protocol
+
+    async def refuse_unread(scope, receive, send):  # answers without reading the body, as a guard does
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    with uvicorn_in_thread(refuse_unread, lifespan="off", timeout_keep_alive=30,
+                           http=header_timeout_protocol(0.5, implementation)) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n" + b"y" * 1000)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+            sock.sendall(b"y" * 299_000)  # the rest of the refused body
+            time.sleep(1.0)  # past the header deadline, within the keep-alive
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+        assert _raw(url, b"GET /x HTTP/1.1\r\nHost: a\r\n") == b""
 
 
 # -- a hung predictor: /health stays independent, /ready bounded -------------------------------------

@@ -205,3 +205,40 @@ def test_no_server_errors_were_counted(server):
     assert metric_value(text, "catdog_http_responses_total", code="400") > 0
     assert metric_value(text, "catdog_http_responses_total", code="413") > 0
     assert metric_value(text, "catdog_http_responses_total", code="500") == 0
+
+
+def _raw_answer(url: str, data: bytes) -> bytes:
+    """Send `data` on a raw connection; everything the server sends until it closes the connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_slow_clients_are_dropped_after_the_header_and_body_deadlines():
+    """serving.server's protocol: headers that never finish, a connection that sends nothing, and a
+    body that trickles (408, connection closed) all end; the server keeps serving."""
+    from catdog.body_limit import header_timeout_protocol
+    from serving.app import create_app
+    from tests.helpers import uvicorn_in_thread
+
+    model = make_model(tiny_model_dir())
+    model.start()
+    try:
+        with uvicorn_in_thread(create_app(model, body_timeout_s=0.5), lifespan="off",
+                               http=header_timeout_protocol(0.5)) as url:
+            assert _raw_answer(url, b"POST " + V1.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Le") == b""
+            assert _raw_answer(url, b"") == b""
+            trickled = _raw_answer(url, b"POST " + V1.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: 500\r\n\r\n{\"instances\": [")
+            assert trickled.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.5 s" in trickled
+            assert b"connection: close" in trickled.lower()
+            assert requests.get(url + "/v2/health/live", timeout=10).status_code == 200
+    finally:
+        model.stop()
