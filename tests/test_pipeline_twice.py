@@ -58,7 +58,7 @@ def run_pipeline(root: Path, registry: Path, data: Path, *overrides: str) -> dic
     printed = stdout.getvalue()
     assert "run outputs: " in printed, printed
     description = printed[printed.rindex("run outputs: "):]
-    (run_dir,) = set(outputs.iterdir()) - before
+    (run_dir,) = set(outputs.iterdir()) - before - {outputs / "logs"}  # logs: the full log and progress file
     history = sorted((registry / "history").glob("*.json"))
     return {
         "text": description,
