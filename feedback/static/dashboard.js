@@ -253,6 +253,7 @@ async function refreshDashboard() {
 
 // -- runs ------------------------------------------------------------------------------------
 function progress(run) {
+  if (run.step && run.state === "failed") return `failed in step ${run.steps_done + 1}/${run.steps_total}: ${run.step}`;
   if (run.step) return `step ${run.steps_done + 1}/${run.steps_total}: ${run.step}`;
   return `${run.steps_done}/${run.steps_total} steps`;
 }
