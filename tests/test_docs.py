@@ -118,14 +118,10 @@ def test_readme_says_where_the_backbone_weights_come_from():
 def test_every_route_the_guide_lists_is_served(document):
     from feedback.app import create_app
 
-    class _Settings:  # create_app reads the service's settings only to add middleware
-        host = "127.0.0.1"
-        max_request_bytes = 1 << 20
-        app_token = None
-        auth_required = False
+    from feedback.settings import load_settings
 
-    class _Service:
-        settings = _Settings()
+    class _Service:  # create_app reads the service's settings only, to add its middleware
+        settings = load_settings(environ={})
 
         def close(self):
             pass
