@@ -3,6 +3,7 @@
     registry_summary(registry) -> {"champion", "versions"}   every version: metrics, confusion matrix, decision
     predictions_per_day(session) -> [{"date", "count"}]       UTC dates, the last DAYS days
     validated_accuracy(session) -> per model version          accuracy on people's verdicts, Wilson interval
+    neither_shares(session) -> per model version              uploads flagged as neither, verdicts of neither
     confidence_histogram(session, n_classes)                  confirmed vs corrected predictions per bin
     recent_predictions(session, model_version)                the drift window
     class_balance(predicted, train_class_counts, labels)      predicted-class shares vs training shares
@@ -13,6 +14,13 @@ Choices:
 - Accuracy on people's validations, per model version: among the predictions of that version whose
   photo has a verdict, confirmed / (confirmed + corrected), with a 95 % Wilson score interval
   (z = 1.96: it stays inside [0, 1] and is honest for small n); correction rate = corrected / validated.
+  A "neither" verdict (the photo is none of the labels) is no wrong cat/dog prediction: such
+  predictions are left out of accuracy, correction rate and the confidence histogram, and counted
+  in neither_shares instead.
+- Neither, per model version: flagged_share = predictions the model flagged / predictions with an
+  out-of-distribution score (models exported before the score have none: share None);
+  neither_share = predictions whose photo people called neither / predictions whose photo has a
+  verdict; flagged_neither = flagged predictions people called neither.
 - Confidence bins: CONFIDENCE_BINS (10) equal bins over [1/k, 1] for k labels, [0.5, 1] for two
   (the predicted label's probability is never below 1/k); the last bin includes 1.
 - Recent window: the champion's RECENT_LIMIT (500) newest predictions (model_version is the
@@ -31,14 +39,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 from scipy.stats import ks_2samp
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from catdog import storage
 from catdog.model_files import EVALUATION_FILE, METADATA_FILE
 from catdog.registry import COMPLETE_MARKER, ModelRegistry
 from feedback.db import Database
-from feedback.models import Photo, Prediction, utcnow
+from feedback.models import NEITHER, Photo, Prediction, utcnow
 
 logger = logging.getLogger("catdog.feedback")
 DAYS = 90
@@ -168,18 +176,42 @@ def predictions_per_day(session: Session, days: int = DAYS, now: datetime | None
     return [{"date": str(date)[:10], "count": int(count)} for date, count in rows]
 
 
+_judged = Photo.label.is_not(None) & (Photo.label != NEITHER)  # a verdict of one of the labels
+
+
 def validated_accuracy(session: Session) -> list[dict]:
-    """Per model version, over its predictions whose photo has a verdict: n, confirmed, corrected,
-    accuracy with its 95 % Wilson interval, correction rate."""
+    """Per model version, over its predictions whose photo has a verdict of one of the labels
+    (NEITHER left out): n, confirmed, corrected, accuracy with its 95 % Wilson interval, correction rate."""
     confirmed = func.sum(case((Photo.label == Prediction.label, 1), else_=0))
     rows = session.execute(select(Prediction.model_version, confirmed, func.count()).join(Prediction.photo)
-                           .where(Photo.label.is_not(None)).group_by(Prediction.model_version))
+                           .where(_judged).group_by(Prediction.model_version))
     result = []
     for version, right, n in sorted(rows, key=lambda row: _version_key(row[0])):
         right, n = int(right), int(n)
         low, high = wilson_interval(right, n)
         result.append({"model_version": version, "n": n, "confirmed": right, "corrected": n - right,
                        "accuracy": right / n, "ci_low": low, "ci_high": high, "correction_rate": (n - right) / n})
+    return result
+
+
+def neither_shares(session: Session) -> list[dict]:
+    """Per model version: predictions, scored (with an ood score), flagged (the model's neither
+    flag), flagged_share; validated, neither (people's verdict), neither_share; flagged_neither."""
+    def count(condition):
+        return func.sum(case((condition, 1), else_=0))
+
+    flagged = Prediction.neither.is_(True)
+    rows = session.execute(select(
+        Prediction.model_version, func.count(), count(Prediction.neither.is_not(None)), count(flagged),
+        count(Photo.label.is_not(None)), count(Photo.label == NEITHER), count(and_(flagged, Photo.label == NEITHER)),
+    ).join(Prediction.photo).group_by(Prediction.model_version))
+    result = []
+    for version, n, scored, flags, validated, neither, both in sorted(rows, key=lambda row: _version_key(row[0])):
+        scored, flags, validated, neither = int(scored or 0), int(flags or 0), int(validated or 0), int(neither or 0)
+        result.append({"model_version": version, "predictions": int(n), "scored": scored, "flagged": flags,
+                       "flagged_share": flags / scored if scored else None, "validated": validated,
+                       "neither": neither, "neither_share": neither / validated if validated else None,
+                       "flagged_neither": int(both or 0)})
     return result
 
 
@@ -198,9 +230,9 @@ def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
 
 
 def confidence_histogram(session: Session, n_classes: int, bins: int = CONFIDENCE_BINS) -> dict:
-    """{"edges", "confirmed", "corrected"}: validated predictions per confidence bin."""
+    """{"edges", "confirmed", "corrected"}: validated predictions per confidence bin (NEITHER left out)."""
     rows = session.execute(select(Prediction.confidence, Prediction.label, Photo.label).join(Prediction.photo)
-                           .where(Photo.label.is_not(None))).all()
+                           .where(_judged)).all()
     edges = bin_edges(n_classes, bins)
     return {"edges": edges,
             "confirmed": histogram([c for c, predicted, verdict in rows if predicted == verdict], edges),
@@ -262,6 +294,7 @@ def build_dashboard(db: Database, registry: ModelRegistry, labels: Sequence[str]
     with db.read() as session:
         per_day = predictions_per_day(session, now=now)
         accuracy = validated_accuracy(session)
+        neither = neither_shares(session)
         confidences = confidence_histogram(session, len(labels))
         recent = recent_predictions(session, str(champion["version"])) if champion else []
     reference: list[float] = []
@@ -279,6 +312,7 @@ def build_dashboard(db: Database, registry: ModelRegistry, labels: Sequence[str]
         "predictions_per_day": per_day,
         "days": DAYS,
         "validated_accuracy": accuracy,
+        "neither": neither,
         "confidence_histogram": confidences,
         "recent": {"model_version": str(champion["version"]) if champion else None, "limit": RECENT_LIMIT,
                    "n": len(recent), "oldest": recent[-1][2].isoformat() if recent else None,

@@ -8,7 +8,12 @@
 - validations: every verdict, in order; a later correction is a new row (the history is kept,
   the latest wins and is copied into photos.label in the same transaction).
 A prediction's status derives from its photo's verdict: unvalidated (none yet), confirmed (the
-verdict is the predicted label) or corrected (another label).
+verdict is the predicted label), corrected (another label) or neither (the verdict NEITHER: the
+photo is neither of the labels; such a photo is never in the feedback dataset, and
+published_label NEITHER records that its dataset files were removed).
+Out-of-distribution: predictions.ood_score and predictions.neither are what the predictor said
+(KServe V1 `ood_score`/`neither`), ood_threshold the model's threshold when the predictor's
+metadata gave it; all three are NULL for models exported before the score existed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -35,7 +41,8 @@ SHA256_LENGTH = 64
 LABEL_LENGTH = 64
 NAME_LENGTH = 100
 NOTE_LENGTH = 1000
-Status = Literal["unvalidated", "confirmed", "corrected"]
+NEITHER = "neither"  # the verdict "neither a cat nor a dog": accepted besides LABELS, never a class folder
+Status = Literal["unvalidated", "confirmed", "corrected", "neither"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 
 
@@ -101,13 +108,18 @@ class Prediction(Base):
     latency_ms: Mapped[float] = mapped_column(Float)  # the predictor's answer, as the app waited for it
     explanation: Mapped[dict[str, Any] | None]  # what :explain returned besides the prediction
     source: Mapped[str] = mapped_column(String(16))  # page or api
+    ood_score: Mapped[float | None] = mapped_column(Float)  # the predictor's out-of-distribution score
+    neither: Mapped[bool | None] = mapped_column(Boolean)  # the predictor flagged it as neither label
+    ood_threshold: Mapped[float | None] = mapped_column(Float)  # the model's flag threshold, when known
 
     photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
 
     @property
     def status(self) -> Status:
         verdict = self.photo.label
-        return "unvalidated" if verdict is None else "confirmed" if verdict == self.label else "corrected"
+        if verdict is None:
+            return "unvalidated"
+        return NEITHER if verdict == NEITHER else "confirmed" if verdict == self.label else "corrected"
 
 
 class Validation(Base):

@@ -3,6 +3,7 @@ stored content-addressed under FEEDBACK_URI, a local folder or a gs:// prefix (c
 
     <FEEDBACK_URI>/photos/<sha[:2]>/<sha256>.<ext>     every photo anyone uploaded, once, never changed
     <FEEDBACK_URI>/dataset/<label>/<sha256>.<ext>      the validated ones, in ingest's class-folder layout
+                                                       (a photo judged "neither" is in none of them)
     <FEEDBACK_URI>/dataset/manifest.json               where each dataset photo came from
 
 File names are content hashes and labels from the configured set, never a name a client sent.
@@ -101,6 +102,12 @@ class PhotoStore:
         for other in self.labels:
             if other != label:
                 storage.delete(self.dataset_uri(other, sha256, extension))
+
+    def unpublish(self, sha256: str, extension: str) -> None:
+        """Remove the photo from every class folder of the dataset (a NEITHER verdict); the
+        original stays under photos/."""
+        for label in self.labels:
+            storage.delete(self.dataset_uri(label, sha256, extension))
 
     def write_manifest(self, entries: list[dict], latest_validation_id: int) -> None:
         """The manifest, with the id of the newest verdict it includes (replicas compare it)."""

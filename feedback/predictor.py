@@ -8,6 +8,13 @@ Two protocols (PREDICTOR_PROTOCOL):
   https://REGION-aiplatform.googleapis.com/v1/projects/P/locations/R/endpoints/E; POST <url>:predict
   with a Google OAuth token (Application Default Credentials); the model version is the answer's
   modelVersionId. Vertex's :explain needs an explanation spec, so the app asks no explanation there.
+Out-of-distribution (models exported with a score; absent from older ones, which keep serving):
+a V1 (and Vertex) prediction may carry "ood_score" (a number) and "neither" (a bool: the model's
+flag, this photo may be neither label); the answer's ood_score/neither are None when absent, and
+a present field of another type is a bad_answer. The app asks only V1 (and Vertex) :predict; the
+V2 outputs `ood_score` and `neither` hold the same. The model's threshold comes from the V2
+metadata's parameters "ood" {"method", "threshold", ...} when the predictor gives it
+(PredictorStatus.ood; the service copies it onto predictions of that model version).
 Every failure is a PredictorError carrying the HTTP status the app should answer with (503 when
 the predictor is down, slow or not ready; 422 when it refused the photo; 502 for a broken answer).
 A PREDICTOR_URL with user:password@ is called with HTTP basic auth; `url` and every message
@@ -17,6 +24,7 @@ name it without them (feedback.settings.redact).
 from __future__ import annotations
 
 import base64
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -56,6 +64,7 @@ class PredictorStatus:
     class_names: list[str] | None = None
     error: str | None = None
     explanations: bool = True
+    ood: dict | None = None  # the model's out-of-distribution method and threshold (V2 metadata), if given
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -128,6 +137,7 @@ class PredictorClient:
             label, probabilities = prediction["label"], {k: float(v) for k, v in prediction["probabilities"].items()}
             if label not in probabilities:
                 raise ValueError(f"label {label!r} is not among the probabilities")
+            ood_score, neither = read_ood(prediction)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. probabilities as a list
             raise PredictorError(f"the predictor at {self.url} gave an answer the app cannot read "
                                  f"({type(exc).__name__}: {exc})", "bad_answer") from None
@@ -139,7 +149,8 @@ class PredictorClient:
             model_name = payload.get("model") or self.model
         else:
             version, model_name = response.headers.get("x-model-version"), self.model
-        return PredictorAnswer(label, probabilities, model_name, version, latency, explanation)
+        return PredictorAnswer(label, probabilities, model_name, version, latency, explanation,
+                               ood_score=ood_score, neither=neither)
 
     def _json(self, response: httpx.Response) -> dict:
         if response.status_code == 400:  # the predictor refused the photo: say why
@@ -174,14 +185,37 @@ class PredictorClient:
             metadata = self._json(self._call("GET", f"{self.url}/v2/models/{self.model}", timeout=timeout))
             parameters = metadata.get("parameters") or {}
             versions = metadata.get("versions") or [None]
+            ood = parameters.get("ood")
             return PredictorStatus(**base, reachable=True, ready=True,
                                    model_version=parameters.get("model_version") or versions[0],
-                                   class_names=parameters.get("class_names"))
+                                   class_names=parameters.get("class_names"),
+                                   ood=ood if isinstance(ood, dict) else None)
         except (AttributeError, TypeError, IndexError) as exc:  # metadata of an unexpected shape
             return PredictorStatus(**base, reachable=True, ready=False,
                                    error=f"the predictor's metadata cannot be read ({type(exc).__name__}: {exc})")
         except PredictorError as exc:
             return PredictorStatus(**base, reachable=exc.kind != "unreachable", ready=False, error=str(exc))
+
+
+def read_ood(prediction: dict) -> tuple[float | None, bool | None]:
+    """(ood_score, neither) of one V1/Vertex prediction; None for a field that is absent (or null);
+    ValueError for a present field of another type (a bool is no score, 1 is no flag)."""
+    score, flag = prediction.get("ood_score"), prediction.get("neither")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"ood_score {score!r} is not a finite number")
+        score = float(score)
+    if flag is not None and not isinstance(flag, bool):
+        raise ValueError(f"neither {flag!r} is not true or false")
+    return score, flag
+
+
+def ood_threshold(ood: dict | None) -> float | None:
+    """The threshold of a model's "ood" metadata, when it is a finite number."""
+    value = (ood or {}).get("threshold")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _error_text(response: httpx.Response) -> str:

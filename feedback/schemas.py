@@ -72,10 +72,17 @@ class PredictionOut(BaseModel):
     model_version: str | None
     prediction_time: float = Field(description="seconds the predictor took to answer")
     timestamp: datetime
-    status: Status
+    status: Status = Field(description="unvalidated, confirmed, corrected, or neither (a person said it is "
+                           "none of the labels)")
     validated_label: str | None = Field(description="the latest verdict of a person on this photo")
     photo: PhotoOut
     explanation: dict | None = None
+    ood_score: float | None = Field(None, description="the model's out-of-distribution score; null for models "
+                                    "without one")
+    neither: bool | None = Field(None, description="the model's flag: this photo may be neither label "
+                                 "(its ood_score is past its threshold); null for models without one")
+    ood_threshold: float | None = Field(None, description="the model's threshold on ood_score, when the "
+                                        "predictor's metadata gave it")
     validations: list[ValidationOut] | None = Field(None, description="the photo's verdicts, oldest first "
                                                     "(single-prediction answers only)")
 
@@ -89,7 +96,8 @@ class PredictionOut(BaseModel):
             timestamp=prediction.created_at, status=prediction.status, validated_label=photo.label,
             photo=PhotoOut(sha256=photo.sha256, format=photo.format, width=photo.width, height=photo.height,
                            size_bytes=photo.size_bytes, url=f"/api/predictions/{prediction.id}/photo"),
-            explanation=prediction.explanation,
+            explanation=prediction.explanation, ood_score=prediction.ood_score, neither=prediction.neither,
+            ood_threshold=prediction.ood_threshold,
             validations=None if validations is None else [ValidationOut.of(v) for v in validations],
         )
 
@@ -107,7 +115,8 @@ class ReviewQueue(BaseModel):
 
 
 class ValidationIn(BaseModel):
-    label: Label = Field(description="the right label, e.g. dog (surrounding spaces are ignored)", max_length=64)
+    label: Label = Field(description="the right label, e.g. dog, or 'neither' for a photo of none of the labels "
+                         "(kept out of the dataset; surrounding spaces are ignored)", max_length=64)
     by: NoNulText | None = Field(None, max_length=NAME_LENGTH, description="who says so (optional)")
     note: NoNulText | None = Field(None, max_length=NOTE_LENGTH)
 

@@ -12,6 +12,11 @@ HTTP answers. Order of writes, so that nothing is lost or half-stored:
   dataset file is moved to the verdict's class folder; the manifest follows within a second (a
   background thread). A crash in between leaves photos.published_label behind photos.label,
   which `repair` (at start-up and every REPAIR_INTERVAL_S) finds and finishes.
+A verdict is one of LABELS or NEITHER ("neither a cat nor a dog"): a NEITHER photo is recorded
+like any verdict, and publish removes its dataset files instead of copying them (it never enters
+the dataset or the manifest; repair finishes an interrupted removal like a move).
+predict copies the model's out-of-distribution threshold (the predictor's metadata, when it
+describes the same model version) onto a prediction that has an ood_score.
 Text that people send (labels, names, notes, file names) holding a NUL character is refused
 (InvalidText, 422): PostgreSQL cannot store it, and no database should differ. Labels are
 compared after normalise_label (surrounding white space removed), wherever they come from.
@@ -23,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
@@ -31,9 +36,9 @@ from catdog.preprocessing import EXTENSIONS
 from feedback import store
 from feedback.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
-from feedback.models import Prediction
+from feedback.models import NEITHER, Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
-from feedback.predictor import PredictorClient, PredictorError, PredictorStatus
+from feedback.predictor import PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retrain_config import TrainingConfig, parse_training_words
 from feedback.runs import RunService
 from feedback.settings import Settings, redact
@@ -117,6 +122,8 @@ class FeedbackService:
                  training: TrainingConfig | None = None, launchers: Mapping | None = None):
         """training: where retraining runs go (feedback/retrain_config.py; default: TARGET=local with
         `make run`'s defaults); launchers: target -> launcher (default: the real ones)."""
+        if NEITHER in settings.labels:
+            raise ValueError(f"LABELS may not hold {NEITHER!r}: it is the verdict for a photo of none of them")
         self.settings = settings
         self.labels = settings.labels
         self.label_map = parse_label_map(DEFAULT_LABEL_MAP)  # zip folders named like ingest's (cats -> cat)
@@ -187,6 +194,10 @@ class FeedbackService:
         if unknown:
             raise PredictorError(f"the predictor answers label(s) {unknown} that this app does not know "
                                  f"(LABELS={','.join(self.labels)})", "bad_answer")
+        if answer.ood_score is not None and answer.ood_threshold is None:
+            status = self.predictor_status()
+            if status.model_version == answer.model_version:
+                answer = replace(answer, ood_threshold=ood_threshold(status.ood))
         with self.db.writing() as session:
             row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
             prediction = store.add_prediction(session, row, answer, source)
@@ -223,14 +234,20 @@ class FeedbackService:
         return self.photos.read(prediction.photo.uri), prediction.photo.format
 
     # -- verdicts -------------------------------------------------------------------------------
+    @property
+    def verdicts(self) -> tuple[str, ...]:
+        """What a person may answer: one of LABELS, or NEITHER."""
+        return (*self.labels, NEITHER)
+
     def check_label(self, label: str) -> None:
-        """UnknownLabel unless `label` (normalised: normalise_label) is one of LABELS."""
-        if label not in self.labels:
-            raise UnknownLabel(f"unknown label {label!r}; choose one of {list(self.labels)}")
+        """UnknownLabel unless `label` (normalised: normalise_label) is a verdict: LABELS or NEITHER."""
+        if label not in self.verdicts:
+            raise UnknownLabel(f"unknown label {label!r}; choose one of {list(self.verdicts)}")
 
     def validate(self, prediction_id: str, label: str, by: str | None = None, note: str | None = None,
                  source: str = "api") -> Prediction:
-        """Record a person's verdict on a prediction and move the photo into that class folder."""
+        """Record a person's verdict on a prediction and move the photo into that class folder (NEITHER:
+        out of the dataset)."""
         label = normalise_label(label)
         self.check_label(label)
         check_text(by, "'by'")
@@ -276,7 +293,11 @@ class FeedbackService:
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
                 continue
             self.publish_or_defer(photo.sha256)
-            outcome = "added" if previous is None else "already in the dataset" if previous == label else "relabelled"
+            if label == NEITHER:
+                outcome = "neither: not in the dataset"
+            else:
+                outcome = ("added" if previous in (None, NEITHER) else "already in the dataset" if previous == label
+                           else "relabelled")
             report.added.append({"name": item.name, "sha256": photo.sha256, "label": label,
                                  "previous_label": previous, "outcome": outcome})
         if report.added:
@@ -285,7 +306,8 @@ class FeedbackService:
 
     # -- the dataset ----------------------------------------------------------------------------
     def publish(self, sha256: str) -> None:
-        """Make the dataset folder match the photo's current label (idempotent). The photo's row
+        """Make the dataset folder match the photo's current label (idempotent; NEITHER: in no class
+        folder, published_label NEITHER). The photo's row
         stays locked across the file move, so threads and replicas moving the same photo take
         turns, and each re-reads the label: racing verdicts end with the files of the latest one.
         (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
@@ -293,7 +315,10 @@ class FeedbackService:
             photo = store.lock_photo(session, sha256)
             if photo.label is None or photo.label == photo.published_label:
                 return
-            self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)
+            if photo.label == NEITHER:
+                self.photos.unpublish(sha256, EXTENSIONS[photo.format])
+            else:
+                self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)
             photo.published_label = photo.label
 
     def publish_or_defer(self, sha256: str) -> bool:

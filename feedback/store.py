@@ -1,6 +1,9 @@
 """The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/models.py).
 
 The callers own the transactions (feedback/service.py); nothing here commits.
+A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
+"neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
+(published_label becomes NEITHER), so repair finishes that removal like any other move.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from catdog.preprocessing import EXTENSIONS
-from feedback.models import STATUSES, Photo, Prediction, Validation, utcnow
+from feedback.models import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
 from feedback.photos import CheckedPhoto
 
 # validated photos whose dataset folder does not match their label yet
@@ -30,6 +33,9 @@ class PredictorAnswer:
     model_version: str | None
     latency_s: float
     explanation: dict | None = None
+    ood_score: float | None = None  # None: the model has no out-of-distribution score
+    neither: bool | None = None  # the model's flag: this photo may be neither label
+    ood_threshold: float | None = None  # the model's threshold on ood_score, when its metadata says
 
 
 def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
@@ -55,7 +61,7 @@ def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, sour
         id=uuid.uuid4().hex, photo_sha256=photo.sha256, photo=photo, model_name=answer.model_name,
         model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
         probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
-        source=source,
+        source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
     )
     session.add(prediction)
     session.flush()
@@ -90,20 +96,25 @@ def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
 def _status_filter(status: str):
     return {
         "unvalidated": Photo.label.is_(None),
-        "confirmed": Photo.label == Prediction.label,
-        "corrected": Photo.label != Prediction.label,  # NULL != x is not true: unvalidated stay out
+        "confirmed": Photo.label == Prediction.label,  # a prediction's label is never NEITHER
+        # NULL != x is not true: unvalidated stay out
+        "corrected": (Photo.label != Prediction.label) & (Photo.label != NEITHER),
+        NEITHER: Photo.label == NEITHER,
     }[status]
 
 
 def list_predictions(session: Session, status: str | None = None, model_version: str | None = None,
                      order: str = "newest", limit: int = 50, offset: int = 0,
-                     latest_per_photo: bool = False) -> list[Prediction]:
-    """Predictions filtered by status and model version. least_confident puts the photos where a
-    person's answer teaches the model most first; latest_per_photo shows a photo uploaded several
-    times once (its newest prediction)."""
+                     latest_per_photo: bool = False, flagged: bool | None = None) -> list[Prediction]:
+    """Predictions filtered by status, model version and the model's neither flag (True: flagged;
+    False: scored and not flagged; predictions without a score match neither). least_confident
+    puts the photos where a person's answer teaches the model most first; latest_per_photo shows a
+    photo uploaded several times once (its newest prediction)."""
     query = select(Prediction).join(Prediction.photo)
     if status is not None:
         query = query.where(_status_filter(status))
+    if flagged is not None:
+        query = query.where(Prediction.neither.is_(flagged))
     if model_version is not None:
         query = query.where(Prediction.model_version == model_version)
     if latest_per_photo:
@@ -141,7 +152,7 @@ def model_versions(session: Session) -> list[str]:
 
 
 def counts(session: Session) -> dict:
-    """Predictions by status, photos, and validated photos per label."""
+    """Predictions by status, photos, and validated photos per label (NEITHER among them)."""
     statuses = {status: session.scalar(select(func.count()).select_from(Prediction).join(Prediction.photo)
                                        .where(_status_filter(status))) or 0
                 for status in STATUSES}
@@ -169,14 +180,15 @@ def latest_validation_id(session: Session) -> int:
 
 
 def manifest_entries(session: Session) -> list[dict]:
-    """One entry per validated photo: its dataset file and where it came from (the latest verdict)."""
+    """One entry per photo in the dataset (validated, NEITHER excluded): its dataset file and where
+    it came from (the latest verdict)."""
     latest = (select(func.max(Validation.id)).where(Validation.photo_sha256 == Photo.sha256)
               .correlate(Photo).scalar_subquery())
     rows = session.execute(
         select(Photo, Validation, Prediction)
         .join(Validation, Validation.id == latest)
         .outerjoin(Prediction, Prediction.id == Validation.prediction_id)
-        .where(Photo.label.is_not(None))
+        .where(Photo.label.is_not(None), Photo.label != NEITHER)
         .order_by(Photo.sha256)
     ).all()
     return [

@@ -130,14 +130,20 @@ def unused_url() -> str:
 
 class FakePredictor:
     """Stands in for feedback.predictor.PredictorClient in service-level tests: answers from a
-    table of sha256 -> probabilities (default: cat 0.6), or raises `error` when set."""
+    table of sha256 -> probabilities (default: cat 0.6), or raises `error` when set. With `ood`
+    (the model's metadata, e.g. {"method": "energy", "threshold": 5.0}) it is a model with an
+    out-of-distribution score: every answer carries ood_score (flag(data, score) sets a photo's,
+    default 1.0) and neither = score > threshold, and status() gives that metadata; without it,
+    answers have neither (a model exported before the score)."""
 
     explanations = True
     protocol = "kserve"
 
-    def __init__(self, version: str = "v1"):
+    def __init__(self, version: str = "v1", ood: dict | None = None):
         self.version = version
+        self.ood = ood
         self.answers: dict[str, dict[str, float]] = {}
+        self.scores: dict[str, float] = {}
         self.error: Exception | None = None
         self.calls = 0
 
@@ -145,6 +151,12 @@ class FakePredictor:
         import hashlib
 
         self.answers[hashlib.sha256(data).hexdigest()] = probabilities
+
+    def flag(self, data: bytes, score: float) -> None:
+        """The photo's ood_score (past the threshold: flagged as neither)."""
+        import hashlib
+
+        self.scores[hashlib.sha256(data).hexdigest()] = score
 
     def predict(self, image: bytes, explain: bool = False):
         import hashlib
@@ -154,15 +166,18 @@ class FakePredictor:
         self.calls += 1
         if self.error is not None:
             raise self.error
-        probabilities = self.answers.get(hashlib.sha256(image).hexdigest(), {"cat": 0.6, "dog": 0.4})
+        sha256 = hashlib.sha256(image).hexdigest()
+        probabilities = self.answers.get(sha256, {"cat": 0.6, "dog": 0.4})
         label = max(probabilities, key=probabilities.get)
         explanation = {"method": "grad-cam", "class": label, "grid": [2, 2], "values": [[0.1, 0.9], [0.0, 0.5]]} if explain else None
-        return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation)
+        score = self.scores.get(sha256, 1.0) if self.ood else None
+        return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation, ood_score=score,
+                               neither=None if score is None else score > self.ood["threshold"])
 
     def status(self, timeout: float | None = None):
         from feedback.predictor import PredictorStatus
 
-        return PredictorStatus("fake://", "kserve", True, True, self.version, ["cat", "dog"])
+        return PredictorStatus("fake://", "kserve", True, True, self.version, ["cat", "dog"], ood=self.ood)
 
     def close(self) -> None:
         pass

@@ -30,18 +30,18 @@ def test_migrations_build_exactly_the_models(service):
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == service.schema_revision == "0002"
+        assert context.get_current_revision() == service.schema_revision == "0003"
     assert {"photos", "predictions", "validations"} <= set(inspect(service.db.engine).get_table_names())
 
 
 def test_migrating_again_changes_nothing(service):
-    assert migrate(service.db) == "0002"
+    assert migrate(service.db) == "0003"
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
     with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
-    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0002"):
+    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0003"):
         migrate(service.db)
 
 
@@ -136,7 +136,7 @@ def test_review_queue_is_least_confident_first_and_each_photo_once(service):
         assert [p.id for p in queue] == [again.id, made[22].id, made[20].id]
         assert store.queue_length(session) == 3
         counts = store.counts(session)
-    assert counts == {"predictions": 5, "unvalidated": 4, "confirmed": 1, "corrected": 0, "photos": 4,
+    assert counts == {"predictions": 5, "unvalidated": 4, "confirmed": 1, "corrected": 0, "neither": 0, "photos": 4,
                       "validated_photos": {"cat": 1}, "review_queue": 3, "unpublished": 0}
 
 
@@ -186,9 +186,54 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert results == ["0002"] * len(databases)
+        assert results == ["0003"] * len(databases)
         with databases[0].read() as session:
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
     finally:
         for database in databases:
             database.close()
+
+
+def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_url):  # noqa: F811
+    """Issue 18: predictions of a store migrated from 0002 keep their rows with NULL ood fields; the
+    new columns hold a flag as a bool; 0003 downgrades and upgrades again."""
+    from datetime import datetime
+
+    from alembic import command
+    from sqlalchemy import JSON, DateTime, bindparam
+
+    from feedback.db import alembic_config
+
+    database = open_database(database_url)
+    created = datetime(2026, 1, 2, 3, 4, 5)
+    try:
+        with database.writing() as session:
+            command.upgrade(alembic_config(session.connection()), "0002")
+            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
+                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
+                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "a" * 64, "at": created})
+            session.execute(text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
+                                 "probabilities, latency_ms, source) VALUES ('p1', :at, :sha, 'catdog', 'cat', 0.6, "
+                                 ":probabilities, 12.0, 'api')")
+                            .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
+                            {"sha": "a" * 64, "at": created, "probabilities": {"cat": 0.6, "dog": 0.4}})
+        assert "ood_score" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
+        assert migrate(database) == "0003"
+        with database.writing() as session:
+            old = session.get(Prediction, "p1")
+            assert (old.ood_score, old.neither, old.ood_threshold, old.status) == (None, None, None, "unvalidated")
+            assert old.probabilities == {"cat": 0.6, "dog": 0.4}
+            old.ood_score, old.neither, old.ood_threshold = 7.5, True, 5.0
+        with database.read() as session:
+            assert store.list_predictions(session, flagged=True)[0].id == "p1"
+            assert store.list_predictions(session, flagged=False) == []
+            row = session.get(Prediction, "p1")
+            assert (row.ood_score, row.neither, row.ood_threshold) == (7.5, True, 5.0) and row.neither is True
+        with database.writing() as session:
+            command.downgrade(alembic_config(session.connection()), "0002")
+        assert "neither" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
+        assert migrate(database) == "0003"
+        with database.read() as session:
+            assert session.get(Prediction, "p1").neither is None
+    finally:
+        database.close()

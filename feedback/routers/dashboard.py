@@ -67,7 +67,8 @@ def dashboard_page(request: Request, service: FeedbackService = Depends(get_serv
 @router.get("/api/dashboard", tags=["dashboard"], summary="The monitoring dashboard's numbers")
 def dashboard_data(request: Request, service: FeedbackService = Depends(get_service)) -> dict:
     """The champion and every registry version (metrics, confusion matrix, decision), predictions
-    per day, accuracy on people's verdicts per model version (Wilson 95 % interval), confidence
+    per day, accuracy on people's verdicts per model version (Wilson 95 % interval; "neither" verdicts
+    left out), the shares flagged as neither by the model and called neither by people (`neither`), confidence
     histogram of confirmed vs corrected predictions, predicted-class balance, the drift test and
     the predictor's latency and request rate (feedback/dashboard.py, feedback/predictor_metrics.py)."""
     data = dashboard.build_dashboard(service.db, ModelRegistry(service.registry_uri), service.labels)

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from feedback import store
-from feedback.models import Status
+from feedback.models import NEITHER, Status
 from feedback.deps import get_service
 from feedback.service import FeedbackService
 
@@ -33,6 +33,7 @@ def render(request: Request, name: str, service: FeedbackService, **context) -> 
         "labels": service.labels,
         "predictor": service.predictor_status(),
         "auth_required": service.settings.auth_required,
+        "neither": NEITHER,
         **context,
     })
 
@@ -60,21 +61,24 @@ def history_page(
     request: Request,
     status: Status | Literal[""] = "",
     model_version: str = "",
+    flagged: Literal["", "true", "false"] = "",
     offset: int = Query(0, ge=0, le=10**9),  # feedback.schemas.MAX_OFFSET
     service: FeedbackService = Depends(get_service),
 ):
     with service.db.read() as session:
-        rows = store.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset)
+        rows = store.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
+                                      flagged=None if not flagged else flagged == "true")
         versions = store.model_versions(session)
     return render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
                    more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
-                   offset=offset, page_size=PAGE_SIZE)
+                   flagged=flagged, offset=offset, page_size=PAGE_SIZE)
 
 
 @router.get("/cards/{prediction_id}", response_class=HTMLResponse)
 def card(request: Request, prediction_id: str, service: FeedbackService = Depends(get_service)):
     """One prediction's card: the page inserts it after an upload or a verdict."""
-    return TEMPLATES.TemplateResponse(request, "_card.html", {"p": service.get(prediction_id), "labels": service.labels})
+    return TEMPLATES.TemplateResponse(request, "_card.html", {"p": service.get(prediction_id), "labels": service.labels,
+                                                              "neither": NEITHER})
 
 
 @router.get("/docs", response_class=HTMLResponse)

@@ -80,13 +80,15 @@ async def predict(request: Request, explain: bool = Query(False, description="al
 def list_predictions(
     status: Status | None = None,
     model_version: str | None = None,
+    flagged: bool | None = Query(None, description="true: the model flagged the photo as maybe neither label; "
+                                                    "false: scored and not flagged"),
     order: Literal["newest", "least_confident"] = "newest",
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     service: FeedbackService = Depends(get_service),
 ) -> PredictionList:
     with service.db.read() as session:
-        rows = store.list_predictions(session, status, model_version, order, limit, offset)
+        rows = store.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
     return PredictionList(predictions=[PredictionOut.of(p) for p in rows], count=len(rows), limit=limit, offset=offset)
 
 
@@ -129,7 +131,7 @@ def explain(prediction_id: str, service: FeedbackService = Depends(get_service))
 
 
 @router.post("/predictions/{prediction_id}/validation", response_model=PredictionOut, status_code=201,
-             dependencies=[Depends(require_writer)], summary="Confirm or correct a prediction")
+             dependencies=[Depends(require_writer)], summary="Confirm or correct a prediction, or say it is neither label (\"label\": \"neither\")")
 def validate(prediction_id: str, body: ValidationIn, request: Request,
              service: FeedbackService = Depends(get_service)) -> PredictionOut:
     source = "page" if request.headers.get(PAGE_CLIENT_HEADER) == "page" else "api"

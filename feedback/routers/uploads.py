@@ -2,7 +2,8 @@
 
 200 with the report (added, rejected with reasons) when at least one photo was added; 422 with
 the same report as `detail` when none was: {"detail": {"message", "added": [], "rejected"}}.
-Labels are normalised as the validation route's are (feedback.service.normalise_label).
+Labels are normalised as the validation route's are (feedback.service.normalise_label); a label
+(or a zip folder) "neither" records the photo as neither of the labels: it stays out of the dataset.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ UPLOAD_BODY = {
             "files[]": {"type": "array", "items": {"type": "string", "format": "binary"},
                         "description": "photos (or one .zip of class folders)"},
             "labels[]": {"type": "array", "items": {"type": "string"},
-                         "description": "one label per file, in order, or one for all"},
+                         "description": "one label per file, in order, or one for all; "
+                                        "'neither': the photo is neither (kept out of the dataset)"},
             "archive": {"type": "string", "format": "binary", "description": "a .zip of class folders (cat/, dog/)"},
             "by": {"type": "string", "description": "who labelled them (optional)"},
         }}}},
@@ -56,7 +58,7 @@ async def upload_data(request: Request, service: FeedbackService = Depends(get_s
         contents = [await u.read() for u in uploads]
         names = [u.filename or f"file {i + 1}" for i, u in enumerate(uploads)]
     if len(uploads) == 1 and not labels and _is_zip(uploads[0], contents[0][:4]):
-        files = await run_in_threadpool(read_zip, contents[0], settings.labels, service.label_map,
+        files = await run_in_threadpool(read_zip, contents[0], service.verdicts, service.label_map,
                                         settings.max_photo_bytes, settings.max_request_bytes, report)
     else:
         if not labels:

@@ -164,6 +164,8 @@ function drawCharts(data) {
     return tr;
   }));
 
+  drawNeither(data.neither);
+
   const hist = data.confidence_histogram;
   const validated = hist.confirmed.some(Boolean) || hist.corrected.some(Boolean);
   const x = binLabels(hist.edges);
@@ -191,6 +193,26 @@ function drawCharts(data) {
     type: "scatter", mode: "lines+markers", name: key, x: scored.map((v) => `v${v.version}`),
     y: scored.map((v) => v.metrics[key]),
   })) : null, { xaxis: { type: "category" }, yaxis: { tickformat: ".2f" } }, "No version with test metrics yet.");
+}
+
+// Per model version: the share flagged by the model and the share people called neither.
+function drawNeither(rows) {
+  const x = rows.map((r) => versionName(r.model_version));
+  const shown = rows.some((r) => r.flagged_share !== null || r.neither_share !== null);
+  chart("chart-neither", shown ? [
+    { type: "bar", name: "flagged by the model", x, y: rows.map((r) => r.flagged_share), marker: { color: COLOURS.corrected },
+      customdata: rows.map((r) => [r.flagged, r.scored]), hovertemplate: "%{x}: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>" },
+    { type: "bar", name: "people said neither", x, y: rows.map((r) => r.neither_share), marker: { color: COLOURS.muted },
+      customdata: rows.map((r) => [r.neither, r.validated]), hovertemplate: "%{x}: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>" },
+  ] : null, { barmode: "group", height: 220, xaxis: { type: "category" }, yaxis: { tickformat: ".0%", rangemode: "tozero" } },
+  "No out-of-distribution score and no verdict of neither yet.");
+  const share = (count, total, value) => (value === null ? "–" : `${pct(value)} (${count} of ${total})`);
+  byTestId("neither-table").replaceChildren(...rows.map((r) => {
+    const tr = row([versionName(r.model_version), r.predictions, share(r.flagged, r.scored, r.flagged_share), r.validated,
+                    share(r.neither, r.validated, r.neither_share), r.flagged_neither]);
+    tr.setAttribute("data-testid", "neither-row");
+    return tr;
+  }));
 }
 
 function confusionTable(version) {
