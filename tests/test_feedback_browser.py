@@ -1,7 +1,8 @@
 """The page in a real browser (Playwright driving Debian's Chromium, headless) against the app and
 the real predictor on loopback: upload photos, see labels, confirm one, correct another, watch the
 review queue shrink; the heat map (kept through a verdict), the token prompt, escaping, and that
-nothing leaves the origin. SCREENSHOTS=<folder> writes upload-confirmed-heatmap.png there."""
+nothing leaves the origin; a photo the model flags as maybe neither, and the verdict "neither".
+SCREENSHOTS=<folder> writes upload-confirmed-heatmap.png and neither-card.png there."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.feedback_fixtures import app, feedback_settings, photo, predictor, running_app  # noqa: F401
+from tests.feedback_fixtures import FakePredictor, app, feedback_settings, photo, predictor, running_app  # noqa: F401
 
 LABELS = ("cat", "dog")
 
@@ -208,3 +209,37 @@ def test_photos_dropped_on_the_page_are_uploaded(app, page):
     expect(page.get_by_test_id("prediction")).to_have_count(2)
     stored = app.get("/api/predictions").json()["predictions"]
     assert {p["photo"]["sha256"] for p in stored} == {hashlib.sha256(photo(s)).hexdigest() for s in (60, 61)}
+
+
+def test_a_flagged_photo_says_it_may_be_neither_and_a_person_records_neither(page, tmp_path):
+    fake = FakePredictor("5", ood={"method": "energy", "threshold": 5.0})
+    (flagged_file,) = photo_files(tmp_path, [41], prefix="rocket")
+    fake.answer(photo(41), {"cat": 0.07, "dog": 0.93})
+    fake.flag(photo(41), 8.75)
+    with running_app(feedback_settings(tmp_path, "http://127.0.0.1:9"), predictor=fake) as flagged_app:
+        page.goto(flagged_app.url + "/")
+        upload(page, [flagged_file])
+        card = page.get_by_test_id("prediction")
+        warning = card.get_by_test_id("ood-warning")
+        expect(warning).to_be_visible()
+        expect(warning).to_contain_text("This may be neither a cat nor a dog.")
+        expect(warning).to_contain_text("score is 8.75 (threshold 5)")
+        expect(card.get_by_test_id("prediction-label")).to_have_text("dog")  # the answer stays shown
+        expect(card.get_by_test_id("probability-dog")).to_have_text("93.00%")
+        expect(card.get_by_test_id("probability-cat")).to_have_text("7.00%")
+
+        card.get_by_test_id("verdict-neither").click()
+        expect(card).to_have_attribute("data-status", "neither")
+        expect(card.get_by_test_id("prediction-status")).to_have_text("Neither a cat nor a dog: kept out of the dataset")
+        expect(card.get_by_test_id("verdict-neither")).to_have_attribute("aria-pressed", "true")
+        expect(card.get_by_test_id("ood-warning")).to_be_visible()
+        expect(page.get_by_test_id("nav-queue-count")).to_have_text("0")
+        if os.environ.get("SCREENSHOTS"):
+            page.screenshot(path=Path(os.environ["SCREENSHOTS"]) / "neither-card.png", full_page=True)
+
+        page.goto(flagged_app.url + "/history")
+        page.get_by_test_id("filter-status").select_option("neither")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_test_id("history").get_by_test_id("prediction")).to_have_count(1)
+        expect(page.get_by_test_id("prediction")).to_have_attribute("data-status", "neither")
+        assert flagged_app.service.photos.dataset_files() == {"cat": [], "dog": []}

@@ -301,6 +301,44 @@ def test_store_aggregates(tmp_path, database_url):  # noqa: F811 (the fixture)
     assert [(label, confidence) for label, confidence, _ in recent] == [("cat", 0.55), ("cat", 1.0), ("cat", 0.99)]
 
 
+def test_neither_shares_per_version_and_accuracy_leaves_neither_out(tmp_path, database_url):  # noqa: F811
+    """Issue 18: the share of predictions the model flagged (among those with a score) and the share
+    people called neither (among those validated), per model version; a neither verdict is no wrong
+    cat/dog prediction, so accuracy and the confidence histogram leave it out."""
+    from tests.feedback_fixtures import started_service
+
+    fake = FakePredictor("1")
+    service = started_service(tmp_path, database_url, predictor=fake)
+    # (version, seed, cat probability, ood score or None (a model without one), verdict)
+    plan = [("1", 1, 0.6, None, "cat"), ("1", 2, 0.6, None, "neither"), ("1", 3, 0.6, None, None),
+            ("2", 4, 0.6, 9.0, "neither"), ("2", 5, 0.6, 8.0, "dog"), ("2", 6, 0.6, 1.0, "cat"),
+            ("2", 7, 0.6, 7.0, None)]
+    try:
+        for version, seed, cat, score, verdict in plan:
+            fake.version, fake.ood = version, None if score is None else {"method": "energy", "threshold": 5.0}
+            fake.answer(photo(seed), {"cat": cat, "dog": round(1 - cat, 6)})
+            if score is not None:
+                fake.flag(photo(seed), score)
+            prediction = service.predict(photo(seed))
+            if verdict:
+                service.validate(prediction.id, verdict)
+        with service.db.read() as session:
+            shares = dashboard.neither_shares(session)
+            accuracy = dashboard.validated_accuracy(session)
+            confidences = dashboard.confidence_histogram(session, 2)
+    finally:
+        service.close()
+    assert shares == [
+        {"model_version": "1", "predictions": 3, "scored": 0, "flagged": 0, "flagged_share": None, "validated": 2,
+         "neither": 1, "neither_share": 0.5, "flagged_neither": 0},
+        {"model_version": "2", "predictions": 4, "scored": 4, "flagged": 3, "flagged_share": 0.75, "validated": 3,
+         "neither": 1, "neither_share": pytest.approx(1 / 3), "flagged_neither": 1},
+    ]
+    assert [(a["model_version"], a["n"], a["confirmed"], a["corrected"]) for a in accuracy] == [("1", 1, 1, 0),
+                                                                                                 ("2", 2, 1, 1)]
+    assert sum(confidences["confirmed"]) == 2 and sum(confidences["corrected"]) == 1
+
+
 # -- GET /api/dashboard -------------------------------------------------------------------------------------
 @pytest.fixture
 def metrics_server():
@@ -357,6 +395,9 @@ def test_the_dashboard_api_holds_what_the_store_and_the_registry_hold(tmp_path, 
         assert (row["n"], row["confirmed"], row["corrected"]) == (len(mine), confirmed, len(mine) - confirmed)
         assert row["accuracy"] == pytest.approx(confirmed / len(mine))
     assert {r["model_version"] for r in data["validated_accuracy"]} == {"1", "2"}
+    assert [(r["model_version"], r["predictions"], r["validated"], r["scored"]) for r in data["neither"]] == [
+        (version, sum(p["model_version"] == version for p in predictions),
+         sum(p["model_version"] == version for p in validated), 0) for version in ("1", "2")]
     hist = data["confidence_histogram"]
     assert hist["edges"] == pytest.approx([0.5 + 0.05 * i for i in range(11)])
     for status in ("confirmed", "corrected"):

@@ -153,7 +153,7 @@ def test_neither_is_a_verdict_with_its_own_status_and_leaves_the_dataset(app):
     assert [p["id"] for p in app.get("/api/review-queue").json()["predictions"]] == [plain["id"]]
 
     history = app.get("/history", params={"status": "neither"}).text
-    assert flagged["id"] in history and plain["id"] not in history and "Neither: neither a cat nor a dog" in history
+    assert flagged["id"] in history and plain["id"] not in history and "Neither a cat nor a dog: kept out of the dataset" in history
     assert flagged["id"] in app.get("/history", params={"flagged": "true"}).text
     assert app.get("/history", params={"status": "bogus"}).status_code == 422
 
