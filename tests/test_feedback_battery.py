@@ -193,6 +193,12 @@ BAD_REQUESTS = [
      {"json": {"label": "cat", "note": "\x00"}, "headers": AUTH}, 422, "NUL", None),
     ("validation-nul-label", "POST", "/api/predictions/{id}/validation",
      {"json": {"label": "c\x00at"}, "headers": AUTH}, 422, "NUL", None),
+    ("validation-nul-neither", "POST", "/api/predictions/{id}/validation",
+     {"json": {"label": "neit\x00her"}, "headers": AUTH}, 422, "NUL", None),
+    ("validation-unknown-label", "POST", "/api/predictions/{id}/validation",
+     {"json": {"label": "bird"}, "headers": AUTH}, 422, "['cat', 'dog', 'neither']", None),
+    ("filter-bad-flagged", "GET", "/api/predictions", {"params": {"flagged": "maybe"}}, 422, "flagged", None),
+    ("history-bad-status", "GET", "/history", {"params": {"status": "nope"}}, 422, "neither", None),
     ("validation-nul-id", "POST", "/api/predictions/ab%00cd/validation", {"json": {"label": "cat"}, "headers": AUTH},
      422, "NUL", None),
     ("get-nul-id", "GET", "/api/predictions/ab%00cd", {}, 422, "NUL", None),
@@ -241,6 +247,13 @@ def test_labels_are_normalised_the_same_in_validation_and_upload(app, prediction
                            data={"labels[]": " cat "}, headers=AUTH)
     assert uploaded.status_code == 200, uploaded.text
     assert [a["label"] for a in uploaded.json()["added"]] == ["cat"]
+    other = app.predict(photo(907)).json()["id"]
+    neither = app.request("POST", _validation(other), json={"label": " neither\t"}, headers=AUTH)
+    assert neither.status_code == 201, neither.text
+    assert (neither.json()["validated_label"], neither.json()["status"]) == ("neither", "neither")
+    uploaded = app.request("POST", "/api/upload-data", files={"files[]": ("n.jpg", photo(908))},
+                           data={"labels[]": "\nneither "}, headers=AUTH)
+    assert [(a["label"], a["outcome"]) for a in uploaded.json()["added"]] == [("neither", "neither: not in the dataset")]
     assert_consistent(app.service)
 
 
@@ -304,8 +317,9 @@ def test_a_database_that_cannot_write_is_503_json_and_not_ready(app, prediction_
     files_before = store_files(app.service)
     with broken_database(app.service, how):
         assert_json_error(app.predict(photo(905)), 503, "database")
-        assert_json_error(app.request("POST", _validation(prediction_id), json={"label": "cat"}, headers=AUTH),
-                          503, "database")
+        for label in ("cat", "neither"):
+            assert_json_error(app.request("POST", _validation(prediction_id), json={"label": label}, headers=AUTH),
+                              503, "database")
         upload = app.request("POST", "/api/upload-data", files={"files[]": ("u.jpg", photo(906))},
                              data={"labels[]": "dog"}, headers=AUTH)
         assert_json_error(upload, 503, "database")
