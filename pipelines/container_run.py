@@ -154,8 +154,8 @@ def source_hash(dockerfile: Path = DOCKERFILE, repo: Path = REPO) -> str:
     return digest.hexdigest()[:12]
 
 
-def podman_store():
-    """podman on image-test's store (IMAGE_CACHE, IMAGE_STORAGE_DRIVER), or ContainerRunError."""
+def require_podman() -> None:
+    """podman and runc, as root (image-test's settings), or ContainerRunError."""
     from images.build import require_tools
     from images.common import Failure
 
@@ -178,12 +178,10 @@ def store_settings(settings: dict[str, str]) -> tuple[Path, str]:
 
 def local_image(settings: dict[str, str]):
     """(podman, tag) of the component image built from this checkout, built now when missing."""
-    import sys
-
     from images.build import apt_mirror, build, ensure_wheelhouse, open_store
     from images.common import Failure
 
-    podman_store()
+    require_podman()
     cache, driver = store_settings(settings)
     tag = f"{IMAGE_NAME}:src-{source_hash()}"
     try:
@@ -266,7 +264,7 @@ def engine(settings: dict[str, str]) -> Iterator[tuple[str, str]]:
         raise ContainerRunError(f"DOCKER_HOST={host} and no IMAGE: give IMAGE=<an image that engine has or can "
                                 "pull>, or unset DOCKER_HOST to build the image with podman here")
     if image:
-        podman_store()
+        require_podman()
         from images.build import Podman
 
         cache, driver = store_settings(settings)
