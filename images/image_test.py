@@ -1,23 +1,26 @@
-"""`make image-test`: build the predictor and component images with podman and run them for real.
+"""`make image-test`: build the three images with podman and run them for real.
 
 No container registry is needed: the base is a local Debian 12 root (debootstrap, Python 3.11 from
 Debian) imported into podman in place of python:3.11-slim-bookworm, and pip installs from a local
 wheelhouse (images/wheelhouse, `pip wheel` of the lock's runtime packages) with no index and no
-network (`podman build --network none`). Then:
+network (`podman build --network none`). The needed images are built first (feedback needs the
+predictor's), then, with one GCS emulator on loopback for all parts (STORAGE_EMULATOR_HOST):
 
-predictor  build serving/Dockerfile, then run the image twice, on the host's loopback
-           (--network host, bound to 127.0.0.1):
+components the compiled pipeline with every step in the component image (images/pipeline_run.py,
+           through pipelines/container_run.py: kfp.local's DockerRunner on podman's Docker API),
+           as uid 10001: on gs:// (promoted, deploy runs), then on local folders (champion kept).
+           Its champion is the model the other parts serve (without this part: the tiny test
+           model of tests/serving_fixtures.py, built here).
+predictor  serving/Dockerfile's image twice, on the host's loopback (--network host, 127.0.0.1):
            - KServe: the model mounted read-only at /mnt/models (where KServe's storage initializer
              puts it), the container args of manifests/base/inferenceservice.yaml;
            - Vertex AI: no args, AIP_HTTP_PORT / AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE /
-             AIP_STORAGE_URI (a gs:// model on a gcp-storage-emulator started here);
+             AIP_STORAGE_URI (the same model on the emulator);
            each: readiness, the model served is the one given (x-model-version), V1 and V2 (and
            Vertex) predictions, bad requests (4xx, never 5xx), the server runs as uid 10001.
-components build components/Dockerfile, then run the ingest component inside it the way KFP's
-           launcher does: the executor's command and args from compiled/training_pipeline.yaml, the
-           placeholders filled by kfp.local's own code (executor input JSON), the pipeline root
-           mounted at the same path (kfp.local's DockerRunner), on a small synthetic dataset;
-           checks the exit code, the executor output and the artifacts.
+feedback   feedback/Dockerfile's image beside a predictor container (images/feedback_run.py): a
+           named volume at /data, migrations at start, uid 10001, /ready, one photo predicted and
+           validated through the API, then a fresh container on the same volume keeps them.
 
 Each part's time and each image's size are printed at the end. The Debian root is cached as a
 tarball in --cache (IMAGE_CACHE, default ~/.cache/catdog-images) and the wheelhouse in
