@@ -77,8 +77,8 @@ class PredictionOut(BaseModel):
     validated_label: str | None = Field(description="the latest verdict of a person on this photo")
     photo: PhotoOut
     explanation: dict | None = None
-    ood_score: float | None = Field(None, description="the model's out-of-distribution score; null for models "
-                                    "without one")
+    ood_score: float | None = Field(None, description="the model's out-of-distribution score (higher: less like "
+                                    "its training photos); null for models without one")
     neither: bool | None = Field(None, description="the model's flag: this photo may be neither label "
                                  "(its ood_score is past its threshold); null for models without one")
     ood_threshold: float | None = Field(None, description="the model's threshold on ood_score, when the "

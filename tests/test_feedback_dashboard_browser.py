@@ -44,18 +44,22 @@ from tests.test_feedback_dashboard import (
 )
 
 CHARTS = ("chart-per-day", "chart-accuracy", "chart-confidence", "chart-balance", "chart-versions",
-          "chart-confusion", "chart-drift")
+          "chart-confusion", "chart-drift", "chart-neither")
 WATCH = """window.__csp = [];
 document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.sourceFile}:${e.lineNumber}:${e.columnNumber}`));"""
 
 
 def populate(app, fake: FakePredictor, n: int = 240, days: int = 14) -> None:
-    """n predictions over the last `days` days (the older third by v1, the rest by the champion v2),
-    40 % of them validated, 1 in 8 of those corrected."""
-    rng = random.Random(3)
+    """n predictions over the last `days` days (the older third by v1, the rest by the champion v2,
+    a model with an out-of-distribution score that flags 1 in 10), 40 % of them validated, 1 in 8
+    of those corrected; half of the flagged ones that were validated people called neither."""
+    rng, ood = random.Random(3), random.Random(5)
     now = utcnow()
     for i in range(n):
         fake.version = "1" if i < n // 3 else "2"
+        fake.ood = {"method": "energy", "threshold": 5.0} if fake.version == "2" else None
+        flagged = fake.ood is not None and ood.random() < 0.1
+        fake.flag(photo(1000 + i), 6.0 if flagged else 2.0)
         confidence = round(0.5 + 0.5 * rng.betavariate(4, 1.3), 4)
         cat = confidence if rng.random() < 0.55 else round(1 - confidence, 4)
         fake.answer(photo(1000 + i), {"cat": cat, "dog": round(1 - cat, 4)})
@@ -63,7 +67,8 @@ def populate(app, fake: FakePredictor, n: int = 240, days: int = 14) -> None:
         if rng.random() < 0.4:
             wrong = rng.random() < 0.125
             other = "dog" if prediction.label == "cat" else "cat"
-            app.service.validate(prediction.id, other if wrong else prediction.label)
+            neither = flagged and ood.random() < 0.5
+            app.service.validate(prediction.id, "neither" if neither else other if wrong else prediction.label)
         with app.service.db.writing() as session:
             at = now - timedelta(days=days * (n - i) / n, minutes=rng.randint(0, 90))
             session.execute(update(Prediction).where(Prediction.id == prediction.id).values(created_at=at))
@@ -150,6 +155,14 @@ def test_every_chart_is_drawn_under_the_csp(dashboard_app, page):
     expect(accuracy).to_have_count(len(data["validated_accuracy"]))
     for i, shown in enumerate(data["validated_accuracy"]):
         expect(accuracy.nth(i)).to_contain_text(f"{shown['n']}{100 * shown['accuracy']:.1f}%")
+    neither = page.get_by_test_id("neither-row")
+    expect(neither).to_have_count(len(data["neither"]))
+    for i, shown in enumerate(data["neither"]):  # the shares' counts (JS and Python round halves apart)
+        flagged = "–" if shown["flagged_share"] is None else f"% ({shown['flagged']} of {shown['scored']})"
+        expect(neither.nth(i)).to_contain_text(f"{flagged}{shown['validated']}")
+        expect(neither.nth(i)).to_contain_text(f"% ({shown['neither']} of {shown['validated']}){shown['flagged_neither']}")
+    assert [r["model_version"] for r in data["neither"]] == ["1", "2"] and data["neither"][1]["flagged"] > 0
+    assert data["neither"][1]["neither"] > 0 and data["neither"][0]["flagged_share"] is None
     runs = page.get_by_test_id("run-row")
     expect(runs).to_have_count(2)
     expect(runs.nth(0)).to_contain_text("step 3/6: train")

@@ -187,7 +187,7 @@ def test_labelled_photos_go_straight_into_the_dataset(tmp_path):
         ], by="importer")
         assert [a["outcome"] for a in report.added] == ["added", "added", "already in the dataset", "relabelled"]
         assert {r["name"]: r["reason"].split(" (")[0] for r in report.rejected} == {
-            "bad.jpg": "not a decodable image", "bird.jpg": "unknown label 'bird'; choose one of ['cat', 'dog']"}
+            "bad.jpg": "not a decodable image", "bird.jpg": "unknown label 'bird'; choose one of ['cat', 'dog', 'neither']"}
         sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
         assert service.photos.dataset_files() == {"cat": sorted([f"{sha(good)}.jpg", f"{sha(other)}.jpg"]), "dog": []}
         assert service.flush_manifest() and not service.flush_manifest()  # written once, then nothing new
