@@ -88,13 +88,14 @@ def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
     return config.model_copy(update=updates)
 
 
-def check_local_inputs(config: PipelineConfig) -> None:
+def check_local_inputs(config: PipelineConfig, weights_download: bool = True) -> None:
     """TARGET=local: what a run needs from this machine, checked before any step runs (ConfigError
     saying what to pass): a local DATA exists and holds files; WEIGHTS is a file, or for imagenet the
     Keras cache has the file or its download address answers. (An http(s) or gs:// DATA archive is
     downloaded up front by fetch_data_archive; check_data_download only asks whether it could be.)
 
     A feedback_uri that does not exist (yet) is fine: ingest reports that there is no feedback photo.
+    weights_download=False leaves WEIGHTS=imagenet to the run (a schedule: its runs check it then).
     """
     data = config.data_uri
     if "://" not in data:
@@ -109,7 +110,8 @@ def check_local_inputs(config: PipelineConfig) -> None:
                               "(e.g. cat/ and dog/), or give a .zip/.tar.gz archive")
     weights = config.weights
     if weights == "imagenet":
-        check_imagenet_weights(config.backbone_alpha, config.image_size)
+        if weights_download:
+            check_imagenet_weights(config.backbone_alpha, config.image_size)
     elif "://" not in weights and weights.lower() != "none" and not Path(weights).is_file():
         raise ConfigError(f"WEIGHTS={weights} is not a file: give a .h5 path, a gs:// URI, imagenet or none")
 
