@@ -152,7 +152,8 @@ def _final_stage() -> list[tuple[str, str]]:
 def _pip_requirements() -> list[Requirement]:
     """The packages the Dockerfile's `pip install` names (options such as -c dropped)."""
     (run,) = [args for keyword, args in _dockerfile() if keyword == "RUN" and "pip install" in args]
-    command = shlex.split(run.split("pip install", 1)[1].split("&&", 1)[0])
+    command = run.split("pip install", 1)[1].split("&&", 1)[0]
+    command = shlex.split(re.sub(r"\$\{[^}]*\}", " ", command))  # ${WHEELHOUSE:+--no-index ...}: options only
     packages, skip = [], False
     for token in command:
         if skip:
@@ -448,7 +449,8 @@ def test_dockerfile_copies_only_the_app_s_code_and_the_compiled_pipeline():
     # the build context holds nothing else (BuildKit reads feedback/Dockerfile.dockerignore)
     patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*"
-    assert {p for p in patterns if p.startswith("!")} == {"!requirements.lock", "!compiled/",
+    # images/wheelhouse: make image-test's wheels, bind-mounted for pip (WHEELHOUSE), never copied
+    assert {p for p in patterns if p.startswith("!")} == {"!requirements.lock", "!compiled/", "!images/wheelhouse/",
                                                           *(f"!{p}/" for p in APP_PACKAGES)}
 
 
