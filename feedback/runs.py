@@ -34,6 +34,7 @@ from feedback.db import Database
 from feedback.launchers import Launcher, LaunchError, Observation, read_tail
 from feedback.models import (
     ACTIVE_STATES,
+    NEITHER,
     RunValidation,
     TrainingRun,
     Validation,
@@ -72,13 +73,18 @@ def baseline_cutoff(session: Session) -> int:
 
 
 def latest_validation_ids(session: Session, cutoff: int) -> list[int]:
-    """Each validated photo's latest validation with id <= cutoff."""
-    return list(session.scalars(select(func.max(Validation.id)).where(Validation.id <= cutoff)
-                                .group_by(Validation.photo_sha256)))
+    """Each validated photo's latest validation with id <= cutoff, unless that verdict is NEITHER
+    (such a photo is in no class folder: no run trains on it)."""
+    latest = (select(func.max(Validation.id).label("id")).where(Validation.id <= cutoff)
+              .group_by(Validation.photo_sha256).subquery())
+    return list(session.scalars(select(Validation.id).join(latest, Validation.id == latest.c.id)
+                                .where(Validation.label != NEITHER).order_by(Validation.id)))
 
 
 def photos_validated_after(session: Session, cutoff: int) -> int:
-    return session.scalar(select(func.count(func.distinct(Validation.photo_sha256))).where(Validation.id > cutoff)) or 0
+    """Photos given a class verdict after `cutoff` (what RETRAIN_MIN_NEW counts; NEITHER adds no training photo)."""
+    return session.scalar(select(func.count(func.distinct(Validation.photo_sha256)))
+                          .where(Validation.id > cutoff, Validation.label != NEITHER)) or 0
 
 
 def active_run(session: Session) -> TrainingRun | None:

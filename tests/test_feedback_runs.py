@@ -593,3 +593,24 @@ def test_result_file_of_a_local_run(tmp_path):
     write_result(tmp_path / "out" / "result.json", tmp_path / "run")
     assert json.loads((tmp_path / "out" / "result.json").read_text()) == {"run_dir": str(tmp_path / "run"),
                                                                          "decision": decision}
+
+
+def test_neither_verdicts_are_no_training_photos_for_a_run_or_the_trigger(tmp_path, training):
+    """A photo whose latest verdict is neither is in no class folder: no run takes it in, and it does
+    not count toward RETRAIN_MIN_NEW; a photo called neither after a class verdict leaves the run."""
+    launcher = FakeLauncher()
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher, retrain_min_new=3)
+    try:
+        validate_photos(service, 2)
+        validate_photos(service, 3, start=2, label="neither")
+        assert service.runs.new_validated_photos() == 2 and service.runs.retrain_if_needed() is None
+        changed = service.predict(photo(1000))  # the first cat photo again: now judged neither
+        service.validate(changed.id, "neither")
+        run = service.runs.start_run(parameters={})
+        assert run.validated_photos == 1
+        with service.db.read() as session:
+            taken = list(session.scalars(select(Validation.label).join(
+                RunValidation, RunValidation.validation_id == Validation.id).where(RunValidation.run_id == run.id)))
+        assert taken == ["cat"]
+    finally:
+        service.close()
