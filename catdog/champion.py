@@ -1,4 +1,9 @@
-"""Champion selection: score the current champion on the challenger's test split, promote on a win."""
+"""Champion selection: score the current champion on the challenger's test split, promote on a win.
+
+The decision (a dict, recorded in the registry's history and written as select-champion's
+decision_json) names the run that made it: "run_id" (catdog/registry.py: the decision of run X is
+found by that id) and, from the pipeline, "pipeline_job" (the service's id and name of the run).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from catdog.evaluation import evaluate_files
 from catdog.ingest import load_manifest
 from catdog.model_files import EVALUATION_FILE
 from catdog.predictor import OnnxPredictor
-from catdog.registry import ModelRegistry
+from catdog.registry import ModelRegistry, check_run_id
 
 COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 
@@ -43,12 +48,18 @@ def select_champion(
     metric: str,
     margin: float,
     train_class_counts: dict[str, int] | None = None,
+    run_id: str | None = None,
+    pipeline_job: dict | None = None,
 ) -> dict:
     """Register the challenger as a new version, re-score the champion, move the alias on a win.
 
     The version gets an evaluation.json: the challenger's test metrics (confusion matrix and test
     confidences included) and its training split's class counts, for the feedback dashboard.
+    run_id: the run the decision belongs to (checked first: RegistryError before anything is
+    written when it is not a usable id); pipeline_job: the service's {"id", "name"} of the run.
     """
+    if run_id is not None:
+        check_run_id(run_id)
     champion_version = registry.champion_version()
     champion_metrics = None
     note = ""
@@ -66,6 +77,8 @@ def select_champion(
     evaluation = {**challenger_metrics, "train_class_counts": train_class_counts or {}}
     version = registry.register(challenger_dir, {EVALUATION_FILE: json.dumps(evaluation)})
     decision = {
+        "run_id": run_id,
+        "pipeline_job": pipeline_job,
         "promoted": promoted,
         "registry_uri": registry.uri,
         "model_uri": registry.version_uri(version),
@@ -94,6 +107,7 @@ def decision_markdown(decision: dict) -> str:
         "",
         decision["reason"] + ".",
         "",
+        *([f"Run `{decision['run_id']}`.", ""] if decision.get("run_id") else []),
         f"Metric `{decision['metric']}`, margin {decision['margin']}, test images: {decision['n_test']}.",
         f"Champion now: v{decision['champion_version']} (before: "
         f"{'v' + str(decision['previous_champion_version']) if decision['previous_champion_version'] else 'none'}).",

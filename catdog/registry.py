@@ -2,7 +2,13 @@
 
     <root>/versions/<N>/{model.keras, model.onnx, metadata.json, _COMPLETE}
     <root>/champion.json          the alias: {"version": N, ...}
-    <root>/history/<time>-v<N>.json   one record per champion decision
+    <root>/history/<time>-v<N>.run-<run id>.json   one record per champion decision, named by its run
+
+Every decision carries the id of the pipeline run that made it (`run_id`: the app's run id, the one
+`make run` makes, or the service's id of a scheduled run; pipelines/config.py), in the record and
+in its file name, so "the decision of run X" is one listing and one read (`decision_of_run`), never
+a guess from times. Records written before run ids existed are named <time>-v<N>.json and belong
+to no run. A run id is letters, digits, '.', '_' and '-' (RUN_ID_PATTERN), so it fits a file name.
 
 Writes are ordered so that a crash at any point leaves the previous champion whole: a version
 only counts once its _COMPLETE marker exists (locally the folder is staged and renamed into
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -25,6 +32,8 @@ from catdog import storage
 
 COMPLETE_MARKER = "_COMPLETE"
 CHAMPION_ALIAS = "champion"
+RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_RUN_PART = ".run-"  # <time>-v<N>.run-<run id>.json: the time and version hold no "."
 
 
 class RegistryError(RuntimeError):
@@ -159,20 +168,73 @@ class ModelRegistry:
 
     # -- decision history -----------------------------------------------------------------
     def record_decision(self, decision: dict) -> str:
+        """Write one history record, whole (a temporary file and a rename locally; one object upload
+        on GCS), named by its time, challenger version and run id (decision["run_id"], when set);
+        returns its URI."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        uri = storage.join(self.uri, "history", f"{stamp}-v{decision.get('challenger_version', 'x')}.json")
+        run_id = decision.get("run_id")
+        name = f"{stamp}-v{decision.get('challenger_version', 'x')}"
+        if run_id is not None:
+            name += _RUN_PART + check_run_id(run_id)
+        uri = storage.join(self.uri, "history", f"{name}.json")
         storage.write_text(uri, json.dumps(decision, indent=1))
         return uri
 
-    def history(self) -> list[dict]:
+    def _history_files(self) -> list[str]:
+        """The history records' URIs, oldest first (their names start with the time)."""
         prefix = storage.join(self.uri, "history")
         if not storage.is_gcs(self.uri) and not Path(prefix).is_dir():
             return []
-        return [json.loads(storage.read_text(u)) for u in storage.list_files(prefix) if u.endswith(".json")]
+        return [u for u in storage.list_files(prefix) if u.endswith(".json") and not _basename(u).startswith(".")]
+
+    def history(self) -> list[dict]:
+        return [json.loads(storage.read_text(u)) for u in self._history_files()]
+
+    def decision_of_run(self, run_id: str) -> dict | None:
+        """The champion decision recorded by run `run_id` (the latest, should a run have recorded two:
+        a retried step), with "history_record": its URI; None when that run recorded none."""
+        check_run_id(run_id)
+        mine = [u for u in self._history_files() if _basename(u).partition(_RUN_PART)[2] == f"{run_id}.json"]
+        for uri in reversed(mine):
+            record = json.loads(storage.read_text(uri))
+            if record.get("run_id") == run_id:
+                return {**record, "history_record": uri}
+        return None
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` when it is a usable run id (RUN_ID_PATTERN), else RegistryError saying what one is."""
+    if not isinstance(run_id, str) or not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise RegistryError(f"run id {run_id!r}: give 1-128 letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit")
+    return run_id
+
+
+def decision_of_run(registry_uri: str, run_id: str) -> dict | None:
+    """The champion decision run `run_id` recorded in the registry at `registry_uri` (None: none)."""
+    return ModelRegistry(registry_uri).decision_of_run(run_id)
+
+
+def no_decision_reason(run_id: str, registry_uri: str) -> str:
+    """What a run that finished without a champion decision says (launchers, `make run`)."""
+    return f"the run finished but recorded no champion decision for run {run_id} in {registry_uri}"
+
+
+def describe_decision(run_id: str, registry_uri: str, decision: dict | None) -> list[str]:
+    """`make run`'s lines on run `run_id`'s decision (`decision_of_run`'s answer), or that it made none."""
+    if decision is None:
+        return [no_decision_reason(run_id, registry_uri)]
+    verdict = "PROMOTED" if decision["promoted"] else "not promoted"
+    return [f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}",
+            f"champion: v{decision['champion_version']} in {decision['registry_uri']}"]
 
 
 

@@ -3,12 +3,16 @@
 Every launcher has the methods of `Launcher`, which the run service calls; the remote ones are in
 feedback/remote_launchers.py.
 
+Every launcher passes the app's run id as the pipeline's `run_id`; select-champion records it
+with its decision in the registry's history, and once a run succeeded its decision is read from
+there by that id (catdog/registry.py decision_of_run), for local and remote runs alike. A run that
+succeeded without recording one says so (catdog.registry.no_decision_reason).
+
 A local run is `python -m pipelines.run TARGET=local ...` in its own process group (the app never
 trains in its own process), its full output in <RUNS_DIR>/<id>/log.txt (VERBOSE=1), its progress
 events in <RUNS_DIR>/<id>/progress.jsonl (PROGRESS_FILE; catdog/progress.py: the step running, the
-steps done, the train step's estimate, the error line a failure ended with) and, once it succeeded,
-its champion decision in <RUNS_DIR>/<id>/result.json (RESULT_FILE). Progress is read from that file,
-never from the log text, and only moves forward. Any app process on the same host can watch a run
+steps done, the train step's estimate, the error line a failure ended with, and the end). Progress
+is read from that file, never from the log text, and only moves forward. Any app process on the same host can watch a run
 after a restart: the pid and the process's start time identify it.
 
 The pipeline process gets only the environment it needs (PIPELINE_ENVIRONMENT, PIPELINE_ENVIRONMENT_PREFIXES:
@@ -20,7 +24,6 @@ Kubernetes credentials for gs:// and deploy targets), never the app's own settin
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -35,6 +38,7 @@ from typing import Protocol
 import psutil
 
 from catdog.progress import read_progress
+from catdog.registry import decision_of_run, no_decision_reason
 from feedback.models import RunState, TrainingRun
 from feedback.retrain_config import TrainingTarget, output_root
 from pipelines.config import PipelineConfig
@@ -138,9 +142,23 @@ def step_detail(last: dict | None) -> str | None:
     return last.get("phase")
 
 
+def run_config(run_id: str, config: PipelineConfig) -> PipelineConfig:
+    """The run's parameters with the app's run id as the pipeline's run_id."""
+    return config.model_copy(update={"run_id": run_id})
+
+
+def decision_observation(registry_uri: str, run_id: str, done: int) -> Observation:
+    """A succeeded run, with the champion decision it recorded in the registry (or that it recorded none)."""
+    decision = decision_of_run(registry_uri, run_id)
+    if decision is None:
+        return Observation("succeeded", None, done, no_decision_reason(run_id, registry_uri))
+    return Observation("succeeded", None, done, decision.get("reason"), decision)
+
+
 class LocalLauncher:
-    def __init__(self, runs_dir: Path):
+    def __init__(self, runs_dir: Path, target: TrainingTarget):
         self.runs_dir = Path(runs_dir)
+        self.target = target  # the local target: its registry holds the runs' decisions
         self._children: dict[int, subprocess.Popen] = {}  # started by this process: reaped here
         self._lock = threading.Lock()
 
@@ -151,9 +169,8 @@ class LocalLauncher:
         return self.run_dir(run_id) / "progress.jsonl"
 
     def command(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> list[str]:
-        words = [f"{key}={value}" for key, value in config.pipeline_arguments().items()]
+        words = [f"{key}={value}" for key, value in run_config(run_id, config).pipeline_arguments().items()]
         return [sys.executable, "-m", "pipelines.run", "TARGET=local", f"OUTPUT_ROOT={output_root(target)}",
-                f"RESULT_FILE={self.run_dir(run_id) / 'result.json'}",
                 f"PROGRESS_FILE={self.progress_file(run_id)}", "VERBOSE=1", *words]
 
     def start(self, run_id: str, target: TrainingTarget, config: PipelineConfig) -> RunHandle:
@@ -197,10 +214,8 @@ class LocalLauncher:
     def observe(self, run: TrainingRun) -> Observation:
         progress = read_progress(self.progress_file(run.id))
         step, done = progress.step, progress.steps_done
-        result = self.run_dir(run.id) / "result.json"
-        if result.is_file():
-            decision = json.loads(result.read_text())["decision"]
-            return Observation("succeeded", None, done, decision and decision["reason"], decision)
+        if progress.state == "succeeded":  # its end event: the decision is in the registry by now
+            return decision_observation(self.target.registry_uri, run.id, done)
         if self._alive(run):
             return Observation("running", step, done, eta_s=progress.eta_s, detail=step_detail(progress.last))
         if run.cancel_requested:

@@ -6,7 +6,8 @@ feedback/launchers.py's Launcher protocol, over the services' APIs:
              records the KFP run id or the PipelineJob resource name, and the console page.
     observe  one GET of the run: its state, the pipeline step running now and how many of the
              pipeline's own steps (feedback.runs.PIPELINE_STEPS) succeeded; why it failed. Once it
-             succeeded, the champion decision is read from the registry (see registry_decision).
+             succeeded, the champion decision of the app's run id (passed as the pipeline's
+             run_id) is read from the registry (catdog/registry.py decision_of_run).
     cancel   KFP: terminate the run; Vertex AI: cancel the PipelineJob. A later observe says
              cancelled once the service has stopped it.
     owns     always: any replica can watch a remote run (nothing here is tied to a host).
@@ -21,10 +22,8 @@ An API that refuses a start or a cancel raises SubmitError; observe lets the API
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
-from catdog.registry import ModelRegistry
-from feedback.launchers import Observation, RunHandle
+from feedback.launchers import Observation, RunHandle, decision_observation, run_config
 from feedback.models import RunState, TrainingRun
 from feedback.retrain_config import TrainingTarget
 from feedback.runs import PIPELINE_STEPS
@@ -76,32 +75,6 @@ def progress(tasks: list[tuple[str | None, str | None]]) -> tuple[str | None, in
     return (running[-1] if running else None), len(done), failed
 
 
-def registry_decision(target: TrainingTarget, run: TrainingRun, done: int, until: datetime | None) -> Observation:
-    """The champion decision of a succeeded run: the earliest history record decided after it started.
-
-    decided_at has whole seconds, so the start is compared at that precision too; `until` (the
-    run's end as the service reports it; ignored when unset or before the start, as KFP's zero
-    time is) keeps out the decision of a later run when this one recorded none (a cached step).
-    A decision of another run against the same registry in that window cannot be told apart.
-    """
-    since = run.started_at.replace(microsecond=0)
-    until = until if until is not None and until >= since else None
-    found = []
-    for record in ModelRegistry(target.base.registry_uri).history():
-        try:
-            decided = datetime.fromisoformat(record["decided_at"])
-            if decided >= since and (until is None or decided <= until):
-                found.append((decided, record))
-        except (KeyError, TypeError, ValueError):  # not a decision record, or one without a time zone
-            continue
-    if not found:
-        return Observation("succeeded", None, done,
-                           f"the run succeeded but no champion decision made after it started was found in "
-                           f"{target.base.registry_uri}")
-    decision = min(found, key=lambda pair: pair[0])[1]
-    return Observation("succeeded", None, done, decision.get("reason"), decision)
-
-
 def ended(state: RunState, run: TrainingRun, step: str | None, done: int, failed: list[str], error: str,
           service: str) -> Observation:
     """The observation of a failed or cancelled run: the failed steps and the service's error."""
@@ -129,7 +102,8 @@ class KubeflowLauncher:
         client = self.client()
         with pipeline_package(s.image, s.train_hardware) as package, kfp_refusal("the run"):
             result = client.create_run_from_pipeline_package(
-                pipeline_file=str(package), arguments=config.pipeline_arguments(), run_name=run_name(run_id),
+                pipeline_file=str(package), arguments=run_config(run_id, config).pipeline_arguments(),
+                run_name=run_name(run_id),
                 experiment_name=s.experiment, namespace=s.kfp_namespace or None,
                 pipeline_root=s.pipeline_root or None, enable_caching=s.enable_caching,
                 service_account=s.service_account or None)
@@ -146,7 +120,7 @@ class KubeflowLauncher:
         if state == "running":
             return Observation("running", step, done)
         if state == "succeeded":
-            return registry_decision(self.target, run, done, remote.finished_at)
+            return decision_observation(self.target.registry_uri, run.id, done)
         return ended(state, run, step, done, failed, remote.error.message if remote.error else "", "KFP")
 
     def cancel(self, run: TrainingRun) -> None:
@@ -172,7 +146,7 @@ class VertexLauncher:
         s = target.remote
         aiplatform = self.aiplatform()
         with pipeline_package(s.image, s.train_hardware) as template:  # the job reads the template when built
-            job = vertex_job(aiplatform, s, config, template, display_name=run_name(run_id),
+            job = vertex_job(aiplatform, s, run_config(run_id, config), template, display_name=run_name(run_id),
                              labels={**s.labels, "trigger": "feedback-app"}, enable_caching=s.enable_caching)
         try:
             job.submit(service_account=s.service_account or None)
@@ -191,7 +165,7 @@ class VertexLauncher:
         if state == "running":
             return Observation("running", step, done)
         if state == "succeeded":
-            return registry_decision(self.target, run, done, remote.end_time)
+            return decision_observation(self.target.registry_uri, run.id, done)
         return ended(state, run, step, done, failed, remote.error.message, "Vertex AI")
 
     def cancel(self, run: TrainingRun) -> None:

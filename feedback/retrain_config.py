@@ -31,9 +31,9 @@ from pipelines.submit import REMOTE_TARGETS, RemoteSettings, SubmitError, check_
 
 TARGETS = ("local", *REMOTE_TARGETS)
 # set by the app and its settings, never by a request
-PROTECTED_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights", "kserve_manifest")
+PROTECTED_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights", "kserve_manifest", "run_id")
 # runner settings the app decides itself for each run
-APP_OWNED_SETTINGS = ("RESULT_FILE", "RUN_NAME", "WAIT")
+APP_OWNED_SETTINGS = ("RUN_NAME", "WAIT")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class TrainingConfig:
         parameters = parameters or {}
         protected = sorted(set(parameters) & set(PROTECTED_PARAMETERS))
         if protected:
-            raise ConfigError(f"{', '.join(protected)}: set by the app (DATA, REGISTRY, WEIGHTS, FEEDBACK_URI), "
+            raise ConfigError(f"{', '.join(protected)}: set by the app (DATA, REGISTRY, WEIGHTS, FEEDBACK_URI, "
+                              "the run's id), "
                               "not by a request")
         config = build_config(parameters, base=target.base)
         if target.name == "local":  # what `make run` checks before any step, so a request fails now (422)

@@ -87,7 +87,7 @@ def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
     launchers: dict = {}
     for name, target in training.targets.items():
         if name == "local":
-            launchers[name] = LocalLauncher(Path(settings.runs_dir))
+            launchers[name] = LocalLauncher(Path(settings.runs_dir), target)
         else:
             from feedback.remote_launchers import KubeflowLauncher, VertexLauncher
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from catdog.deploy import DNS_LABEL, MAX_SERVICE_NAME
 from catdog.labels import DEFAULT_LABEL_MAP, LabelFrom, parse_label_map
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from catdog.registry import RegistryError, check_run_id
 from catdog.sources import CATS_AND_DOGS_FILTERED_URL
 
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
@@ -66,6 +67,11 @@ class PipelineConfig(BaseModel):
     registry_uri: str = Field("registry", description="local folder or gs:// prefix of the model registry")
     champion_metric: Metric = "accuracy"
     champion_margin: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # the run's id, recorded with its champion decision in the registry's history: whoever starts a
+    # run reads "the decision of run X" from there (catdog/registry.py decision_of_run). '' = make
+    # one: `make run` makes a uuid4 hex (printed first), the feedback app passes its run id, and a
+    # scheduled run (which cannot know its id up front) records the service's id of the run
+    run_id: str = Field("", description="the run's id, recorded with its champion decision ('' = make one)")
     # deployment (runs only when the challenger is promoted; see catdog/deploy.py and manifests/).
     # local: the registry's champion alias (`make serve` follows it); kserve: an InferenceService;
     # vertex: a Vertex AI endpoint. kserve and vertex read the model from a gs:// registry.
@@ -103,6 +109,16 @@ class PipelineConfig(BaseModel):
     def _feedback_uri_scheme(cls, value: str) -> str:
         if "://" in value and not value.startswith("gs://"):
             raise ValueError(f"{value!r}: give a local folder or a gs:// prefix")
+        return value
+
+    @field_validator("run_id")
+    @classmethod
+    def _usable_run_id(cls, value: str) -> str:
+        if value:
+            try:
+                check_run_id(value)
+            except RegistryError as exc:
+                raise ValueError(str(exc).removeprefix(f"run id {value!r}: ")) from None
         return value
 
     @field_validator("label_map")

@@ -8,6 +8,11 @@ anything runs, with one `error: ...` line that says what to pass (exit code 2); 
 of a local run that can be checked up front (DATA exists and has files, WEIGHTS is a file or, for
 imagenet, is in the Keras cache or can be downloaded, the DATA archive downloads).
 
+Every run has an id (the `run_id` parameter; '' = a uuid4 hex made here, printed first as `run id: ...`),
+which select-champion records with its decision in the registry's history: when the run ended, its
+decision is read from there by that id (catdog/registry.py decision_of_run), for local runs and for
+remote ones with WAIT=1 alike. A run that finished without recording one says so.
+
 A local run (pipelines/local_run.py) prints one line per step with its time, the train step's
 phases and epochs, then the test metrics and the champion decision; the full log goes to
 OUTPUT_ROOT/logs/run-<time>.log (its path printed first), or to the terminal with VERBOSE=1.
@@ -23,12 +28,14 @@ import os
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from catdog.sources import IngestError, default_cache_dir, download_once, download_path, is_archive
 from catdog.progress import ENV_VAR as PROGRESS_ENV_VAR
 from catdog.progress import ProgressWriter
 from catdog.progress import read_progress
+from catdog.registry import decision_of_run, describe_decision
 from pipelines.config import ConfigError, PipelineConfig, build_config
 from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
 from pipelines.container_run import CONTAINER_SETTINGS, RUNNERS, ContainerRunError
@@ -43,9 +50,9 @@ from pipelines.submit import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
-# local runs: RESULT_FILE: where to write {"run_dir", "decision"} as JSON once the run succeeded;
-# PROGRESS_FILE: the run's progress events (default: beside the log); VERBOSE=1: the full log on the terminal
-RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"), "RESULT_FILE": "",
+# local runs: PROGRESS_FILE: the run's progress events (default: beside the log); VERBOSE=1: the full
+# log on the terminal. (The run's decision is read from the registry by its run id: no result file.)
+RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"),
                    "PROGRESS_FILE": "", "VERBOSE": "0", **CONTAINER_SETTINGS, **REMOTE_SETTINGS}
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 PROBE_TIMEOUT_S = 10
@@ -225,23 +232,14 @@ def metrics_line(evaluation: dict) -> str:
     return line
 
 
-def read_decision(run_dir: Path) -> dict | None:
-    """The champion decision of a finished local run (None when select-champion did not run)."""
-    decision_file = run_dir / "select-champion" / "decision_json"
-    return json.loads(decision_file.read_text()) if decision_file.is_file() else None
+def with_run_id(config: PipelineConfig) -> PipelineConfig:
+    """The config with its run id: the one given, else a new uuid4 hex (module docstring)."""
+    return config if config.run_id else config.model_copy(update={"run_id": uuid.uuid4().hex})
 
 
-def write_result(path: Path, run_dir: Path) -> None:
-    """RESULT_FILE: the run's folder and decision, written whole or not at all (a reader polls it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps({"run_dir": str(run_dir), "decision": read_decision(run_dir)}, indent=1))
-    staging.replace(path)
-
-
-def describe_outputs(run_dir: Path) -> str:
+def describe_outputs(run_dir: Path, decision_text: list[str] = ()) -> str:
     """One line per task output (where it landed; HTML and Markdown through their browsable link),
-    then the test metrics and the champion decision."""
+    then the test metrics and `decision_text` (catdog.registry.describe_decision)."""
     links = browsable(run_dir)
     lines = [f"run outputs: {run_dir}"]
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
@@ -251,11 +249,7 @@ def describe_outputs(run_dir: Path) -> str:
     evaluation = read_evaluation(run_dir)
     if evaluation is not None:
         lines.append(metrics_line(evaluation))
-    decision = read_decision(run_dir)
-    if decision is not None:
-        verdict = "PROMOTED" if decision["promoted"] else "not promoted"
-        lines.append(f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}")
-        lines.append(f"champion: v{decision['champion_version']} in {decision['registry_uri']}")
+    lines.extend(decision_text)
     return "\n".join(lines)
 
 
@@ -312,11 +306,10 @@ def main_local(config: PipelineConfig, settings: dict[str, str]) -> int:
         return fail(cause + (f" (full log: {log_path})" if log_path else ""), 1, progress)
     console.close()
     evaluation = read_evaluation(run_dir) or {}
-    progress.emit("end", status="succeeded", decision=read_decision(run_dir),  # the numbers, not the curves
-                  metrics={k: v for k, v in evaluation.items() if isinstance(v, (int, float))})
-    print(describe_outputs(run_dir), flush=True)
-    if settings["RESULT_FILE"]:
-        write_result(Path(settings["RESULT_FILE"]), run_dir)
+    decision = decision_of_run(config.registry_uri, config.run_id)
+    progress.emit("end", status="succeeded", run_id=config.run_id, decision=decision,
+                  metrics={k: v for k, v in evaluation.items() if isinstance(v, (int, float))})  # numbers, not curves
+    print(describe_outputs(run_dir, describe_decision(config.run_id, config.registry_uri, decision)), flush=True)
     return 0
 
 
@@ -330,10 +323,12 @@ def main(argv: list[str]) -> int:
         config = build_config(with_vertex_defaults(overrides, settings))
     except ConfigError as exc:
         return fail(str(exc), 2, progress)
+    config = with_run_id(config)
     target = settings["TARGET"]
     if settings["RUNNER"] not in RUNNERS or (settings["RUNNER"] == "container" and target != "local"):
         return fail(f"RUNNER={settings['RUNNER']}: choose {' or '.join(RUNNERS)} (TARGET=local)", 2, progress)
     if target == "local":
+        print(f"run id: {config.run_id}", flush=True)
         return main_local(config, settings)
     if target in REMOTE_TARGETS:
         try:

@@ -9,6 +9,13 @@ under the same DATA must be read again) and never overlap (one run at a time). A
 same SCHEDULE_NAME is replaced: the new one is created first, then the old ones are deleted.
 TARGET=local installs nothing: it prints the crontab line to add.
 
+A scheduled run cannot know its id up front, so a schedule takes no `run_id` (ConfigError): each
+run records its champion decision under the service's id of that run (select-champion gets
+dsl.PIPELINE_JOB_ID_PLACEHOLDER: on KFP the run id the API and UI show; on Vertex AI the job's
+uuid, with the job's name beside it as pipeline_job.name), and each `make run` of the crontab line
+makes its own (printed as `run id: ...` in the log). `catdog.registry.decision_of_run(REGISTRY, id)`
+then finds it.
+
 DRY_RUN=1 (or SPEC_FILE=path) sends nothing: it writes the exact request body `create` would send,
 as YAML (a KFP v2beta1 RecurringRun or a Vertex AI v1 Schedule), to stdout or SPEC_FILE.
 
@@ -347,6 +354,9 @@ def write_examples(folder: Path = SPECS_DIR) -> None:
 def create(argv: list[str]) -> None:
     overrides, settings = parse_arguments(argv, KNOWN_SETTINGS)
     config = build_config(with_vertex_defaults(overrides, settings))
+    if config.run_id:
+        raise ConfigError(f"run_id={config.run_id}: every scheduled run gets an id of its own (the service's "
+                          "run id; `make run` makes one in a crontab line), so a schedule takes none")
     target, name = settings["TARGET"], settings["SCHEDULE_NAME"]
     cron = validate_cron(settings["CRON"])
     dry_run = parse_flag("DRY_RUN", settings["DRY_RUN"]) or bool(settings["SPEC_FILE"])

@@ -5,6 +5,10 @@ local data path, absent Google credentials or an unreachable KFP host fail withi
 the setting to fix. The compiled YAML keeps the placeholder image (`make compile` stays
 machine-independent); each submission rewrites it to IMAGE in a temporary copy, and sizes the train
 step there when TRAIN_CPU, TRAIN_MEMORY or TRAIN_ACCELERATOR(_COUNT) are given (pipelines/hardware.py).
+
+The run's id (config.run_id, made by pipelines/run.py when not given) is printed with the submission;
+with WAIT=1, once the run succeeded, its champion decision is read from the registry by that id
+(catdog/registry.py decision_of_run) and printed, or that it recorded none.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -290,7 +295,7 @@ def submit_vertex(config: PipelineConfig, s: RemoteSettings) -> str:
     except GoogleAPICallError as exc:  # permission denied, API not enabled, bad bucket...
         raise SubmitError(f"Vertex AI refused the job: {exc}") from None
     url = vertex_console_url(s, job)
-    print(f"submitted {s.run_name} to Vertex AI Pipelines: {url}", flush=True)
+    print(f"submitted {s.run_name} (run id {config.run_id}) to Vertex AI Pipelines: {url}", flush=True)
     if s.wait:
         try:
             job.wait()
@@ -363,7 +368,7 @@ def submit_kubeflow(config: PipelineConfig, s: RemoteSettings) -> str:
             service_account=s.service_account or None,
         )
     url = f"{s.kfp_host}/#/runs/details/{result.run_id}"
-    print(f"submitted {s.run_name} to {s.kfp_host}: {url}", flush=True)
+    print(f"submitted {s.run_name} (run id {config.run_id}) to {s.kfp_host}: {url}", flush=True)
     if s.wait:
         run = client.wait_for_run_completion(result.run_id, timeout=KFP_WAIT_TIMEOUT_S)
         state = str(getattr(run, "state", "")).lower()
@@ -388,7 +393,23 @@ def check_remote(target: str, config: PipelineConfig, settings: dict[str, str]) 
 def submit(target: str, config: PipelineConfig, settings: dict[str, str]) -> str:
     """Check everything local first (settings, paths, image), then submit to `target`."""
     s = check_remote(target, config, settings)
-    return submit_vertex(config, s) if target == "vertex" else submit_kubeflow(config, s)
+    url = submit_vertex(config, s) if target == "vertex" else submit_kubeflow(config, s)
+    if s.wait:
+        print_decision(config)
+    return url
+
+
+def print_decision(config: PipelineConfig) -> None:
+    """After a run that succeeded (WAIT=1): its champion decision, read from the registry by run id."""
+    from catdog.registry import decision_of_run, describe_decision
+
+    try:
+        decision = decision_of_run(config.registry_uri, config.run_id)
+    except Exception as exc:  # no credentials for the bucket here, a network error: the run itself succeeded
+        print(f"could not read the decision of run {config.run_id} from {config.registry_uri}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return
+    print("\n".join(describe_decision(config.run_id, config.registry_uri, decision)), flush=True)
 
 
 def kfp_name_filter(name: str) -> str:

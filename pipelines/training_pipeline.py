@@ -1,7 +1,9 @@
 """The training pipeline: ingest -> preprocess -> train -> evaluate -> select_champion -> deploy.
 
 Parameter defaults come from PipelineConfig, the one typed parameter set; a test checks that the
-pipeline's parameters and the config's fields are the same.
+pipeline's parameters and the config's fields are the same. run_id goes to select-champion, which
+records it with the decision; when it is '' the service's own id of the run is recorded instead
+(dsl.PIPELINE_JOB_ID_PLACEHOLDER, resolved by KFP, Vertex AI and kfp.local at run time).
 """
 
 from kfp import dsl
@@ -48,6 +50,7 @@ def training_pipeline(
     registry_uri: str = _D.registry_uri,
     champion_metric: str = _D.champion_metric,
     champion_margin: float = _D.champion_margin,
+    run_id: str = _D.run_id,
     deploy_target: str = _D.deploy_target,
     kserve_name: str = _D.kserve_name,
     kserve_namespace: str = _D.kserve_namespace,
@@ -110,6 +113,9 @@ def training_pipeline(
         registry_uri=registry_uri,
         champion_metric=champion_metric,
         champion_margin=champion_margin,
+        run_id=run_id,  # '' (a scheduled run): the service's id of the run, below
+        pipeline_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        pipeline_job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     select_task.set_display_name("select champion").set_caching_options(False)  # the registry changes
     with dsl.If(select_task.outputs["Output"] == True, name="promoted"):  # noqa: E712 (KFP condition)

@@ -1,6 +1,7 @@
 """feedback/remote_launchers.py: the exact requests the KubeflowLauncher and the VertexLauncher send
 to the (mocked) clients, how they read a run's state, step and failure back, and the champion
-decision they take from the registry once a run succeeded.
+decision they take from the registry once a run succeeded: the decision recorded with the app's run
+id, passed as the pipeline's run_id (two overlapping runs each get their own; no time windows).
 
 Mocks sit at the client boundary (tests/remote_fixtures.py: kfp.Client, aiplatform.init/PipelineJob,
 google.auth.default); what the mocked APIs answer are real SDK objects (kfp_server_api models
@@ -60,12 +61,14 @@ def training_run(**values) -> TrainingRun:
                           "remote_id": "run-123", "cancel_requested": False, **values})
 
 
-def decide(registry: Path, decided_at: datetime, version: int, promoted: bool = True) -> dict:
-    record = {"promoted": promoted, "challenger_version": version, "champion_version": version if promoted else 1,
+def decide(registry: Path, run_id: str, decided_at: datetime, version: int, promoted: bool = True) -> dict:
+    """A decision as select-champion records it for run `run_id`; returned as decision_of_run gives it."""
+    record = {"run_id": run_id, "promoted": promoted, "challenger_version": version,
+              "champion_version": version if promoted else 1,
               "reason": f"v{version} {'beats' if promoted else 'does not beat'} the champion",
               "decided_at": decided_at.isoformat(timespec="seconds")}
-    ModelRegistry(str(registry)).record_decision(record)
-    return record
+    uri = ModelRegistry(str(registry)).record_decision(record)
+    return {**record, "history_record": uri}
 
 
 # --- Kubeflow Pipelines -------------------------------------------------------------------------
@@ -92,10 +95,11 @@ def test_kubeflow_start_sends_the_exact_run(kfp_api, kfp_launcher):  # noqa: F81
     handle = launcher.start(RUN_ID, target, config)
     kfp_api.client_cls.assert_called_once_with(host=kfp_api.host)
     kfp_api.client.create_run_from_pipeline_package.assert_called_once_with(
-        pipeline_file=mock.ANY, arguments=config.pipeline_arguments(), run_name=RUN_NAME, experiment_name="catdog",
-        namespace=None, pipeline_root=None, enable_caching=False, service_account=None)
+        pipeline_file=mock.ANY, arguments=config.model_copy(update={"run_id": RUN_ID}).pipeline_arguments(),
+        run_name=RUN_NAME, experiment_name="catdog", namespace=None, pipeline_root=None, enable_caching=False,
+        service_account=None)
     arguments = kfp_api.client.create_run_from_pipeline_package.call_args.kwargs["arguments"]
-    assert (arguments["frozen_epochs"], arguments["feedback_uri"]) == (3, FEEDBACK)
+    assert (arguments["frozen_epochs"], arguments["feedback_uri"], arguments["run_id"]) == (3, FEEDBACK, RUN_ID)
     [package] = kfp_api.packages
     assert executor_images(package) == {IMAGE}
     assert not Path(kfp_api.client.create_run_from_pipeline_package.call_args.kwargs["pipeline_file"]).exists()
@@ -211,46 +215,36 @@ def test_kubeflow_cancelled_says_who_stopped_it(kfp_api, kfp_launcher):  # noqa:
 
 # --- the champion decision ----------------------------------------------------------------------
 
-def test_succeeded_run_takes_the_first_decision_after_its_start(kfp_api, kfp_launcher, tmp_path):  # noqa: F811
+OTHER_ID = "4567cdef" + "f" * 24
+
+
+def test_two_overlapping_kubeflow_runs_each_report_their_own_decision(kfp_api, kfp_launcher, tmp_path):  # noqa: F811
+    """Run B starts after A and decides while A still trains; A decides later. Each run's decision is
+    the one recorded with its id, whatever the order or the times (a window would give A B's)."""
     launcher, _ = kfp_launcher
     registry = tmp_path / "registry"
-    decide(registry, STARTED - timedelta(hours=1), 1)  # an earlier run's
-    later = decide(registry, STARTED + timedelta(minutes=40), 3)
-    ours = decide(registry, STARTED + timedelta(minutes=20), 2, promoted=False)
+    first = training_run(remote_id="run-a")
+    second = training_run(id=OTHER_ID, remote_id="run-b", started_at=STARTED + timedelta(minutes=5))
+    decide(registry, "an-earlier-run", STARTED - timedelta(hours=1), 1)
+    theirs = decide(registry, OTHER_ID, STARTED + timedelta(minutes=20), 2, promoted=False)
+    ours = decide(registry, RUN_ID, STARTED + timedelta(minutes=40), 3)
     kfp_api.client.get_run.return_value = kfp_run("SUCCEEDED", ALL_DONE[:5])
-    observation = launcher.observe(training_run())
-    assert observation.decision == ours != later
-    assert (observation.state, observation.step, observation.steps_done, observation.reason) == \
-        ("succeeded", None, 5, "v2 does not beat the champion")
-
-
-def test_a_decision_in_the_second_the_run_started_counts(kfp_api, kfp_launcher, tmp_path):  # noqa: F811
-    launcher, _ = kfp_launcher
-    ours = decide(tmp_path / "registry", STARTED.replace(microsecond=0), 2)  # decided_at has whole seconds
-    kfp_api.client.get_run.return_value = kfp_run("SUCCEEDED", ALL_DONE)
-    assert launcher.observe(training_run()).decision == ours
-
-
-def test_a_decision_after_the_run_ended_is_not_its_own(kfp_api, kfp_launcher, tmp_path):  # noqa: F811
-    launcher, _ = kfp_launcher
-    decide(tmp_path / "registry", STARTED + timedelta(hours=2), 4)
-    finished = (STARTED + timedelta(hours=1)).isoformat()
-    kfp_api.client.get_run.return_value = kfp_run("SUCCEEDED", ALL_DONE, finished_at=finished)
-    assert launcher.observe(training_run()).decision is None
-    # KFP's zero time (a finish not reported) bounds nothing
-    kfp_api.client.get_run.return_value = kfp_run("SUCCEEDED", ALL_DONE, finished_at="1970-01-01T00:00:00Z")
-    assert launcher.observe(training_run()).decision["challenger_version"] == 4
+    observed = {run.id: launcher.observe(run) for run in (first, second)}
+    assert observed[RUN_ID].decision == ours and observed[OTHER_ID].decision == theirs
+    assert (observed[RUN_ID].state, observed[RUN_ID].step, observed[RUN_ID].steps_done,
+            observed[RUN_ID].reason) == ("succeeded", None, 5, "v3 beats the champion")
+    assert observed[OTHER_ID].reason == "v2 does not beat the champion"
+    assert [c.args for c in kfp_api.client.get_run.call_args_list] == [("run-a",), ("run-b",)]
 
 
 def test_succeeded_without_a_decision_says_so(kfp_api, kfp_launcher, tmp_path):  # noqa: F811
     launcher, target = kfp_launcher
-    decide(tmp_path / "registry", STARTED - timedelta(seconds=1), 1)
-    (tmp_path / "registry" / "history" / "broken.json").write_text(json.dumps({"reason": "no time"}))
-    (tmp_path / "registry" / "history" / "naive.json").write_text(json.dumps({"decided_at": "2026-03-02T00:00:00"}))
+    decide(tmp_path / "registry", OTHER_ID, STARTED + timedelta(minutes=1), 1)  # another run's, in this one's time
+    ModelRegistry(str(tmp_path / "registry")).record_decision({"reason": "a record from before run ids"})
     kfp_api.client.get_run.return_value = kfp_run("SUCCEEDED", ALL_DONE)
     observation = launcher.observe(training_run())
-    assert (observation.state, observation.decision) == ("succeeded", None)
-    assert observation.reason == (f"the run succeeded but no champion decision made after it started was found in "
+    assert (observation.state, observation.decision, observation.steps_done) == ("succeeded", None, 6)
+    assert observation.reason == (f"the run finished but recorded no champion decision for run {RUN_ID} in "
                                   f"{target.base.registry_uri}")
 
 
@@ -281,7 +275,7 @@ def test_vertex_start_sends_the_exact_job(vertex, vertex_launcher):  # noqa: F81
     vertex.init.assert_called_once_with(project="my-project", location="europe-west4", credentials=vertex.credentials)
     vertex.job_cls.assert_called_once_with(
         display_name=RUN_NAME, template_path=mock.ANY, pipeline_root="gs://bucket/pipeline-root",
-        parameter_values=config.pipeline_arguments(),
+        parameter_values=config.model_copy(update={"run_id": RUN_ID}).pipeline_arguments(),
         labels={"app": "catdog", "pipeline": "catdog-training", "trigger": "feedback-app"},
         enable_caching=False, project="my-project", location="europe-west4")
     assert vertex.job_cls.call_args.kwargs["parameter_values"]["frozen_epochs"] == 3
@@ -377,13 +371,29 @@ def test_vertex_step_failure_and_decision(vertex, vertex_launcher, tmp_path):  #
     vertex.job_cls.get.return_value = vertex_job_answer("PIPELINE_STATE_CANCELLED", tasks[:2])
     assert launcher.observe(run).reason == "cancelled in Vertex AI"
 
-    ours = decide(tmp_path / "registry", STARTED + timedelta(minutes=30), 2)
-    decide(tmp_path / "registry", STARTED + timedelta(hours=3), 3)
     vertex.job_cls.get.return_value = vertex_job_answer("PIPELINE_STATE_SUCCEEDED", ALL_DONE,
                                                         end_time=STARTED + timedelta(hours=1))
     observation = launcher.observe(run)
+    assert (observation.state, observation.steps_done, observation.decision) == ("succeeded", 6, None)
+    assert observation.reason.startswith(f"the run finished but recorded no champion decision for run {RUN_ID} in ")
+
+
+def test_two_overlapping_vertex_runs_each_report_their_own_decision(vertex, vertex_launcher, tmp_path):  # noqa: F811
+    launcher, _ = vertex_launcher
+    other_resource = RESOURCE.replace("20260301120000", "20260301120500")
+    first = training_run(target="vertex", remote_id=RESOURCE)
+    second = training_run(id=OTHER_ID, target="vertex", remote_id=other_resource,
+                          started_at=STARTED + timedelta(minutes=5))
+    theirs = decide(tmp_path / "registry", OTHER_ID, STARTED + timedelta(minutes=20), 2)
+    ours = decide(tmp_path / "registry", RUN_ID, STARTED + timedelta(minutes=40), 3, promoted=False)
+    vertex.job_cls.get.return_value = vertex_job_answer("PIPELINE_STATE_SUCCEEDED", ALL_DONE[:5],
+                                                        end_time=STARTED + timedelta(hours=1))
+    assert launcher.observe(second).decision == theirs
+    observation = launcher.observe(first)
     assert (observation.state, observation.steps_done, observation.decision, observation.reason) == \
-        ("succeeded", 6, ours, "v2 beats the champion")
+        ("succeeded", 5, ours, "v3 does not beat the champion")
+    assert [c.kwargs for c in vertex.job_cls.get.call_args_list] == [{"resource_name": other_resource},
+                                                                    {"resource_name": RESOURCE}]
 
 
 def test_compiled_pipeline_steps_are_the_ones_counted():

@@ -361,7 +361,8 @@ def test_the_service_and_the_pipeline_name_the_same_steps():
 
 # --- the local launcher, on real processes ---------------------------------------------------------
 
-# each script stands in for `python -m pipelines.run`: argv[1] is its RESULT_FILE, argv[2] its PROGRESS_FILE
+# each script stands in for `python -m pipelines.run`: argv[1] is its registry, argv[2] its PROGRESS_FILE,
+# argv[3] its run id (the app's, passed as run_id)
 _EVENTS = """
 import json, os, pathlib, sys, time
 def emit(event, **fields):
@@ -375,9 +376,17 @@ for step in ["ingest", "preprocess", "train", "evaluate", "select-champion"]:
     emit("step", step=step, status="started")
     print("Executing task ... lines that scroll out of any tail", flush=True)
     emit("step", step=step, status="succeeded", seconds=0.1)
-result = pathlib.Path(sys.argv[1]); result.parent.mkdir(parents=True, exist_ok=True)
-result.write_text(json.dumps({"run_dir": "x", "decision": {"promoted": False, "challenger_version": 3,
-                  "champion_version": 2, "reason": "v3 does not beat the champion"}}))
+from catdog.registry import ModelRegistry
+ModelRegistry(sys.argv[1]).record_decision({"run_id": "another-run", "promoted": True, "challenger_version": 9,
+                                            "champion_version": 9, "reason": "another run's decision"})
+ModelRegistry(sys.argv[1]).record_decision({"run_id": sys.argv[3], "promoted": False, "challenger_version": 3,
+                                            "champion_version": 2, "reason": "v3 does not beat the champion"})
+emit("end", status="succeeded")
+""",
+    # select-champion ran, but no decision of this run is in the registry (e.g. it recorded it elsewhere)
+    "no-decision": _EVENTS + """
+emit("step", step="select-champion", status="started")
+emit("step", step="select-champion", status="succeeded", seconds=0.1)
 emit("end", status="succeeded")
 """,
     "sleep": _EVENTS + """
@@ -425,8 +434,8 @@ class ScriptLauncher(LocalLauncher):
     behaviour = "succeed"
 
     def command(self, run_id, target, config):
-        return [sys.executable, "-c", SCRIPTS[self.behaviour], str(self.run_dir(run_id) / "result.json"),
-                str(self.progress_file(run_id))]
+        return [sys.executable, "-c", SCRIPTS[self.behaviour], config.registry_uri, str(self.progress_file(run_id)),
+                run_id]
 
 
 def wait_for(service, run_id: str, states: tuple[str, ...], timeout_s: float = 30) -> TrainingRun:
@@ -440,7 +449,7 @@ def wait_for(service, run_id: str, states: tuple[str, ...], timeout_s: float = 3
 
 
 def test_a_local_run_succeeds_with_its_decision(tmp_path, training):
-    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
     try:
         run = service.runs.start_run()
@@ -454,6 +463,20 @@ def test_a_local_run_succeeds_with_its_decision(tmp_path, training):
         service.close()
 
 
+def test_a_local_run_that_succeeded_without_a_decision_says_so(tmp_path, training):
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
+    launcher.behaviour = "no-decision"
+    service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
+    try:
+        run = service.runs.start_run()
+        done = wait_for(service, run.id, ("succeeded", "failed"))
+        assert (done.state, done.promoted, done.version, done.steps_done) == ("succeeded", None, None, 1)
+        assert done.reason == (f"the run finished but recorded no champion decision for run {run.id} in "
+                               f"{training.default.registry_uri}")
+    finally:
+        service.close()
+
+
 @pytest.mark.parametrize("behaviour, step, reason", [
     ("fail", "train", "step train failed: ValueError: no photo in class folder 'dog'"),
     # "Retrain now" with a bad DATA said "the pipeline process ended without a result; exit code 2"
@@ -461,7 +484,7 @@ def test_a_local_run_succeeds_with_its_decision(tmp_path, training):
     ("crash", None, "something only the log says"),
 ])
 def test_a_failed_local_run_says_which_step_and_why(tmp_path, training, behaviour, step, reason):
-    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
     launcher.behaviour = behaviour
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
     try:
@@ -478,7 +501,7 @@ def test_the_pipeline_process_gets_no_secret_of_the_app(tmp_path, training, monk
     for name, value in {"DATABASE_URL": "postgresql://u:pw@db/x", "APP_TOKEN": "s3cret", "PREDICTOR_URL": "http://p",
                         "SOME_OTHER_SECRET": "x", "KERAS_HOME": str(tmp_path / "keras"), "LC_ALL": "C.UTF-8"}.items():
         monkeypatch.setenv(name, value)
-    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
     launcher.behaviour = "environment"
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
     try:
@@ -494,8 +517,9 @@ def test_the_pipeline_process_gets_no_secret_of_the_app(tmp_path, training, monk
 
 
 def test_the_local_launcher_asks_for_progress_events_and_the_full_log(tmp_path, training):
-    command = LocalLauncher(tmp_path / "runs").command("r1", training.default, training.default.base)
+    command = LocalLauncher(tmp_path / "runs", training.default).command("r1", training.default, training.default.base)
     assert f"PROGRESS_FILE={tmp_path / 'runs' / 'r1' / 'progress.jsonl'}" in command and "VERBOSE=1" in command
+    assert "run_id=r1" in command and not any(word.startswith("RESULT_FILE=") for word in command)
 
 
 def process_ended(pid: int) -> bool:
@@ -511,7 +535,7 @@ def process_ended(pid: int) -> bool:
 
 def test_stop_ends_the_local_process_group_and_a_restart_reconciles(tmp_path, training):
     url = f"sqlite:///{tmp_path}/db.sqlite"
-    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
     launcher.behaviour = "sleep"
     service = service_with(tmp_path, url, training, launcher)
     run = service.runs.start_run()
@@ -524,7 +548,7 @@ def test_stop_ends_the_local_process_group_and_a_restart_reconciles(tmp_path, tr
     service.close()
 
     # the app restarts (a new launcher: it did not start the process) and the run is still watched
-    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs", training.default))
     try:
         assert restarted.runs.get(run.id).state == "running"
         restarted.runs.cancel_run(run.id)
@@ -540,7 +564,7 @@ def run_whose_process_died_while_no_app_watched(tmp_path, url, training) -> Trai
     import os
     import signal
 
-    launcher = ScriptLauncher(tmp_path / "runs")
+    launcher = ScriptLauncher(tmp_path / "runs", training.default)
     launcher.behaviour = "sleep"
     service = service_with(tmp_path, url, training, launcher)
     run = service.runs.start_run()
@@ -553,7 +577,7 @@ def run_whose_process_died_while_no_app_watched(tmp_path, url, training) -> Trai
 def test_a_process_that_died_while_no_app_watched_is_failed_on_restart(tmp_path, training):
     url = f"sqlite:///{tmp_path}/db.sqlite"
     run = run_whose_process_died_while_no_app_watched(tmp_path, url, training)
-    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    restarted = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs", training.default))
     try:
         done = restarted.runs.get(run.id)  # start() reconciled it
         assert done.state == "failed" and done.active is None
@@ -567,7 +591,7 @@ def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, mo
     url = f"sqlite:///{tmp_path}/db.sqlite"
     run = run_whose_process_died_while_no_app_watched(tmp_path, url, training)
     monkeypatch.setattr("feedback.launchers.socket.gethostname", lambda: "another-host")
-    elsewhere = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs"))
+    elsewhere = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs", training.default))
     try:
         elsewhere.runs.refresh()
         assert elsewhere.runs.get(run.id).state == "running"  # on its own host it would be failed now
@@ -582,17 +606,6 @@ def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, mo
 ])
 def test_failure_reason_is_the_last_error_line(text, expected):
     assert failure_reason(text, -9) == expected
-
-
-def test_result_file_of_a_local_run(tmp_path):
-    from pipelines.run import write_result
-
-    decision = {"promoted": False, "challenger_version": 4}
-    (tmp_path / "run" / "select-champion").mkdir(parents=True)
-    (tmp_path / "run" / "select-champion" / "decision_json").write_text(json.dumps(decision))
-    write_result(tmp_path / "out" / "result.json", tmp_path / "run")
-    assert json.loads((tmp_path / "out" / "result.json").read_text()) == {"run_dir": str(tmp_path / "run"),
-                                                                         "decision": decision}
 
 
 def test_neither_verdicts_are_no_training_photos_for_a_run_or_the_trigger(tmp_path, training):

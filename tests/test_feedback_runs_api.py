@@ -71,6 +71,7 @@ def test_simultaneous_requests_start_one_run_and_the_others_get_409_with_its_id(
 @pytest.mark.parametrize("body, fragment", [
     ({"parameters": {"frozen_epochs": "many"}}, "frozen_epochs"),
     ({"parameters": {"registry_uri": "/tmp/x"}}, "registry_uri: set by the app"),
+    ({"parameters": {"run_id": "mine"}}, "run_id: set by the app"),
     ({"target": "vertex"}, "'vertex' is not configured"),
 ])
 def test_bad_retrain_requests_are_422_naming_the_key(app, body, fragment):

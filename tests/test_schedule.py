@@ -257,3 +257,14 @@ def test_an_api_refusal_is_one_error_line_and_a_failed_replace_says_both_run(ver
     assert "was created, but deleting the one(s) it replaces failed" in err
     assert "error: the scheduling API refused the request: 403 no aiplatform.schedules.delete" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("target_args", [VERTEX_ARGS, ["TARGET=local"]])
+def test_a_schedule_takes_no_run_id(target_args, vertex, tmp_path, capsys):  # noqa: F811
+    """Every scheduled run needs an id of its own (the service's run id, or one `make run` makes)."""
+    args = [a for a in target_args] + ([f"DATA={tmp_path}"] if target_args[0] == "TARGET=local" else [])
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.jpg").write_bytes(b"x")
+    assert sch.main(["create", *args, "CRON=0 3 * * 1", "WEIGHTS=none", "run_id=weekly"]) == 2
+    assert "run_id=weekly: every scheduled run gets an id of its own" in capsys.readouterr().err
+    vertex.job_cls.assert_not_called()

@@ -6,12 +6,14 @@ Nothing here reaches the network beyond 127.0.0.1; see tests/remote_fixtures.py.
 
 from __future__ import annotations
 
+import re
 import time
 from unittest import mock
 
 import pytest
 import yaml
 
+from catdog.registry import ModelRegistry
 from pipelines import submit as sub
 from pipelines.compile import PIPELINE_YAML
 from pipelines.config import build_config
@@ -107,7 +109,8 @@ def test_run_vertex_sends_the_exact_job(vertex, capsys):
     args = [*VERTEX_ARGS, "SERVICE_ACCOUNT=pipelines@my-project.iam.gserviceaccount.com",
             "RUN_NAME=nightly-1", "LABELS=team=ml", "image_size=192", "frozen_epochs=2"]
     assert run_main(args) == 0
-    config = build_config({**REMOTE_OVERRIDES, "image_size": "192", "frozen_epochs": "2",
+    run_id = made_run_id(vertex.job_cls.call_args.kwargs["parameter_values"], capsys)
+    config = build_config({**REMOTE_OVERRIDES, "image_size": "192", "frozen_epochs": "2", "run_id": run_id,
                            "vertex_project": "my-project", "vertex_region": "europe-west4"})  # from PROJECT/REGION
     vertex.auth_default.assert_called_once_with(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     vertex.init.assert_called_once_with(project="my-project", location="europe-west4", credentials=vertex.credentials)
@@ -131,14 +134,44 @@ def test_run_vertex_sends_the_exact_job(vertex, capsys):
     assert vertex.job._dashboard_uri.return_value in capsys.readouterr().out
 
 
-def test_run_vertex_defaults_and_wait(vertex, capsys):
-    assert run_main([*VERTEX_ARGS, "WAIT=1", "CACHE=1"]) == 0
+def made_run_id(parameters: dict, capsys) -> str:
+    """The run id `make run` made (a uuid4 hex), passed as the run_id parameter and printed."""
+    run_id = parameters["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", run_id)
+    out = capsys.readouterr().out
+    assert f"(run id {run_id})" in out
+    print(out, end="")  # left for the caller's own checks
+    return run_id
+
+
+def record(registry_uri: str, run_id: str, version: int) -> dict:
+    decision = {"run_id": run_id, "promoted": True, "challenger_version": version, "champion_version": version,
+                "registry_uri": registry_uri, "reason": f"v{version} beats the champion"}
+    ModelRegistry(registry_uri).record_decision(decision)
+    return decision
+
+
+def test_run_vertex_defaults_and_wait_prints_the_runs_own_decision(vertex, gcs, capsys):
+    registry = gcs.uri("registry")
+    record(registry, "wait-1", 2)
+    record(registry, "another-run", 3)  # a later decision of another run: not this one's
+    assert run_main([*VERTEX_ARGS, f"REGISTRY={registry}", "run_id=wait-1", "WAIT=1", "CACHE=1"]) == 0
     kwargs = vertex.job_cls.call_args.kwargs
-    assert kwargs["enable_caching"] is True
+    assert kwargs["enable_caching"] is True and kwargs["parameter_values"]["run_id"] == "wait-1"
     assert kwargs["display_name"].startswith("catdog-training-")
     vertex.job.submit.assert_called_once_with(service_account=None)
     vertex.job.wait.assert_called_once_with()
-    assert "succeeded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "succeeded" in out
+    assert f"challenger v2 PROMOTED: v2 beats the champion\nchampion: v2 in {registry}\n" in out
+
+
+def test_run_vertex_wait_says_when_the_run_recorded_no_decision(vertex, gcs, capsys):
+    registry = gcs.uri("registry")
+    record(registry, "another-run", 3)
+    assert run_main([*VERTEX_ARGS, f"REGISTRY={registry}", "run_id=wait-2", "WAIT=1"]) == 0
+    assert (f"the run finished but recorded no champion decision for run wait-2 in {registry}\n"
+            in capsys.readouterr().out)
 
 
 def test_run_vertex_failed_run_exits_1(vertex, capsys):
@@ -200,10 +233,11 @@ def test_run_kubeflow_sends_the_exact_run(kfp_api, capsys):
     args = kubeflow_args(kfp_api.host + "/", "RUN_NAME=try-1", "EXPERIMENT=catdog-dev", "batch_size=16",
                          "SERVICE_ACCOUNT=pipeline-runner")
     assert run_main(args) == 0
+    run_id = made_run_id(kfp_api.client.create_run_from_pipeline_package.call_args.kwargs["arguments"], capsys)
     kfp_api.client_cls.assert_called_once_with(host=kfp_api.host)
     kfp_api.client.create_run_from_pipeline_package.assert_called_once_with(
         pipeline_file=mock.ANY,
-        arguments=build_config({**REMOTE_OVERRIDES, "batch_size": "16"}).pipeline_arguments(),
+        arguments=build_config({**REMOTE_OVERRIDES, "batch_size": "16", "run_id": run_id}).pipeline_arguments(),
         run_name="try-1",
         experiment_name="catdog-dev",
         namespace=None,
@@ -217,10 +251,14 @@ def test_run_kubeflow_sends_the_exact_run(kfp_api, capsys):
     assert f"{kfp_api.host}/#/runs/details/run-123" in capsys.readouterr().out
 
 
-def test_run_kubeflow_namespace_root_and_wait(kfp_api, capsys):
+def test_run_kubeflow_namespace_root_and_wait(kfp_api, gcs, capsys):
     kfp_api.client.wait_for_run_completion.return_value = mock.Mock(state="SUCCEEDED")
-    args = kubeflow_args(kfp_api.host, "KFP_NAMESPACE=team-a", "PIPELINE_ROOT=gs://bucket/root", "WAIT=1")
+    registry = gcs.uri("registry")
+    record(registry, "kfp-wait", 4)
+    args = kubeflow_args(kfp_api.host, "KFP_NAMESPACE=team-a", "PIPELINE_ROOT=gs://bucket/root", "WAIT=1",
+                         f"REGISTRY={registry}", "run_id=kfp-wait")
     assert run_main(args) == 0
+    assert "challenger v4 PROMOTED: v4 beats the champion" in capsys.readouterr().out
     kfp_api.client_cls.assert_called_once_with(host=kfp_api.host, namespace="team-a")
     kwargs = kfp_api.client.create_run_from_pipeline_package.call_args.kwargs
     assert kwargs["namespace"] == "team-a" and kwargs["pipeline_root"] == "gs://bucket/root"
