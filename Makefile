@@ -61,9 +61,9 @@ compile: ## Write compiled/training_pipeline.yaml and the schedule specs in mani
 run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [RUNNER=subprocess|container [IMAGE=...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
-evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...]
+evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...] [OOD_DATA=<folder of photos that are neither>]
 	@test -n "$(DATA)" || { echo "error: give DATA=<labelled folder> (one sub-folder per class)" >&2; exit 2; }
-	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)
+	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)$(if $(OOD_DATA), --ood-data $(OOD_DATA))
 
 test: ## Run the test suite (synthetic data only; no ../shared, no network)
 	$(PY) -m pytest -q

@@ -1,4 +1,11 @@
-"""Classification metrics, and evaluation of a saved model on a split or a labelled folder."""
+"""Classification metrics, and evaluation of a saved model on a split or a labelled folder.
+
+Besides accuracy, precision, recall, F1 and ROC AUC: log_loss and ece (catdog.calibration), and
+for a model with the "neither" score (catdog.ood) ood_threshold and ood_false_reject_rate (the
+share of the labelled cat and dog photos it flags as neither); given a folder of photos that are
+neither (make evaluate OOD_DATA=...), ood_n, ood_detection_rate (the share flagged) and ood_auroc.
+A model without the score has none of the ood_ keys (and OOD_DATA is an error for it).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,10 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from catdog.calibration import calibration
 from catdog.ingest import DEFAULT_LABEL_MAP, IngestError, find_class_folders, relabel
-from catdog.predictor import OnnxPredictor
+from catdog.ood import detection_metrics
+from catdog.predictor import OnnxPredictor, Outputs
 from catdog.preprocessing import InvalidImageError
 
 MAX_ROC_POINTS = 200  # the KFP UI draws the curve from these points; thousands add nothing
@@ -33,6 +42,8 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
         "confusion_matrix": skm.confusion_matrix(labels, predictions, labels=range(len(class_names))).tolist(),
         "class_names": list(class_names),
     }
+    calibrated = calibration(labels, probabilities)
+    result |= {"log_loss": calibrated["log_loss"], "ece": calibrated["ece"], "calibration_bins": calibrated["bins"]}
     if len(set(labels.tolist())) < 2:
         result["auc"] = float("nan")  # undefined with one class present
     elif binary:
@@ -71,12 +82,27 @@ def metrics_by_origin(labels: np.ndarray, probabilities: np.ndarray, class_names
     return result | subset_metrics(labels, probabilities, np.asarray(origins) == "feedback", "feedback")
 
 
-def predict_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch_size: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """(labels, probabilities, skipped) for (path, label index) pairs, decoded and scored a batch at
-    a time, so memory stays at one batch of pixels however many files there are (float32 pixels
-    are 786 KB a photo at 256 px). Unreadable images are skipped with the reason."""
-    labels, probabilities, skipped = [], [], []
+def ood_metrics(predictor: OnnxPredictor, outputs: Outputs, ood_outputs: Outputs | None = None) -> dict:
+    """ood_threshold and ood_false_reject_rate of the labelled photos' outputs, and with the outputs
+    of photos that are neither (ood_outputs) detection_metrics; {} for a model without the score."""
+    if not predictor.has_ood:
+        if ood_outputs is not None:
+            raise ValueError(f"the model in {predictor.model_dir} has no ood_score output (trained before "
+                             "the neither score): it cannot be scored on OOD data; retrain it")
+        return {}
+    result = {"ood_threshold": predictor.ood_threshold, "ood_false_reject_rate": float(np.mean(outputs.neither))}
+    if ood_outputs is not None:
+        result |= detection_metrics(outputs.ood_score, ood_outputs.ood_score, predictor.ood_threshold)
+    return result
+
+
+def score_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch_size: int = 64
+                ) -> tuple[np.ndarray, Outputs, list[dict]]:
+    """(labels, Outputs (probabilities, and the OOD score and flag when the model has them), skipped)
+    for (path, label index) pairs, decoded and scored a batch at a time, so memory stays at one
+    batch of pixels however many files there are (float32 pixels are 786 KB a photo at 256 px).
+    Unreadable images are skipped with the reason."""
+    labels, runs, skipped = [], [], []
     for start in range(0, len(files), batch_size):
         pixels = []
         for path, label in files[start:start + batch_size]:
@@ -86,10 +112,21 @@ def predict_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch
             except (InvalidImageError, OSError) as exc:
                 skipped.append({"file": str(path), "reason": str(exc)})
         if pixels:
-            probabilities.append(predictor.predict_pixels(np.stack(pixels), batch_size))
+            runs.append(predictor.run_pixels(np.stack(pixels), batch_size=batch_size))
     if not labels:
         raise ValueError(f"no readable image among {len(files)} file(s)")
-    return np.array(labels), np.concatenate(probabilities), skipped
+    outputs = Outputs(np.concatenate([r.probabilities for r in runs]))
+    if predictor.has_ood:
+        outputs.ood_score = np.concatenate([r.ood_score for r in runs])
+        outputs.neither = np.concatenate([r.neither for r in runs])
+    return np.array(labels), outputs, skipped
+
+
+def predict_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch_size: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(labels, probabilities, skipped): score_files' probabilities."""
+    labels, outputs, skipped = score_files(predictor, files, batch_size)
+    return labels, outputs.probabilities, skipped
 
 
 def files_explainer(predictor: OnnxPredictor, paths: list[Path]):
@@ -101,13 +138,27 @@ def files_explainer(predictor: OnnxPredictor, paths: list[Path]):
     return explain
 
 
-def evaluate_files(predictor: OnnxPredictor, files: list[tuple[Path, int]]) -> dict:
-    """Metrics on (path, label index) pairs; unreadable images are skipped and counted."""
-    labels, probabilities, skipped = predict_files(predictor, files)
-    result = classification_metrics(labels, probabilities, predictor.class_names)
+def evaluate_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], ood_files: list[Path] | None = None) -> dict:
+    """Metrics on (path, label index) pairs (unreadable images are skipped and counted), with
+    ood_metrics; ood_files: photos that are neither class (their unreadable ones skipped too)."""
+    labels, outputs, skipped = score_files(predictor, files)
+    result = classification_metrics(labels, outputs.probabilities, predictor.class_names)
+    ood_outputs = None
+    if ood_files is not None:
+        _, ood_outputs, ood_skipped = score_files(predictor, [(path, -1) for path in ood_files])
+        skipped += ood_skipped
+    result |= ood_metrics(predictor, outputs, ood_outputs)
     result["skipped"] = len(skipped)
     result["skipped_files"] = skipped
     return result
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every file under a folder (any layout), sorted: the OOD photos of make evaluate OOD_DATA=."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"no files under {folder}")
+    return files
 
 
 def labelled_files(folder: Path, class_names: list[str], label_map: dict[str, str] | None = None) -> list[tuple[Path, int]]:
@@ -131,8 +182,14 @@ def print_summary(result: dict, model_desc: str, data_desc: str, out=None) -> No
     out = out or sys.stdout  # resolved per call, so redirected stdout is honoured
     print(f"model: {model_desc}", file=out)
     print(f"data:  {data_desc}  ({result['n']} images, {result['skipped']} skipped)", file=out)
-    for key in ("accuracy", "precision", "recall", "f1", "auc"):
+    for key in ("accuracy", "precision", "recall", "f1", "auc", "log_loss", "ece"):
         print(f"  {key:<9} {result[key]:.4f}", file=out)
+    if "ood_threshold" in result:
+        print(f"  neither:  threshold {result['ood_threshold']:.2f}, false rejects "
+              f"{result['ood_false_reject_rate']:.2%} of these photos", file=out)
+    if "ood_n" in result:
+        print(f"  neither:  {result['ood_detection_rate']:.2%} of {result['ood_n']} OOD photos flagged, "
+              f"AUROC {result['ood_auroc']:.4f}", file=out)
     names = result["class_names"]
     print("  confusion matrix (rows = true, columns = predicted): " + ", ".join(names), file=out)
     for name, row in zip(names, result["confusion_matrix"]):
@@ -155,19 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="labelled folder: one sub-folder per class")
     parser.add_argument("--label-map", default=DEFAULT_LABEL_MAP,
                         help="folder=label renames, as the pipeline's label_map parameter")
+    parser.add_argument("--ood-data", default=None,
+                        help="a folder of photos that are neither class: the neither flag's detection rate and AUROC")
     args = parser.parse_args(argv)
     try:
         label_map = parse_label_map(args.label_map)
         model_dir, model_desc = resolve_model_dir(args.model, args.registry)
         predictor = OnnxPredictor(model_dir)
-        result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names, label_map))
+        ood_files = image_files(Path(args.ood_data)) if args.ood_data else None
+        result = evaluate_files(predictor, labelled_files(Path(args.data), predictor.class_names, label_map), ood_files)
     except (RegistryError, IngestError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_summary(result, model_desc, args.data)
-    summary = {k: result[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "n", "skipped")}
+    keys = ("accuracy", "precision", "recall", "f1", "auc", "log_loss", "ece", "n", "skipped", "ood_threshold",
+            "ood_false_reject_rate", "ood_n", "ood_detection_rate", "ood_auroc")
+    summary = {k: result[k] for k in keys if k in result}
     summary = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}  # strict JSON
-    print(json.dumps({**summary, "model": model_desc, "data": str(args.data)}, allow_nan=False))
+    where = {"data": str(args.data)} | ({"ood_data": str(args.ood_data)} if args.ood_data else {})
+    print(json.dumps({**summary, "model": model_desc, **where}, allow_nan=False))
     return 0
 
 

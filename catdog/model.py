@@ -3,7 +3,9 @@
 The model takes float32 RGB pixels in [0, 255] (catdog.preprocessing's output) and normalises
 them itself, so the Keras and ONNX models share one input contract. The exported (serving) model
 has two outputs: `probabilities` (n, classes) and `gradcam` (n, h, w, classes), the Grad-CAM map
-of every class at the last feature map's resolution (see GradCamHead).
+of every class at the last feature map's resolution (see GradCamHead); a model trained with an
+out-of-distribution fit (catdog.ood) has a third, `ood_score` (n,): OodScore on the same pass's
+pooled features (flip-averaged when the probabilities are), higher = less like the training photos.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import onnx
 
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
-from catdog.predictor import GRADCAM_OUTPUT, PROBABILITIES_OUTPUT
+from catdog.predictor import GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
 
 BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
 FEATURE_LAYER = "out_relu"  # the backbone's last feature map, just before its average pooling
+POOLED_FEATURES = "pooled_features"  # its global average (what the head sees), flip-averaged when the model is
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -117,28 +120,102 @@ class GradCamHead(keras.layers.Layer):
         return cls(keras.saving.deserialize_keras_object(config.pop("dense")), **config)
 
 
-def with_gradcam(classifier: keras.Model) -> keras.Model:
-    """The serving model of a build_model classifier, sharing its layers and weights: outputs
-    `probabilities` (as the classifier's) and `gradcam` (GradCamHead). A model that already has
-    the gradcam output is returned as it is."""
-    if GRADCAM_OUTPUT in classifier.output_names:
-        return classifier
+@keras.saving.register_keras_serializable(package="catdog")
+class OodScore(keras.layers.Layer):
+    """The out-of-distribution score of pooled features (n, d) -> (n,): the squared distance to the
+    nearest class mean outside the top principal directions of the tied within-class covariance,
+    min_c |f - means[c]|^2 - |(f - means[c]) @ basis|^2 (catdog.ood). A matmul and a min: the
+    ONNX graph grows by the (d, k) basis and the class means only. `info` is what metadata.json
+    says about it ("ood": method, threshold, ...)."""
+
+    def __init__(self, components: int, classes: int, info: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.components, self.classes, self.info = int(components), int(classes), dict(info or {})
+
+    def build(self, input_shape):
+        self.means = self.add_weight(shape=(self.classes, input_shape[-1]), initializer="zeros",
+                                     trainable=False, name="means")
+        self.basis = self.add_weight(shape=(input_shape[-1], self.components), initializer="zeros",
+                                     trainable=False, name="basis")
+
+    def call(self, features):
+        diff = features[:, None, :] - self.means[None]  # (n, classes, d)
+        residual = keras.ops.sum(keras.ops.square(diff), axis=-1) - \
+            keras.ops.sum(keras.ops.square(keras.ops.matmul(diff, self.basis)), axis=-1)
+        return keras.ops.min(keras.ops.maximum(residual, 0.0), axis=1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "components": self.components, "classes": self.classes, "info": self.info}
+
+
+def _one_pass(classifier: keras.Model, pooled: bool) -> keras.Model:
+    """image -> probabilities, Grad-CAM maps (and with `pooled` the pooled features), one backbone pass."""
     backbone = classifier.get_layer(BACKBONE_NAME)
     features = keras.Model(backbone.input, backbone.get_layer(FEATURE_LAYER).output, name="features")
     inputs = keras.Input(classifier.input_shape[1:], name="image")
-    x = classifier.get_layer("normalise")(inputs)
-    probabilities, maps = GradCamHead(classifier.get_layer(HEAD_NAME), name="head")(features(x))
+    feature_map = features(classifier.get_layer("normalise")(inputs))
+    probabilities, maps = GradCamHead(classifier.get_layer(HEAD_NAME), name="head")(feature_map)
     outputs = [keras.layers.Identity(name=PROBABILITIES_OUTPUT)(probabilities),
                keras.layers.Identity(name=GRADCAM_OUTPUT)(maps)]
+    if pooled:
+        outputs.append(keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES)(feature_map))
     return keras.Model(inputs, outputs, name=f"{classifier.name}_gradcam")
 
 
-def with_flip_averaging(model: keras.Model) -> keras.Model:
+def _flip_averaged(classifier: keras.Model):
+    """(inputs, probabilities, maps, pooled features) of the image and its mirror image, averaged."""
+    one = _one_pass(classifier, pooled=True)
+    inputs = keras.Input(classifier.input_shape[1:], name="image")
+    probabilities, maps, pooled = one(inputs)
+    mirror_probabilities, mirror_maps, mirror_pooled = one(HorizontalFlip(name="mirror")(inputs))
+    probabilities = keras.layers.Average(name=PROBABILITIES_OUTPUT)([probabilities, mirror_probabilities])
+    maps = keras.layers.Average(name="averaged_maps")([maps, HorizontalFlip(name="unmirror")(mirror_maps)])
+    pooled = keras.layers.Average(name=POOLED_FEATURES)([pooled, mirror_pooled])
+    return inputs, probabilities, NormaliseMaps(name=GRADCAM_OUTPUT)(maps), pooled
+
+
+def pooled_features_model(classifier: keras.Model, flip: bool) -> keras.Model:
+    """image -> the pooled features the serving model's OodScore sees (with_gradcam / with_flip_averaging)."""
+    if flip:
+        inputs, _, _, pooled = _flip_averaged(classifier)
+        return keras.Model(inputs, pooled, name="pooled_features_flip_averaged")
+    one = _one_pass(classifier, pooled=True)
+    return keras.Model(one.inputs, one.outputs[2], name="pooled_features")
+
+
+def with_gradcam(classifier: keras.Model, ood: OodScore | None = None) -> keras.Model:
+    """The serving model of a build_model classifier, sharing its layers and weights: outputs
+    `probabilities` (as the classifier's) and `gradcam` (GradCamHead), and with `ood` (a fitted
+    OodScore, catdog.ood.fit_ood) `ood_score` from the same pass. A model that already has the
+    gradcam output is returned as it is."""
+    if ood is not None:
+        _check_ood(classifier, ood)
+    if GRADCAM_OUTPUT in classifier.output_names:
+        return classifier
+    one = _one_pass(classifier, pooled=ood is not None)
+    if ood is None:
+        return one
+    return keras.Model(one.inputs, [*one.outputs[:2], ood(one.outputs[2])], name=one.name)
+
+
+def _check_ood(model: keras.Model, ood: OodScore) -> None:
+    if GRADCAM_OUTPUT in model.output_names:
+        raise ValueError("an OOD score is added to a classifier (build_model), not to a serving model")
+    if ood.name != OOD_OUTPUT:
+        raise ValueError(f"the OodScore layer must be named {OOD_OUTPUT!r} (its output's name), not {ood.name!r}")
+
+
+def with_flip_averaging(model: keras.Model, ood: OodScore | None = None) -> keras.Model:
     """Test-time augmentation inside the model: the mean of the probabilities for the image and its
     mirror image. Inside the graph, so Keras, the ONNX export, evaluation and serving all get it.
     Measured over 12 training runs: +0.3 points of test accuracy on average (docs/BENCHMARKS.md).
     The mirror image's Grad-CAM maps are mirrored back and averaged with the image's, then
-    normalised again. Takes a classifier (given the gradcam output first) or a serving model."""
+    normalised again; with `ood` (a classifier only) its score is of the averaged pooled features.
+    Takes a classifier (given the gradcam output first) or a serving model."""
+    if ood is not None:
+        _check_ood(model, ood)
+        inputs, probabilities, maps, pooled = _flip_averaged(model)
+        return keras.Model(inputs, [probabilities, maps, ood(pooled)], name=f"{model.name}_gradcam_flip_averaged")
     model = with_gradcam(model)
     inputs = keras.Input(model.input_shape[1:], name="image")
     probabilities, maps = model(inputs)
@@ -195,9 +272,12 @@ def _rename_onnx_outputs(path: Path, names: list[str]) -> None:
 def output_metadata(model: keras.Model) -> dict:
     """What metadata.json says about a serving model's outputs."""
     grid = model.outputs[model.output_names.index(GRADCAM_OUTPUT)].shape[1:3]
-    return {"outputs": list(model.output_names),
-            "explanation": {"method": "grad-cam", "output": GRADCAM_OUTPUT, "feature_layer": FEATURE_LAYER,
-                            "grid": [int(n) for n in grid]}}
+    result = {"outputs": list(model.output_names),
+              "explanation": {"method": "grad-cam", "output": GRADCAM_OUTPUT, "feature_layer": FEATURE_LAYER,
+                              "grid": [int(n) for n in grid]}}
+    if OOD_OUTPUT in model.output_names:
+        result["ood"] = model.get_layer(OOD_OUTPUT).info
+    return result
 
 
 def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path:

@@ -1,7 +1,14 @@
-"""Run a saved model's ONNX export: the one prediction path for evaluation and serving."""
+"""Run a saved model's ONNX export: the one prediction path for evaluation and serving.
+
+Outputs: `probabilities` always; `gradcam` when asked (models exported before Grad-CAM lack it);
+`ood_score` (n,) and the `neither` flag (score > metadata["ood"]["threshold"], catdog.ood) from the
+same run, for models trained with the out-of-distribution fit. Models without it (in registries
+since before) keep working: their Outputs.ood_score and .neither are None and has_ood is False.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +19,17 @@ from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image
 
 PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
 GRADCAM_OUTPUT = "gradcam"  # (n, h, w, classes), each map in [0, 1]; models exported before it lack it
+OOD_OUTPUT = "ood_score"  # (n,), higher = less like the training photos; models trained before it lack it
+
+
+@dataclass
+class Outputs:
+    """One run's answers for n photos; the optional ones are None when not asked for or absent."""
+
+    probabilities: np.ndarray  # (n, classes)
+    gradcam: np.ndarray | None = None  # (n, h, w, classes)
+    ood_score: np.ndarray | None = None  # (n,) float32
+    neither: np.ndarray | None = None  # (n,) bool: ood_score > the model's threshold
 
 
 class OnnxPredictor:
@@ -30,6 +48,14 @@ class OnnxPredictor:
         # models exported before the outputs were named have one output, Identity:0
         self.probabilities_output = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in output_names else output_names[0]
         self.has_gradcam: bool = GRADCAM_OUTPUT in output_names
+        self.has_ood: bool = OOD_OUTPUT in output_names
+        self.ood_threshold: float | None = None
+        if self.has_ood:
+            try:
+                self.ood_threshold = float(self.metadata["ood"]["threshold"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{self.model_dir}: the model has an {OOD_OUTPUT} output but metadata.json "
+                                 f"has no ood.threshold ({type(exc).__name__}: {exc})") from None
 
     def pixels(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         return image_to_pixels(data, self.image_size, max_pixels)
@@ -44,6 +70,24 @@ class OnnxPredictor:
         """(n, size, size, 3) pixels -> (n, n_classes) probabilities (only that output is computed)."""
         outputs = self._run([self.probabilities_output], pixels, batch_size)
         return outputs[0] if outputs else np.zeros((0, len(self.class_names)), np.float32)
+
+    def run_pixels(self, pixels: np.ndarray, gradcam: bool = False, batch_size: int = 64) -> Outputs:
+        """(n, size, size, 3) pixels -> Outputs: probabilities, the OOD score and flag when the model
+        has them, and with `gradcam` the maps (ValueError for a model without them); one run a batch."""
+        if gradcam and not self.has_gradcam:
+            raise ValueError(f"the model in {self.model_dir} has no {GRADCAM_OUTPUT} output "
+                             "(exported before Grad-CAM: retrain it)")
+        names = [self.probabilities_output] + [GRADCAM_OUTPUT] * gradcam + [OOD_OUTPUT] * self.has_ood
+        outputs = self._run(names, pixels, batch_size)
+        if outputs is None:
+            h, w = self.metadata["explanation"]["grid"] if gradcam else (0, 0)
+            outputs = [np.zeros((0, len(self.class_names)), np.float32)] + \
+                [np.zeros((0, h, w, len(self.class_names)), np.float32)] * gradcam + [np.zeros(0, np.float32)] * self.has_ood
+        result = Outputs(outputs[0], outputs[1] if gradcam else None)
+        if self.has_ood:
+            result.ood_score = outputs[-1].reshape(-1)
+            result.neither = result.ood_score > self.ood_threshold
+        return result
 
     def explain_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """(n, size, size, 3) pixels -> (probabilities (n, n_classes), Grad-CAM maps (n, h, w,

@@ -22,8 +22,9 @@ import tensorflow as tf
 
 from catdog import dataset as data
 from catdog.augment import build_augmentation
-from catdog.model import HEAD_NAME, build_model, save_model_dir, unfreeze_top, with_flip_averaging
+from catdog.model import HEAD_NAME, build_model, save_model_dir, unfreeze_top, with_flip_averaging, with_gradcam
 from catdog.model_files import load_metadata
+from catdog.ood import fit_ood
 from catdog.preprocessing import PREPROCESSING_SPEC
 from catdog.progress import ProgressWriter, Throttle, duration, epoch_line
 
@@ -223,7 +224,9 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     with warnings.catch_warnings():
         # keras' tf2onnx bridge probes np.object, which NumPy 2 warns about; nothing here can change that
         warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
-        save_model_dir(with_flip_averaging(model) if params.test_time_flip else model, output_dir, metadata)
+        # the "neither" score's statistics: one pass over train and validation with the final weights (catdog.ood)
+        ood = fit_ood(model, dataset_dir, params.test_time_flip, params.batch_size)
+        save_model_dir((with_flip_averaging if params.test_time_flip else with_gradcam)(model, ood), output_dir, metadata)
     return load_metadata(output_dir)  # with the outputs and explanation fields save_model_dir adds
 
 

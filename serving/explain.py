@@ -1,8 +1,10 @@
 """Explanations for :explain: the model's own Grad-CAM maps, or occlusion saliency for models
 exported before Grad-CAM (see serving/model.py's docstring for the wire format).
 
-Grad-CAM comes from the same ONNX run as the probabilities (OnnxPredictor.explain_pixels);
-occlusion costs OCCLUSION_GRID**2 + 1 inferences per image, hence MAX_OCCLUSION_INSTANCES.
+Grad-CAM comes from the same ONNX run as the probabilities and the neither score
+(OnnxPredictor.run_pixels); occlusion (models exported before Grad-CAM, which have no neither
+score either) costs OCCLUSION_GRID**2 + 1 inferences per image, hence MAX_OCCLUSION_INSTANCES.
+Both return the run's catdog.predictor.Outputs (without maps) and one explanation per image.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import base64
 import numpy as np
 
 from catdog.gradcam import overlay_png
-from catdog.predictor import OnnxPredictor
+from catdog.predictor import OnnxPredictor, Outputs
 
 OCCLUSION_GRID = 8  # occlusion saliency: the image is split into OCCLUSION_GRID x OCCLUSION_GRID patches
 MAX_OCCLUSION_INSTANCES = 4  # each image explained by occlusion costs OCCLUSION_GRID**2 + 1 inferences
@@ -44,20 +46,23 @@ def log_odds(p):
     return np.log(p / (1 - p))
 
 
-def gradcam_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[np.ndarray, list[dict]]:
-    """Probabilities and each image's Grad-CAM explanation (its predicted class), from one run."""
-    probabilities, maps = predictor.explain_pixels(pixels)
+def gradcam_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[Outputs, list[dict]]:
+    """Outputs and each image's Grad-CAM explanation (its predicted class), from one run."""
+    outputs = predictor.run_pixels(pixels, gradcam=True)
+    probabilities, maps = outputs.probabilities, outputs.gradcam
+    outputs.gradcam = None
     targets = probabilities.argmax(axis=1)
-    return probabilities, [
+    return outputs, [
         explanation("grad-cam", predictor.class_names[target], values, image, overlay)
         for image, values, target in zip(pixels, predicted_maps(probabilities, maps), targets)
     ]
 
 
-def occlusion_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[np.ndarray, list[dict]]:
+def occlusion_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[Outputs, list[dict]]:
     """Occlusion saliency: how much the predicted class's log-odds drop when each patch is greyed
     out (positive = the patch supports the prediction; log-odds stay informative when p ~ 1)."""
-    probabilities = predictor.predict_pixels(pixels)
+    outputs = predictor.run_pixels(pixels)
+    probabilities = outputs.probabilities
     size, grid = predictor.image_size, OCCLUSION_GRID
     edges = np.linspace(0, size, grid + 1).round().astype(int)
     explanations = []
@@ -70,4 +75,4 @@ def occlusion_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay
         occluded_p = predictor.predict_pixels(occluded)[:, target]
         drops = (log_odds(row[target]) - log_odds(occluded_p)).reshape(grid, grid)
         explanations.append(explanation("occlusion", predictor.class_names[target], drops, image, overlay))
-    return probabilities, explanations
+    return outputs, explanations

@@ -17,9 +17,10 @@ Request flow (KServe's Model.__call__): preprocess -> predict or explain -> post
   MAX_OCCLUSION_INSTANCES images per request, on their own thread.
 - both verbs record the inference metrics of serving.metrics (requests and time by verb "predict"
   or "explain"; images and batch sizes), so a client that only explains (the feedback page) counts.
-- postprocess shapes the answer: V1 {"predictions": [{"label", "probabilities"[, "explanation"]}]},
-  V2 label and probabilities tensors (and gradcam when asked) with a response id and the model
-  version, binary when the request asks (binary_data_output, per output or for all).
+- postprocess shapes the answer: V1 {"predictions": [{"label", "probabilities"[, "ood_score",
+  "neither"][, "explanation"]}]}, V2 label and probabilities tensors (and gradcam when asked;
+  ood_score and neither for a model that has them) with a response id and the model version,
+  binary when the request asks (binary_data_output, per output or for all).
 
 Wire formats:
 - explanation: {"method": "grad-cam", "class": <predicted label>, "grid": [h, w], "values": h lists of
@@ -29,6 +30,12 @@ Wire formats:
   patch is greyed out (any sign; the overlay draws the positive part scaled to its maximum).
 - V2 output "gradcam": FP32 [n, h, w], each image's map of its predicted class (the class of each
   map, comma-separated, in the output's parameter "classes"); only when requested by name.
+- "Neither a cat nor a dog" (catdog.ood; from the same ONNX run, :predict and :explain alike):
+  V1/Vertex "ood_score": float (higher = less like the training photos) and "neither": bool (the
+  score is above the model's threshold, parameter "threshold" of the V2 outputs); V2 outputs
+  "ood_score" FP32 [n] and "neither" BOOL [n], answered unless the request names other outputs.
+  A model trained before the score has neither field nor output (naming them is a 400); label and
+  probabilities are the same either way (a flagged photo still gets its most likely class).
 
 Loading: a model folder, a gs:// model folder, or a registry version / the champion alias. When
 following the champion, a watcher thread re-reads the alias every `reload_interval` seconds and
@@ -54,6 +61,7 @@ from serving.kserve_import import kserve  # first: keeps kserve from parsing our
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from catdog.predictor import Outputs
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError
 from serving import metrics
 from serving.explain import (
@@ -81,6 +89,8 @@ class Result:
     model: LoadedModel
     gradcam: np.ndarray | None = None  # V2, when requested: (n, h, w), each image's predicted-class map
     explanations: list[dict] | None = None  # V1 :explain: one per image
+    ood_score: np.ndarray | None = None  # (n,), a model with the neither score only
+    neither: np.ndarray | None = None  # (n,) bool
 
 
 class CatDogModel(kserve.Model):
@@ -217,6 +227,9 @@ class CatDogModel(kserve.Model):
         ]
         if current is not None and current.gradcam_grid:
             outputs.append({"name": "gradcam", "datatype": "FP32", "shape": [-1, *current.gradcam_grid]})
+        if current is not None and current.predictor.has_ood:
+            outputs += [{"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+                        {"name": "neither", "datatype": "BOOL", "shape": [-1]}]
         return outputs
 
     def describe(self) -> dict:
@@ -240,6 +253,8 @@ class CatDogModel(kserve.Model):
             "v2_outputs": self.get_output_types(),
             "explain_method": None if current is None else "grad-cam" if current.gradcam_grid else "occlusion",
             "explain_grid": None if current is None else list(current.gradcam_grid or (OCCLUSION_GRID, OCCLUSION_GRID)),
+            # the neither score (catdog.ood): method, threshold, ...; None for a model trained before it
+            "ood": current.predictor.metadata.get("ood") if current is not None and current.predictor.has_ood else None,
             "last_load_error": self.last_error,
         }
         if current is not None:
@@ -269,15 +284,15 @@ class CatDogModel(kserve.Model):
             raise ModelNotReady(self.name)
         return self._current
 
-    def _classify(self, model: LoadedModel, batch: Batch, with_gradcam: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities, and with_gradcam each image's predicted-class map, from one ONNX run."""
-        pixels = self._pixels(model, batch)
-        if not with_gradcam:
-            return model.predictor.predict_pixels(pixels), None
-        probabilities, maps = model.predictor.explain_pixels(pixels)
-        return probabilities, predicted_maps(probabilities, maps)
+    def _classify(self, model: LoadedModel, batch: Batch, with_gradcam: bool) -> Outputs:
+        """Outputs (the neither score when the model has it), and with_gradcam each image's
+        predicted-class map, from one ONNX run."""
+        outputs = model.predictor.run_pixels(self._pixels(model, batch), gradcam=with_gradcam)
+        if with_gradcam:
+            outputs.gradcam = predicted_maps(outputs.probabilities, outputs.gradcam)
+        return outputs
 
-    def _explain_with(self, explain, model: LoadedModel, batch: Batch) -> tuple[np.ndarray, list[dict]]:
+    def _explain_with(self, explain, model: LoadedModel, batch: Batch) -> tuple[Outputs, list[dict]]:
         return explain(model.predictor, self._pixels(model, batch), batch.overlay)
 
     async def predict(self, batch: Batch, headers: dict | None = None, response_headers: dict | None = None) -> Result:
@@ -288,11 +303,16 @@ class CatDogModel(kserve.Model):
         if with_gradcam and model.gradcam_grid is None:
             raise InvalidInput(f"output 'gradcam': model version {model.version} was exported without Grad-CAM "
                                "(a model trained since has it); its outputs are label and probabilities")
+        missing = sorted(batch.outputs & {"ood_score", "neither"}) if not model.predictor.has_ood else []
+        if missing:
+            raise InvalidInput(f"output {missing[0]!r}: model version {model.version} was trained without the "
+                               "neither score (a model trained since has it)")
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        probabilities, gradcam = await loop.run_in_executor(self._executor, self._classify, model, batch, with_gradcam)
-        self._record("predict", model, batch, probabilities, time.perf_counter() - start)
-        return Result(batch, probabilities, model, gradcam=gradcam)
+        outputs = await loop.run_in_executor(self._executor, self._classify, model, batch, with_gradcam)
+        self._record("predict", model, batch, outputs.probabilities, time.perf_counter() - start)
+        return Result(batch, outputs.probabilities, model, gradcam=outputs.gradcam,
+                      ood_score=outputs.ood_score, neither=outputs.neither)
 
     def _record(self, verb: str, model: LoadedModel, batch: Batch, probabilities: np.ndarray, seconds: float) -> None:
         """The inference metrics of one answered request (serving.metrics)."""
@@ -308,8 +328,8 @@ class CatDogModel(kserve.Model):
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         if model.gradcam_grid is not None:
-            probabilities, explanations = await loop.run_in_executor(self._executor, self._explain_with, gradcam_explanations,
-                                                                     model, batch)
+            outputs, explanations = await loop.run_in_executor(self._executor, self._explain_with, gradcam_explanations,
+                                                               model, batch)
         elif len(batch.images) > MAX_OCCLUSION_INSTANCES:
             raise InvalidInput(
                 f"model version {model.version} was exported without Grad-CAM, so explain falls back to occlusion "
@@ -317,10 +337,11 @@ class CatDogModel(kserve.Model):
                 f"images per request, got {len(batch.images)}"
             )
         else:
-            probabilities, explanations = await loop.run_in_executor(self._explain_executor, self._explain_with,
-                                                                     occlusion_explanations, model, batch)
-        self._record("explain", model, batch, probabilities, time.perf_counter() - start)
-        return Result(batch, probabilities, model, explanations=explanations)
+            outputs, explanations = await loop.run_in_executor(self._explain_executor, self._explain_with,
+                                                               occlusion_explanations, model, batch)
+        self._record("explain", model, batch, outputs.probabilities, time.perf_counter() - start)
+        return Result(batch, outputs.probabilities, model, explanations=explanations,
+                      ood_score=outputs.ood_score, neither=outputs.neither)
 
     async def postprocess(self, result: Result, headers: dict | None = None, response_headers: dict | None = None):
         model, probabilities = result.model, result.probabilities
@@ -333,6 +354,9 @@ class CatDogModel(kserve.Model):
                 {"label": label, "probabilities": {n: float(p) for n, p in zip(names, row)}}
                 for label, row in zip(labels, probabilities.tolist())
             ]
+            if result.ood_score is not None:
+                for prediction, score, neither in zip(predictions, result.ood_score.tolist(), result.neither.tolist()):
+                    prediction |= {"ood_score": score, "neither": neither}
             for prediction, explanation in zip(predictions, result.explanations or []):
                 prediction["explanation"] = explanation
             return {"predictions": predictions}
@@ -345,6 +369,10 @@ class CatDogModel(kserve.Model):
         if result.gradcam is not None:
             outputs.append(InferOutput("gradcam", list(result.gradcam.shape), "FP32", result.gradcam.astype(np.float32),
                                        {"classes": ",".join(labels)}))
+        if result.ood_score is not None:
+            threshold = {"threshold": model.predictor.ood_threshold}
+            outputs += [InferOutput("ood_score", [len(labels)], "FP32", result.ood_score.astype(np.float32), threshold),
+                        InferOutput("neither", [len(labels)], "BOOL", result.neither.astype(bool), threshold)]
         return InferResponse(
             response_id=request.id or uuid.uuid4().hex,
             model_name=self.name,

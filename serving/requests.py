@@ -21,7 +21,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, RequestedOutput
 
 V2_INPUT_NAME = "image_bytes"
-V2_OUTPUTS = ("label", "probabilities", "gradcam")  # gradcam only when requested by name
+# gradcam only when requested by name; ood_score and neither for a model with the neither score
+V2_OUTPUTS = ("label", "probabilities", "gradcam", "ood_score", "neither")
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")  # + RIFF....WEBP
 V1_FORMAT_HINT = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG/PNG/WebP>"}}, ...]}'
 

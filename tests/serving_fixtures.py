@@ -3,6 +3,9 @@
 - ``tiny_model_dir()``: a real model folder (model.keras, model.onnx, metadata.json) of a tiny
   MobileNetV2 (32 px, random weights), built and exported ONCE per test process (about 4 s) and
   shared read-only; the fixture ``tiny_model`` returns it.
+- ``tiny_ood_model_dir()``: the same kind of tiny model, flip-averaged, with the "neither" score
+  (catdog.ood) fitted on tinted-noise photos (``photo``): ``ood_photo`` images (stripes, text,
+  checkerboards) score far above its threshold. Built once per process; fixture ``tiny_ood_model``.
 - ``champion_registry``: a fresh registry under tmp_path whose champion is version 1 = that model.
 - ``run_server(model, **app_options)``: our app served by uvicorn on 127.0.0.1, a free port, in a
   thread; yields a ``RunningServer`` (``.url``, ``.model``, ``.get/.post``); stops on exit.
@@ -51,6 +54,63 @@ def tiny_model_dir() -> Path:
             "architecture": "tiny MobileNetV2 for tests",
         })
     return _cache["dir"]
+
+
+def tiny_ood_model_dir() -> Path:
+    """See the module docstring: features of 240 tinted-noise photos fit the statistics (k = 32),
+    120 more the threshold. Its random backbone tells them from ood_photo()s imperfectly (AUROC
+    about 0.95, tests/test_ood.py), so tests check the score's mechanics and a clear majority."""
+    if "ood" not in _cache:
+        import keras
+        import numpy as np
+
+        from catdog.model import build_model, pooled_features_model, save_model_dir, with_flip_averaging
+        from catdog.ood import ood_layer
+        from catdog.preprocessing import PREPROCESSING_SPEC, image_to_pixels
+
+        root = Path(tempfile.mkdtemp(prefix="catdog-ood-tests-"))
+        atexit.register(shutil.rmtree, root, True)
+        keras.utils.set_random_seed(0)
+        model = build_model(2, TINY_SIZE, 0.35, "none", 0.0)
+        _make_outputs_depend_on_the_image(model)
+        features = pooled_features_model(model, flip=True)
+        pixels = np.stack([image_to_pixels(photo(i, size=(64 + i % 5, 48)), TINY_SIZE) for i in range(360)])
+        x = features.predict(pixels.astype(np.float32), verbose=0)
+        labels = np.arange(360) % 2  # photo(): odd seeds are red-tinted, even ones blue-tinted
+        layer = ood_layer(x[:240], labels[:240], x[240:], 2, components=32, features="pooled_features (tests)")
+        _cache["ood"] = save_model_dir(with_flip_averaging(model, layer), root / "model", {
+            "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "preprocessing": PREPROCESSING_SPEC,
+            "architecture": "tiny MobileNetV2 with the neither score, for tests",
+        })
+    return _cache["ood"]
+
+
+def ood_photo(seed: int = 0, size=(64, 48)) -> bytes:
+    """A JPEG nothing like photo(): black and white stripes, a checkerboard or a text render."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    kind = seed % 3
+    if kind == 0:
+        pixels = np.where((np.arange(width)[None, :] // (2 + seed % 4)) % 2 == 0, 255, 0).repeat(height, axis=0)
+    elif kind == 1:
+        cell = 4 + seed % 5
+        pixels = (((np.arange(height)[:, None] // cell) + (np.arange(width)[None, :] // cell)) % 2) * 255
+    else:
+        image = Image.new("L", size, 255)
+        ImageDraw.Draw(image).text((2, 2 + seed % 7), f"neither {seed}\ncat nor dog", fill=0)
+        pixels = np.asarray(image)
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_ood_model() -> Path:
+    return tiny_ood_model_dir()
 
 
 def _make_outputs_depend_on_the_image(model) -> None:

@@ -404,12 +404,13 @@ def run_evaluate_component(model_dir: Path, ingest_dir: Path, dataset_dir: Path,
     out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(uri=str(out / "metrics"))
     evaluation = Artifact(uri=str(out / "evaluation"))
-    gallery = HTML(uri=str(out / "gallery"))
+    gallery, reliability = HTML(uri=str(out / "gallery")), HTML(uri=str(out / "reliability"))
     evaluate.python_func(model=Model(uri=str(model_dir)), ingested=Dataset(uri=str(ingest_dir)),
                          dataset=Dataset(uri=str(dataset_dir)), metrics=metrics,
                          classification=ClassificationMetrics(uri=str(out / "classification")), evaluation=evaluation,
-                         gallery=gallery)
+                         gallery=gallery, reliability=reliability)
     assert "Where the model looks" in Path(gallery.path).read_text()
+    assert "<title>Reliability diagram</title>" in Path(reliability.path).read_text()
     return metrics.metadata, json.loads(Path(evaluation.path).read_text())
 
 
