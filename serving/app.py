@@ -147,6 +147,8 @@ class CatDogDataPlane(DataPlane):
                 k: info[k] for k in ("model_version", "class_names", "input_size", "image_size", "source", "loaded_at",
                                      "explain_method", "explain_grid")
             }
+            if info.get("ood"):  # the out-of-distribution method and threshold (models since the score)
+                metadata["parameters"]["ood"] = info["ood"]
         return metadata
 
     def decode_inference_request(self, body, headers, model_name):
