@@ -79,6 +79,7 @@ def gcs_run(gcs, tmp_path, monkeypatch, loopback_only):
             "frozen_epochs": "1",
             "finetune_epochs": "1",
             "batch_size": "8",
+            "run_id": "gcs-run-1",
         }
     )
     run_dir = run_local(config, tmp_path / "outputs")
@@ -88,7 +89,7 @@ def gcs_run(gcs, tmp_path, monkeypatch, loopback_only):
 def test_whole_pipeline_with_data_and_registry_on_gcs(gcs_run, tmp_path):
     from catdog import storage
     from catdog.predictor import OnnxPredictor
-    from catdog.registry import ModelRegistry
+    from catdog.registry import ModelRegistry, decision_of_run, describe_decision
 
     run_dir, data_uri, registry_uri = gcs_run
 
@@ -103,9 +104,9 @@ def test_whole_pipeline_with_data_and_registry_on_gcs(gcs_run, tmp_path):
     champion = json.loads(storage.read_text(f"{registry_uri}/champion.json"))
     assert champion["version"] == 1
     history = storage.list_files(f"{registry_uri}/history")
-    assert len(history) == 1 and history[0].endswith("-v1.json")
+    assert len(history) == 1 and history[0].endswith("-v1.run-gcs-run-1.json")  # named by the run's id
     record = json.loads(storage.read_text(history[0]))
-    assert record["promoted"] is True and record["champion_version"] == 1
+    assert record["promoted"] is True and record["champion_version"] == 1 and record["run_id"] == "gcs-run-1"
 
     # the decision artifact and the runner's summary say promoted
     decision = json.loads((run_dir / "select-champion" / "decision_json").read_text())
@@ -114,8 +115,9 @@ def test_whole_pipeline_with_data_and_registry_on_gcs(gcs_run, tmp_path):
     assert decision["registry_uri"] == registry_uri
     assert decision["model_uri"] == f"{registry_uri}/versions/1"
     assert decision["history_record"] == history[0]
+    assert decision_of_run(registry_uri, "gcs-run-1") == decision  # what make run reads back, by the run's id
     assert (run_dir / "deploy").is_dir()  # the promotion was deployed (deploy_local reads the gs:// alias)
-    text = describe_outputs(run_dir)
+    text = describe_outputs(run_dir, describe_decision("gcs-run-1", registry_uri, decision))
     assert "challenger v1 PROMOTED" in text
     assert f"champion: v1 in {registry_uri}" in text
 

@@ -134,6 +134,20 @@ def test_local_run_evaluate_writes_the_gallery(local_run):
 
 
 @pytest.mark.slow
+def test_local_run_without_a_run_id_records_the_services_id_of_the_run(local_run):
+    """run_id '' (as a schedule passes it): select-champion records the id kfp.local gives the run
+    ({{$.pipeline_job_uuid}}), and the decision is found by it, as a scheduled run's on KFP/Vertex."""
+    from catdog.registry import decision_of_run
+
+    run_dir, root = local_run
+    decision = json.loads((task_dir(run_dir, "select-champion") / "decision_json").read_text())
+    assert decision["run_id"] == decision["pipeline_job"]["id"] and decision["run_id"].isdigit()
+    assert decision["pipeline_job"]["name"] == run_dir.name  # kfp.local's name of the run: its folder
+    assert decision_of_run(str(root / "registry"), decision["run_id"]) == decision
+    assert decision["history_record"].endswith(f".run-{decision['run_id']}.json")
+
+
+@pytest.mark.slow
 def test_local_run_describe_outputs(local_run):
     run_dir, _ = local_run
     text = describe_outputs(run_dir)

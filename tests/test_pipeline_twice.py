@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from catdog.registry import decision_of_run
 from pipelines.run import main
 from tests.helpers import make_class_folders
 
@@ -57,11 +59,15 @@ def run_pipeline(root: Path, registry: Path, data: Path, *overrides: str) -> dic
     assert rc == 0, stdout.getvalue()
     printed = stdout.getvalue()
     assert "run outputs: " in printed, printed
+    assert printed.startswith("run id: "), printed  # given as run_id=..., else made by make run
+    run_id = printed.splitlines()[0].removeprefix("run id: ")
     description = printed[printed.rindex("run outputs: "):]
     (run_dir,) = set(outputs.iterdir()) - before - {outputs / "logs"}  # logs: the full log and progress file
     history = sorted((registry / "history").glob("*.json"))
     return {
         "text": description,
+        "run_id": run_id,
+        "registry": registry,
         "run_dir": run_dir,
         "decision": json.loads((run_dir / "select-champion" / "decision_json").read_text()),
         "champion_json": json.loads((registry / "champion.json").read_text()),
@@ -77,7 +83,7 @@ def runs(tmp_path_factory):
     data = make_class_folders(root / "data", PER_CLASS)
     registry = root / "registry"
     return [
-        run_pipeline(root, registry, data, "label_map=cat=dog,dog=cat", "champion_margin=0"),
+        run_pipeline(root, registry, data, "label_map=cat=dog,dog=cat", "champion_margin=0", "run_id=twice-1"),
         run_pipeline(root, registry, data, "champion_margin=0"),
         run_pipeline(root, registry, data, "champion_margin=0.99"),
     ]
@@ -110,10 +116,13 @@ def check_consistent(run: dict, version: int, previous_champion: int | None, mar
     assert f"champion: v{expected_champion} in " in text
     assert decision["champion_version"] == expected_champion
     assert run["champion_json"]["version"] == expected_champion
-    # one history record per run, the newest for this challenger, holding this very decision
+    # one history record per run, the newest for this challenger, holding this very decision, named by
+    # the run's id; make run read it back by that id (the decision it printed is the registry's)
     assert len(run["history"]) == version
     name, record = run["history"][-1]
-    assert name.endswith(f"-v{version}.json")
+    assert name.endswith(f"-v{version}.run-{run['run_id']}.json")
+    assert record["run_id"] == decision["run_id"] == run["run_id"]
+    assert decision_of_run(str(run["registry"]), run["run_id"]) == decision
     assert record["promoted"] is decision["promoted"]
     assert record["champion_version"] == expected_champion
     assert record["challenger"] == decision["challenger"] and record["champion"] == decision["champion"]
@@ -122,6 +131,7 @@ def check_consistent(run: dict, version: int, previous_champion: int | None, mar
 def test_first_run_promotes_v1(runs):
     first = runs[0]
     check_consistent(first, version=1, previous_champion=None, margin=0.0)
+    assert first["run_id"] == "twice-1"
     assert verdict_line(first).startswith("challenger v1 PROMOTED: no champion yet")
     assert "champion: v1 in " in first["text"]
     assert first["champion_json"]["version"] == 1
@@ -131,6 +141,7 @@ def test_first_run_promotes_v1(runs):
 def test_better_second_run_is_promoted_and_says_by_how_much(runs):
     first, second = runs[0], runs[1]
     check_consistent(second, version=2, previous_champion=1, margin=0.0)
+    assert re.fullmatch(r"[0-9a-f]{32}", second["run_id"])  # made by make run (a uuid4 hex)
     decision = second["decision"]
     assert decision["promoted"] is True, (
         f"v2 (right labels) should beat v1 (swapped labels): {second['text']}")

@@ -137,7 +137,8 @@ def test_make_run_ends_a_failed_step_with_one_error_line(tmp_path, image_folder,
     printed = capsys.readouterr()
     log = next((tmp_path / "out" / "logs").glob("run-*.log"))
     assert printed.err == f"error: step train failed: ValueError: boom (full log: {log})\n"
-    assert printed.out.splitlines() == [f"full log: {log} (VERBOSE=1 prints it here)",
+    assert printed.out.splitlines()[0].startswith("run id: ")  # the id make run made for the run
+    assert printed.out.splitlines()[1:] == [f"full log: {log} (VERBOSE=1 prints it here)",
                                         "[3/6] train ...", "[3/6] train failed after 1 s: ValueError: boom"]
     assert read_events(progress)[-1]["error"] == f"step train failed: ValueError: boom (full log: {log})"
 

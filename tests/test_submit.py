@@ -174,6 +174,19 @@ def test_run_vertex_wait_says_when_the_run_recorded_no_decision(vertex, gcs, cap
             in capsys.readouterr().out)
 
 
+def test_run_vertex_wait_that_cannot_read_the_registry_says_why(vertex, monkeypatch, capsys):
+    """The run succeeded (exit 0); that its decision could not be read here is said, not hidden."""
+    import catdog.registry
+
+    def no_credentials(registry_uri, run_id):
+        raise RuntimeError("no credentials for gs://bucket")
+
+    monkeypatch.setattr(catdog.registry, "decision_of_run", no_credentials)
+    assert run_main([*VERTEX_ARGS, "run_id=wait-3", "WAIT=1"]) == 0
+    assert ("could not read the decision of run wait-3 from gs://bucket/registry: RuntimeError: no credentials "
+            "for gs://bucket") in capsys.readouterr().err
+
+
 def test_run_vertex_failed_run_exits_1(vertex, capsys):
     vertex.job.wait.side_effect = RuntimeError("Job failed with: code 9")
     assert run_main([*VERTEX_ARGS, "WAIT=1"]) == 1
