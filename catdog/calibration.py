@@ -9,12 +9,12 @@ step's reliability diagram (one self-contained HTML page, the plot embedded as a
 
 from __future__ import annotations
 
-import base64
-import io
 from html import escape
 
 import numpy as np
 from sklearn.metrics import log_loss
+
+from catdog.figures import png_base64
 
 BINS = 10
 TITLE = "Reliability diagram"
@@ -64,11 +64,7 @@ def reliability_html(result: dict, title: str = TITLE) -> str:
     bottom.bar([b["low"] for b in result["bins"]], [b["n"] for b in result["bins"]], width=width, align="edge",
                edgecolor="black")
     bottom.set(xlabel="predicted class's probability", ylabel="photos", xlim=(0, 1))
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    image = base64.b64encode(buffer.getvalue()).decode()
+    image = png_base64(fig)
     rows = "".join(
         f"<tr><td>{b['low']:.1f}-{b['high']:.1f}</td><td>{b['n']}</td>"
         f"<td>{'' if b['confidence'] is None else format(b['confidence'], '.4f')}</td>"

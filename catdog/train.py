@@ -9,8 +9,6 @@ Each also prints one compact line.
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -22,6 +20,7 @@ import tensorflow as tf
 
 from catdog import dataset as data
 from catdog.augment import build_augmentation
+from catdog.figures import png_base64
 from catdog.model import HEAD_NAME, build_model, save_model_dir, unfreeze_top, with_flip_averaging, with_gradcam
 from catdog.model_files import load_metadata
 from catdog.ood import fit_ood
@@ -248,11 +247,7 @@ def curves_html(history: list[dict]) -> str:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    image = base64.b64encode(buffer.getvalue()).decode()
+    image = png_base64(fig)
     rows = "".join(
         f"<tr><td>{h['epoch']}</td><td>{h['phase']}</td><td>{h['loss']:.4f}</td><td>{h['accuracy']:.4f}</td>"
         f"<td>{h['val_loss']:.4f}</td><td>{h['val_accuracy']:.4f}</td></tr>"
