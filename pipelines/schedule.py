@@ -9,12 +9,8 @@ under the same DATA must be read again) and never overlap (one run at a time). A
 same SCHEDULE_NAME is replaced: the new one is created first, then the old ones are deleted.
 TARGET=local installs nothing: it prints the crontab line to add.
 
-A scheduled run cannot know its id up front, so a schedule takes no `run_id` (ConfigError): each
-run records its champion decision under the service's id of that run (select-champion gets
-dsl.PIPELINE_JOB_ID_PLACEHOLDER: on KFP the run id the API and UI show; on Vertex AI the job's
-uuid, with the job's name beside it as pipeline_job.name), and each `make run` of the crontab line
-makes its own (printed as `run id: ...` in the log). `catdog.registry.decision_of_run(REGISTRY, id)`
-then finds it.
+A schedule takes no `run_id` (ConfigError): each scheduled run records its decision under the
+service's id of that run (pipelines/training_pipeline.py), each crontab `make run` makes its own.
 
 DRY_RUN=1 (or SPEC_FILE=path) sends nothing: it writes the exact request body `create` would send,
 as YAML (a KFP v2beta1 RecurringRun or a Vertex AI v1 Schedule), to stdout or SPEC_FILE.
