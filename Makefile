@@ -61,12 +61,14 @@ compile: ## Write compiled/training_pipeline.yaml and the schedule specs in mani
 run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [RUNNER=subprocess|container [IMAGE=...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
+OOD_DATA ?= # make evaluate: a folder of photos that are neither a cat nor a dog (detection rate, AUROC)
 evaluate: ## Score a model: MODEL=<dir|champion|N> DATA=<labelled folder> [REGISTRY=...] [OOD_DATA=<folder of photos that are neither>]
 	@test -n "$(DATA)" || { echo "error: give DATA=<labelled folder> (one sub-folder per class)" >&2; exit 2; }
 	$(PY) -m catdog.evaluation --model $(MODEL) --data $(DATA) --registry $(REGISTRY)$(if $(OOD_DATA), --ood-data $(OOD_DATA))
 
-test: ## Run the test suite (synthetic data only; no ../shared, no network)
-	$(PY) -m pytest -q
+TEST_WORKERS ?= 2
+test: ## Run the test suite (synthetic data only; no ../shared, no network) on TEST_WORKERS=2 processes (0: one)
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 bench: ## Full pipeline on ../shared data beside the TF transfer-learning tutorial (same photos, one run): times, accuracy -> docs/BENCHMARKS.md
 	set -f; $(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
