@@ -23,6 +23,7 @@ from catdog.registry import ModelRegistry
 from feedback import dashboard
 from feedback.deps import get_service
 from feedback.predictor_metrics import PredictorMetrics
+from feedback.routers.runs import server_folders, shorten_paths
 from feedback.routers.pages import render
 from feedback.service import FeedbackService
 
@@ -72,5 +73,8 @@ def dashboard_data(request: Request, service: FeedbackService = Depends(get_serv
     histogram of confirmed vs corrected predictions, predicted-class balance, the drift test and
     the predictor's latency and request rate (feedback/dashboard.py, feedback/predictor_metrics.py)."""
     data = dashboard.build_dashboard(service.db, ModelRegistry(service.registry_uri), service.labels)
+    folders = server_folders(service)  # no absolute server path in an answer anyone may read
+    data["registry"] = {key: shorten_paths(value, folders) if isinstance(value, str) else value
+                        for key, value in data["registry"].items()}
     data["predictor"] = predictor_metrics(request, service).read()
     return data

@@ -55,8 +55,11 @@ def shorten_paths(text: str, folders: dict[str, str]) -> str:
     return pattern.sub(lambda match: names[match.group(0)], text)
 
 
-def _server_folders(service: FeedbackService, run: TrainingRun) -> dict[str, str]:
+def server_folders(service: FeedbackService, run: TrainingRun | None = None) -> dict[str, str]:
+    """The server's folders shorten_paths names: ~, $TMPDIR, . (the repository) and, for a run, its $OUTPUT_ROOT."""
     folders = {str(Path.home()): "~", tempfile.gettempdir(): "$TMPDIR", str(REPO_ROOT): "."}
+    if run is None:
+        return folders
     target = service.training.targets.get(run.target)
     if target is not None and target.settings.get("OUTPUT_ROOT"):
         folders[str(output_root(target))] = "$OUTPUT_ROOT"
@@ -112,7 +115,7 @@ def run(run_id: str, service: FeedbackService = Depends(get_service)) -> RunOut:
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     tail = service.runs.log_tail(found)
-    return RunOut.of(found, None if tail is None else shorten_paths(tail, _server_folders(service, found)))
+    return RunOut.of(found, None if tail is None else shorten_paths(tail, server_folders(service, found)))
 
 
 @router.get("/runs/{run_id}/log", response_class=PlainTextResponse,
@@ -129,7 +132,7 @@ def run_log(run_id: str, service: FeedbackService = Depends(get_service)) -> Pla
         where = f": see {found.console_url}" if found.console_url else ""
         raise HTTPException(404, f"training run {run_id} has no log on this app (a {found.target} run's log is in "
                                  f"its console{where})")
-    return PlainTextResponse(shorten_paths(text, _server_folders(service, found)), headers={"cache-control": "no-store"})
+    return PlainTextResponse(shorten_paths(text, server_folders(service, found)), headers={"cache-control": "no-store"})
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, dependencies=[Depends(require_writer)],
