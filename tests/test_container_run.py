@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -196,14 +197,23 @@ def test_podmans_docker_api_runs_a_container_as_docker_runner_does(tmp_path, req
     (data / "photo.txt").write_text("a photo\n")
     root.mkdir(mode=0o777)
     root.chmod(0o777)
-    script = (f'read p < {data}/photo.txt; echo "$p $WHO" > {root}/out.txt; '
+    # the sleep: a container that exits before its log stream attaches can leave podman 4.3's
+    # compat logs stream open for good (seen once under load); a real step runs for seconds
+    script = (f'sleep 2; read p < {data}/photo.txt; echo "$p $WHO" > {root}/out.txt; '
               f'(echo x > {data}/new) 2>/dev/null && echo writable || echo read-only')
     with container_run.podman_service(podman) as url:
         client = docker.DockerClient(base_url=url)
-        code = run_docker_container(client, "localhost/catdog-sh:test", ["/bin/sh", "-c", script],
-                                    {str(root): {"bind": str(root), "mode": "rw"}}, user="10001:0",
-                                    group_add=["0"], network_mode="host", environment={"WHO": "10001"},
-                                    mounts=[DockerMount(str(data), str(data), type="bind", read_only=True)])
+        # the docker SDK reads a log stream without a timeout: should the stream stick, stopping the
+        # service after 2 minutes ends it, and the test fails instead of hanging the suite
+        watchdog = threading.Timer(120, subprocess.run, args=(["pkill", "-f", url.removeprefix("unix://")],))
+        watchdog.start()
+        try:
+            code = run_docker_container(client, "localhost/catdog-sh:test", ["/bin/sh", "-c", script],
+                                        {str(root): {"bind": str(root), "mode": "rw"}}, user="10001:0",
+                                        group_add=["0"], network_mode="host", environment={"WHO": "10001"},
+                                        mounts=[DockerMount(str(data), str(data), type="bind", read_only=True)])
+        finally:
+            watchdog.cancel()
         client.close()
     assert code == 0
     assert (root / "out.txt").read_text() == "a photo 10001\n" and (root / "out.txt").stat().st_uid == 10001
