@@ -36,23 +36,33 @@ TINY_SIZE = 32
 _cache: dict[str, Path] = {}
 
 
+def _tiny_model(prefix: str):
+    """(a fresh temporary folder removed at exit, the seeded tiny model whose outputs depend on the image)."""
+    import keras
+
+    from catdog.model import build_model
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, True)
+    keras.utils.set_random_seed(0)
+    model = build_model(2, TINY_SIZE, 0.35, "none", 0.0)
+    _make_outputs_depend_on_the_image(model)
+    return root, model
+
+
+def _save_tiny(model, root: Path, architecture: str) -> Path:
+    from catdog.model import save_model_dir
+    from catdog.preprocessing import PREPROCESSING_SPEC
+
+    return save_model_dir(model, root / "model", {"class_names": ["cat", "dog"], "image_size": TINY_SIZE,
+                                                  "preprocessing": PREPROCESSING_SPEC, "architecture": architecture})
+
+
 def tiny_model_dir() -> Path:
     """Build + export the tiny model once per process; later calls return the same folder."""
     if "dir" not in _cache:
-        from catdog.model import build_model, save_model_dir
-        from catdog.preprocessing import PREPROCESSING_SPEC
-
-        root = Path(tempfile.mkdtemp(prefix="catdog-serving-tests-"))
-        atexit.register(shutil.rmtree, root, True)
-        import keras
-
-        keras.utils.set_random_seed(0)
-        model = build_model(2, TINY_SIZE, 0.35, "none", 0.0)
-        _make_outputs_depend_on_the_image(model)
-        _cache["dir"] = save_model_dir(model, root / "model", {
-            "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "preprocessing": PREPROCESSING_SPEC,
-            "architecture": "tiny MobileNetV2 for tests",
-        })
+        root, model = _tiny_model("catdog-serving-tests-")
+        _cache["dir"] = _save_tiny(model, root, "tiny MobileNetV2 for tests")
     return _cache["dir"]
 
 
@@ -61,27 +71,20 @@ def tiny_ood_model_dir() -> Path:
     120 more the threshold. Its random backbone tells them from ood_photo()s imperfectly (AUROC
     about 0.95, tests/test_ood.py), so tests check the score's mechanics and a clear majority."""
     if "ood" not in _cache:
-        import keras
         import numpy as np
 
-        from catdog.model import build_model, pooled_features_model, save_model_dir, with_flip_averaging
+        from catdog.model import pooled_features_model, with_flip_averaging
         from catdog.ood import ood_layer
-        from catdog.preprocessing import PREPROCESSING_SPEC, image_to_pixels
+        from catdog.preprocessing import image_to_pixels
 
-        root = Path(tempfile.mkdtemp(prefix="catdog-ood-tests-"))
-        atexit.register(shutil.rmtree, root, True)
-        keras.utils.set_random_seed(0)
-        model = build_model(2, TINY_SIZE, 0.35, "none", 0.0)
-        _make_outputs_depend_on_the_image(model)
+        root, model = _tiny_model("catdog-ood-tests-")
         features = pooled_features_model(model, flip=True)
         pixels = np.stack([image_to_pixels(photo(i, size=(64 + i % 5, 48)), TINY_SIZE) for i in range(360)])
         x = features.predict(pixels.astype(np.float32), verbose=0)
         labels = np.arange(360) % 2  # photo(): odd seeds are red-tinted, even ones blue-tinted
         layer = ood_layer(x[:240], labels[:240], x[240:], 2, components=32, features="pooled_features (tests)")
-        _cache["ood"] = save_model_dir(with_flip_averaging(model, layer), root / "model", {
-            "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "preprocessing": PREPROCESSING_SPEC,
-            "architecture": "tiny MobileNetV2 with the neither score, for tests",
-        })
+        _cache["ood"] = _save_tiny(with_flip_averaging(model, layer), root,
+                                   "tiny MobileNetV2 with the neither score, for tests")
     return _cache["ood"]
 
 
