@@ -197,12 +197,16 @@ class PredictorClient:
             return PredictorStatus(**base, reachable=exc.kind != "unreachable", ready=False, error=str(exc))
 
 
+def _finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def read_ood(prediction: dict) -> tuple[float | None, bool | None]:
     """(ood_score, neither) of one V1/Vertex prediction; None for a field that is absent (or null);
     ValueError for a present field of another type (a bool is no score, 1 is no flag)."""
     score, flag = prediction.get("ood_score"), prediction.get("neither")
     if score is not None:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if not _finite_number(score):
             raise ValueError(f"ood_score {score!r} is not a finite number")
         score = float(score)
     if flag is not None and not isinstance(flag, bool):
@@ -213,7 +217,7 @@ def read_ood(prediction: dict) -> tuple[float | None, bool | None]:
 def ood_threshold(ood: dict | None) -> float | None:
     """The threshold of a model's "ood" metadata, when it is a finite number."""
     value = (ood or {}).get("threshold")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _finite_number(value):
         return None
     return float(value)
 

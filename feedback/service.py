@@ -136,6 +136,7 @@ class FeedbackService:
         self._stop = threading.Event()
         self._maintainer: threading.Thread | None = None
         self._predictor_status: tuple[float, PredictorStatus] | None = None
+        self._ood_thresholds: dict[str, float | None] = {}  # model version -> its score's threshold
         self.training = training or parse_training_words([], settings.feedback_uri)
         self.runs = RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
 
@@ -194,10 +195,8 @@ class FeedbackService:
         if unknown:
             raise PredictorError(f"the predictor answers label(s) {unknown} that this app does not know "
                                  f"(LABELS={','.join(self.labels)})", "bad_answer")
-        if answer.ood_score is not None and answer.ood_threshold is None:
-            status = self.predictor_status()
-            if status.model_version == answer.model_version:
-                answer = replace(answer, ood_threshold=ood_threshold(status.ood))
+        if answer.ood_score is not None:
+            answer = replace(answer, ood_threshold=self._ood_threshold_of(answer.model_version))
         with self.db.writing() as session:
             row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
             prediction = store.add_prediction(session, row, answer, source)
@@ -370,6 +369,16 @@ class FeedbackService:
     def counts(self) -> dict:
         with self.db.read() as session:
             return store.counts(session)
+
+    def _ood_threshold_of(self, version: str) -> float | None:
+        """The threshold of a model version's out-of-distribution score, from the predictor's metadata:
+        asked once per version, not on every predict (None while the predictor serves another version)."""
+        if version not in self._ood_thresholds:
+            status = self.predictor_status()
+            if status.model_version != version:
+                return None
+            self._ood_thresholds[version] = ood_threshold(status.ood)
+        return self._ood_thresholds[version]
 
     def predictor_status(self, max_age_s: float = 5.0) -> PredictorStatus:
         """The predictor's status, asked again when the last answer is older than max_age_s (pages

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from feedback import store
 from feedback.models import NEITHER, Status
 from feedback.deps import get_service
+from feedback.schemas import MAX_OFFSET
 from feedback.service import FeedbackService
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -62,7 +63,7 @@ def history_page(
     status: Status | Literal[""] = "",
     model_version: str = "",
     flagged: Literal["", "true", "false"] = "",
-    offset: int = Query(0, ge=0, le=10**9),  # feedback.schemas.MAX_OFFSET
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     service: FeedbackService = Depends(get_service),
 ):
     with service.db.read() as session:

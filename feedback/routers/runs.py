@@ -35,7 +35,7 @@ from feedback.runs import (
     latest_run,
     list_runs,
 )
-from feedback.schemas import RetrainIn, RunList, RunOut, TrainingStatus
+from feedback.schemas import MAX_OFFSET, RetrainIn, RunList, RunOut, TrainingStatus
 from feedback.service import FeedbackService
 from pipelines.config import ConfigError
 
@@ -101,7 +101,7 @@ def training_status(service: FeedbackService = Depends(get_service)) -> Training
 
 
 @router.get("/runs", response_model=RunList, summary="Training runs, newest first")
-def runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9),
+def runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
          service: FeedbackService = Depends(get_service)) -> RunList:
     with service.db.read() as session:
         rows, current = list_runs(session, limit, offset), active_run(session)
