@@ -24,21 +24,23 @@ import os
 import sys
 from pathlib import Path
 
-from images.common import REPO, USER_ID, Failure, check, say, timed
+from images.common import USER_ID, Failure, check, say, timed
 from images.build import Podman
+from pipelines.submit import PIPELINE_YAML
+from pipelines.training_pipeline import STEPS
 
 TINY = {"image_size": "32", "weights": "none", "frozen_epochs": "1", "finetune_epochs": "0", "batch_size": "8",
         "augmentations": "flip"}
 PER_CLASS = 12
 METADATA_ONLY = ("system.Metrics", "system.ClassificationMetrics")
-TASKS = ("ingest", "preprocess", "train", "evaluate", "select-champion")
+TASKS = tuple(step for step in STEPS if step != "deploy")  # deploy runs only on a promotion
 
 
 def declared_outputs() -> dict[str, set[str]]:
     """Task folder name -> the output artifacts its component declares in the compiled YAML."""
     import yaml
 
-    spec = yaml.safe_load((REPO / "compiled" / "training_pipeline.yaml").read_text())
+    spec = yaml.safe_load(PIPELINE_YAML.read_text())
     outputs = {}
     for name, component in spec["components"].items():
         if name.startswith("comp-") and "executorLabel" in component:

@@ -31,9 +31,9 @@ from catdog.benchmarks import machine_description, today, update_section
 from pipelines.bench import step_times
 from pipelines.config import build_config
 from pipelines.run import REPO_ROOT, absolute_local_paths, parse_arguments, run_local
+from pipelines.training_pipeline import STEPS
 
 SAMPLE_S = 0.2
-STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy")
 SHORT_TRAINING = {"frozen_epochs": "1", "finetune_epochs": "1"}
 
 

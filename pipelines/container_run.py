@@ -38,9 +38,9 @@ from pathlib import Path
 
 from catdog.sources import default_cache_dir, is_archive
 from pipelines.config import PipelineConfig
+from pipelines.submit import PIPELINE_YAML
 
 REPO = Path(__file__).resolve().parent.parent
-PIPELINE_YAML = REPO / "compiled" / "training_pipeline.yaml"
 DOCKERFILE = REPO / "components" / "Dockerfile"
 IMAGE_NAME = "localhost/catdog-components"
 DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -104,9 +104,8 @@ def check_mounts(mounts: list[Mount], user: str) -> None:
         path = Path(mount.path)
         if not path.exists():
             raise ContainerRunError(f"{path} does not exist: a path the steps use must exist to be mounted")
-        caller = f"{os.getuid()}:{os.getgid()}"
         need = os.R_OK if mount.read_only else os.R_OK | os.W_OK
-        if user == caller and not os.access(path, need):
+        if user == default_user() and not os.access(path, need):
             raise ContainerRunError(f"{path} is not {'readable' if mount.read_only else 'writable'} by you "
                                     f"(uid {os.getuid()}), who the steps run as")
 

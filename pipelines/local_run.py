@@ -5,9 +5,8 @@
   orchestrators, for every runner, cache hits included) and appends "step" started / succeeded /
   failed events to the progress file (catdog/progress.py); a failed step's event carries the last
   error line its process printed. The code inside a step appends its own events through
-  $CATDOG_PROGRESS (the train step's phases and epochs); under the DockerRunner that variable and
-  the file's folder must be given to the container (container_run_args), which this module does not
-  use yet.
+  $CATDOG_PROGRESS (the train step's phases and epochs); under the DockerRunner,
+  pipelines/container_run.py passes that variable and mounts the file's folder.
 - The terminal: `Console` follows the progress file and prints one line per step with its time,
   the train step's phases and epochs; everything else (kfp.local's executor inputs, the steps' own
   output, warnings) goes to the full log (`verbose_output`), or to the terminal with VERBOSE=1.

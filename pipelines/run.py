@@ -22,7 +22,6 @@ step ends the run with `error: step <name> failed: <its last error line>` (exit 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ from catdog.progress import ENV_VAR as PROGRESS_ENV_VAR
 from catdog.progress import ProgressWriter
 from catdog.progress import read_progress
 from catdog.registry import decision_of_run, describe_decision
-from pipelines.config import ConfigError, PipelineConfig, build_config
+from pipelines.config import ConfigError, PipelineConfig, build_config, did_you_mean
 from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
 from pipelines.container_run import CONTAINER_SETTINGS, RUNNERS, ContainerRunError
 from pipelines.container_run import run_pipeline as run_in_containers
@@ -76,8 +75,7 @@ def parse_arguments(
             overrides[ALIASES[key]] = value
         elif key.isupper():
             if key not in known:
-                match = difflib.get_close_matches(key, [*ALIASES, *known], n=1)
-                hint = f" (did you mean {match[0]}?)" if match else ""
+                hint = did_you_mean([key], [*ALIASES, *known])
                 raise ConfigError(f"unknown setting {key}{hint}; known: {', '.join([*ALIASES, *known])}")
             settings[key] = value
         else:
