@@ -122,13 +122,6 @@ def score_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch_s
     return np.array(labels), outputs, skipped
 
 
-def predict_files(predictor: OnnxPredictor, files: list[tuple[Path, int]], batch_size: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """(labels, probabilities, skipped): score_files' probabilities."""
-    labels, outputs, skipped = score_files(predictor, files, batch_size)
-    return labels, outputs.probabilities, skipped
-
-
 def files_explainer(predictor: OnnxPredictor, paths: list[Path]):
     """A gallery Explainer: the pixels and Grad-CAM maps of the files at the given indices."""
     def explain(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

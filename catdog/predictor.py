@@ -91,16 +91,9 @@ class OnnxPredictor:
 
     def explain_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """(n, size, size, 3) pixels -> (probabilities (n, n_classes), Grad-CAM maps (n, h, w,
-        n_classes) in [0, 1]), both from one run per batch. ValueError for a model without maps."""
-        if not self.has_gradcam:
-            raise ValueError(f"the model in {self.model_dir} has no {GRADCAM_OUTPUT} output "
-                             "(exported before Grad-CAM: retrain it)")
-        outputs = self._run([self.probabilities_output, GRADCAM_OUTPUT], pixels, batch_size)
-        if outputs:
-            return outputs[0], outputs[1]
-        h, w = self.metadata["explanation"]["grid"]
-        n_classes = len(self.class_names)
-        return np.zeros((0, n_classes), np.float32), np.zeros((0, h, w, n_classes), np.float32)
+        n_classes) in [0, 1]), both from one run per batch (run_pixels). ValueError for a model without maps."""
+        outputs = self.run_pixels(pixels, gradcam=True, batch_size=batch_size)
+        return outputs.probabilities, outputs.gradcam
 
     def predict_bytes(self, images: list[bytes]) -> np.ndarray:
         return self.predict_pixels(np.stack([self.pixels(b) for b in images]))

@@ -102,15 +102,15 @@ def test_test_split_files_are_the_test_split(setup):
 
 
 def test_scoring_files_a_batch_at_a_time_gives_the_same_metrics(setup):
-    """The evaluate step and champion selection both score the ingest files (predict_files), a
+    """The evaluate step and champion selection both score the ingest files (score_files), a
     batch at a time: the batch size changes nothing."""
-    from catdog.evaluation import classification_metrics, predict_files
+    from catdog.evaluation import classification_metrics, score_files
 
     built, champion_dir, _, files, champion_metrics = setup
     predictor = OnnxPredictor(champion_dir)
     labelled = [(path, predictor.class_names.index(label)) for path, label in files]
-    labels, probabilities, skipped = predict_files(predictor, labelled, batch_size=1)
-    one_by_one = classification_metrics(labels, probabilities, predictor.class_names)
+    labels, outputs, skipped = score_files(predictor, labelled, batch_size=1)
+    one_by_one = classification_metrics(labels, outputs.probabilities, predictor.class_names)
     for key in COMPARED_METRICS:
         assert one_by_one[key] == pytest.approx(champion_metrics[key], abs=1e-6), key
     assert one_by_one["confusion_matrix"] == champion_metrics["confusion_matrix"]
