@@ -245,6 +245,23 @@ def load_split(dataset_dir: Path, split: str, shuffle_seed: int | None = None):
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).apply(tf.data.experimental.assert_cardinality(count))
 
 
+def split_features(extractor, dataset_dir: Path, split: str, batch_size: int, mirrored: bool = False,
+                   on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of a split's photos through `extractor` (a Keras model, a batch at a
+    time), with their mirror images too when `mirrored`; on_batch(n) after each n photos.
+    ValueError for an empty split."""
+    features, labels = [], []
+    for x, y in load_split(dataset_dir, split).batch(batch_size).as_numpy_iterator():
+        for images in ([x, x[:, :, ::-1]] if mirrored else [x]):
+            features.append(extractor.predict_on_batch(images))
+            labels.append(y)
+            if on_batch is not None:
+                on_batch(len(y))
+    if not features:
+        raise ValueError(f"the {split} split of {dataset_dir} is empty")
+    return np.concatenate(features), np.concatenate(labels)
+
+
 def load_split_arrays(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The whole split as (float32 images, int labels) NumPy arrays, in file order (for tests and
     small splits: it holds every photo's pixels)."""

@@ -101,18 +101,6 @@ def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray, threshold: 
             "ood_auroc": auroc(in_scores, out_scores)}
 
 
-def _split_features(feature_model, dataset_dir: Path, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    from catdog import dataset as data
-
-    features, labels = [], []
-    for x, y in data.load_split(dataset_dir, split).batch(batch_size).as_numpy_iterator():
-        features.append(feature_model.predict_on_batch(x))
-        labels.append(y)
-    if not features:
-        raise ValueError(f"the {split} split is empty: cannot fit the OOD statistics")
-    return np.concatenate(features), np.concatenate(labels)
-
-
 def ood_layer(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, n_classes: int,
               components: int = COMPONENTS, features: str = "pooled_features", fit_seconds: float | None = None):
     """The catdog.model.OodScore layer (named SCORE_OUTPUT) fitted on train features and labels,
@@ -136,12 +124,13 @@ def fit_ood(classifier, dataset_dir: Path, flip: bool, batch_size: int, componen
     """ood_layer for a trained build_model classifier: statistics from the train split's pooled
     features, threshold from the validation split's (the serving model's features: flip-averaged
     when `flip`; no augmentation). Prints one line with its cost."""
+    from catdog.dataset import split_features
     from catdog.model import POOLED_FEATURES, pooled_features_model
 
     started = time.monotonic()
     feature_model = pooled_features_model(classifier, flip)
-    train_x, train_y = _split_features(feature_model, dataset_dir, "train", batch_size)
-    val_x, _ = _split_features(feature_model, dataset_dir, "validation", batch_size)
+    train_x, train_y = split_features(feature_model, dataset_dir, "train", batch_size)
+    val_x, _ = split_features(feature_model, dataset_dir, "validation", batch_size)
     features = f"{POOLED_FEATURES} (global average of out_relu{', flip-averaged' if flip else ''})"
     layer = ood_layer(train_x, train_y, val_x, int(classifier.output_shape[-1]), components, features,
                       time.monotonic() - started)

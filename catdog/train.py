@@ -122,14 +122,8 @@ def pooled_features(model: keras.Model, dataset_dir: Path, split: str, mirrored:
     """The frozen backbone's pooled features of a split's photos (and of their mirror images when
     `mirrored`), with their labels: what the head sees in the frozen phase, computed once."""
     extractor = keras.Model(model.inputs, model.get_layer("dropout").input)
-    features, labels = [], []
-    for x, y in data.load_split(dataset_dir, split).batch(batch_size).as_numpy_iterator():
-        for images in ([x, x[:, :, ::-1]] if mirrored else [x]):
-            features.append(extractor.predict_on_batch(images))
-            labels.append(y)
-            if count is not None:
-                count.add(len(y))
-    return np.concatenate(features), np.concatenate(labels)
+    return data.split_features(extractor, dataset_dir, split, batch_size, mirrored,
+                               on_batch=None if count is None else count.add)
 
 
 def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss,
