@@ -125,12 +125,16 @@ class BodyLimitMiddleware:
                 raise
 
     async def _error(self, send, status: int, message: str, headers: dict | None = None) -> None:
-        body = json.dumps({self.error_key: message}).encode()
-        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": body})
+        await json_error(send, status, {self.error_key: message}, headers)
+
+
+async def json_error(send, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+    """Answer a JSON error straight from an ASGI middleware (the app's handlers are not reached)."""
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def too_large(size: str, limit: int, setting: str) -> str:

@@ -18,7 +18,6 @@ middleware that applies those guards from the request's headers, before anything
 from __future__ import annotations
 
 import hmac
-import json
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
@@ -26,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 from starlette.routing import Match
 
+from catdog.body_limit import json_error
 from feedback.service import FeedbackService
 
 bearer = HTTPBearer(auto_error=False, description="APP_TOKEN, when the app has one")
@@ -90,12 +90,8 @@ def matching_route(routes, scope):
     return None
 
 
-async def json_error(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]})
-    await send({"type": "http.response.body", "body": body})
+async def detail_error(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    await json_error(send, status, {"detail": detail}, headers)
 
 
 class WriteGuard:
@@ -115,11 +111,11 @@ class WriteGuard:
                 headers = Headers(scope=scope)
                 problem = origin_problem(headers)
                 if problem:
-                    return await json_error(send, 403, problem)
+                    return await detail_error(send, 403, problem)
                 if require_writer in guards:
                     problem = token_problem(headers, self.service)
                     if problem:
-                        return await json_error(send, 401, problem, {"WWW-Authenticate": "Bearer"})
+                        return await detail_error(send, 401, problem, {"WWW-Authenticate": "Bearer"})
         return await self.app(scope, receive, send)
 
 
@@ -153,7 +149,7 @@ class LoopbackHost:
         if scope["type"] in ("http", "websocket"):
             host = Headers(scope=scope).get("host", "")
             if host_name(host) not in self.allowed:
-                return await json_error(send, 400, f"invalid Host header {host[:100]!r}: this app answers to "
+                return await detail_error(send, 400, f"invalid Host header {host[:100]!r}: this app answers to "
                                                    f"{', '.join(sorted(self.allowed))} only")
         return await self.app(scope, receive, send)
 
@@ -169,6 +165,6 @@ class RejectNul:
         if scope["type"] == "http":
             query = scope.get("query_string", b"")
             if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-                return await json_error(send, 422, "the path or query holds a NUL character (%00), "
+                return await detail_error(send, 422, "the path or query holds a NUL character (%00), "
                                                    "which no id or filter can contain")
         return await self.app(scope, receive, send)
