@@ -21,6 +21,7 @@ from PIL import Image
 IMAGES_PER_CLASS = 10
 CLASS_COLORS = {"cat": (200, 60, 40), "dog": (40, 90, 200)}
 LOOPBACK = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # tests/ sits at the repository root
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}
 
 
