@@ -1,11 +1,11 @@
 """`make bench-app`: the feedback app under concurrent clients, side by side with the predictor it calls.
 
-    python -m serving.bench_app (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
+    python -m bench.app (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
                              [--concurrency 1,4,16] [--duration 10] [--database-url URL] [--output FILE]
 
 One predictor (serving.server) and one app (feedback.server, SQLite in a temp folder unless
 --database-url) run as their own processes on 127.0.0.1. At each concurrency level the same
-closed-loop client (serving.client) sends the same photos first straight to the predictor
+closed-loop client (bench.load_client) sends the same photos first straight to the predictor
 (V1 :predict), then to the app (POST /api/predict, JSON base64: the app checks the photo, calls
 the predictor, stores the photo and the prediction). Reported: p50/p99, requests/s, errors, and
 the latency the app adds to the predictor's. Then --mixed-clients clients each upload a photo and
@@ -30,9 +30,9 @@ from pathlib import Path
 import orjson
 import requests
 
-from catdog.benchmarks import machine_description, update_section
-from serving.bench import LOOPBACK, Server, free_port, load_images
-from serving.client import LoadResult, prepare, run_load, v1_body
+from bench.report import machine_description, update_section
+from bench.serving import LOOPBACK, Server, free_port, load_images
+from bench.load_client import LoadResult, prepare, run_load, v1_body
 
 SECTION = "feedback-app-bench"
 
@@ -171,7 +171,7 @@ def render(args, model_desc: str, images, levels: list[tuple[LoadResult, LoadRes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.bench_app", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--registry")
     parser.add_argument("--model", default="champion")
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         stored = requests.get(f"{app.url}/api/status", timeout=30).json()["counts"]["predictions"]
         validations = validate_all(app.url, args.validators)
         problems = store_check(app.url, work / "fb", stored)
-    command = "python -m serving.bench_app " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.app " + shlex.join(argv if argv is not None else sys.argv[1:])
     markdown = render(args, model_desc, images, levels, mixed, mixed_direct, validations, problems, command, stored)
     print("\n" + markdown)
     if args.output:

@@ -1,6 +1,6 @@
 """`make load-test`: locust, headless and time-bounded, against a running server; CSV + HTML report.
 
-    python -m serving.load_test [--host http://127.0.0.1:8080] --images FOLDER [--users 8]
+    python -m bench.load_test [--host http://127.0.0.1:8080] --images FOLDER [--users 8]
                                 [--spawn-rate 8] [--duration 30] [--out load_test_reports]
 
 Starts no server: run `make serve` first (the host must be on this machine). Writes
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving.client import check_loopback
+from bench import REPO_ROOT
+from bench.load_client import check_loopback
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
@@ -29,7 +31,7 @@ def summarise(stats_csv: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.load_test", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.load_test", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="http://127.0.0.1:8080", help="the running server (loopback only)")
     parser.add_argument("--images", type=Path, required=True, help="folder of photos (recursive)")
     parser.add_argument("--users", type=int, default=8, help="concurrent simulated clients")
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(" ".join(command), flush=True)
     try:
-        completed = subprocess.run(command, timeout=args.duration + 120)
+        # the locustfile imports bench.load_client: the repository root on the path, from any working folder
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        completed = subprocess.run(command, timeout=args.duration + 120, env={**os.environ, "PYTHONPATH": path})
     except subprocess.TimeoutExpired:
         print("error: locust did not finish in time", file=sys.stderr)
         return 3

@@ -1,8 +1,8 @@
 """Locust load test of the predictor: real photos from a folder, V1 and V2, a few small batches.
 
-    locust -f serving/locustfile.py --host http://127.0.0.1:8080 --images FOLDER [--headless -u 8 -t 30s]
+    locust -f bench/locustfile.py --host http://127.0.0.1:8080 --images FOLDER [--headless -u 8 -t 30s]
 
-(`make load-test` runs it through `python -m serving.load_test`.) The task mix per user:
+(`make load-test` runs it through `python -m bench.load_test`.) The task mix per user:
 V1 one photo (6), V2 one photo (3), V2 binary one photo (2: raw bytes in the binary tensor
 extension, binary outputs), V1 batch of 2-4 photos (1), V2 batch of 2-4 photos (1). Photos
 come from --images (env CATDOG_IMAGES), spread over the folder; --large-fraction of them (default
@@ -18,7 +18,7 @@ import random
 
 from locust import FastHttpUser, constant, events, task
 
-from serving.client import BINARY_HEADER, answer_json, labels_of, photo_files, v2_binary_body
+from bench.load_client import BINARY_HEADER, answer_json, labels_of, photo_files, v2_binary_body
 
 _photos: list[str] = []  # base64 strings
 

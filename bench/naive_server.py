@@ -5,7 +5,7 @@ every request, with TensorFlow's default threading and FastAPI's default thread 
 the same V1 request as our server and uses the same preprocessing (catdog.preprocessing), so the
 same client and images measure both, and only the serving stack differs.
 
-    python -m serving.baseline --model-dir DIR [--host 127.0.0.1] [--port 8090]
+    python -m bench.naive_server --model-dir DIR [--host 127.0.0.1] [--port 8090]
 
 Not hardened and not for production: it exists to be measured against.
 """
@@ -55,7 +55,7 @@ def create_app(model_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.baseline", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.naive_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)

@@ -1,7 +1,7 @@
 """`make bench`: the whole local pipeline on real photos beside TensorFlow's transfer-learning
-tutorial (pipelines/tutorial_baseline.py) on the same photos, in one run: wall times and test accuracy.
+tutorial (bench/tutorial_baseline.py) on the same photos, in one run: wall times and test accuracy.
 
-    python -m pipelines.bench --data ../shared/data/cats_and_dogs --weights ../shared/weights/...h5 [--no-baseline] [key=value ...]
+    python -m bench.pipeline --data ../shared/data/cats_and_dogs --weights ../shared/weights/...h5 [--no-baseline] [key=value ...]
 
 Steps run one after another under kfp.local, so a step's wall time is the gap between the end of
 the previous step (its executor_output.json) and its own; that includes the step's process start.
@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from catdog.benchmarks import machine_description, today, update_section
+from bench import REPO_ROOT
+from bench.report import machine_description, today, update_section
 from pipelines.config import build_config
-from pipelines.run import REPO_ROOT, absolute_local_paths, describe_outputs, parse_arguments, run_local
+from pipelines.run import absolute_local_paths, describe_outputs, parse_arguments, run_local
 
 
 def step_times(run_dir: Path, started: float) -> dict[str, float]:
@@ -38,7 +39,7 @@ def run_baseline(data: str, weights: str) -> dict:
     """The tutorial baseline in its own process; its result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "baseline.json"
-        subprocess.run([sys.executable, "-m", "pipelines.tutorial_baseline", "--data", data, "--weights", weights,
+        subprocess.run([sys.executable, "-m", "bench.tutorial_baseline", "--data", data, "--weights", weights,
                         "--json", str(out)], check=True, cwd=REPO_ROOT)
         return json.loads(out.read_text())
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = json.loads((run_dir / "evaluate" / "evaluation").read_text())
     report = json.loads((run_dir / "ingest" / "report_json").read_text())
     baseline = None if args.no_baseline else run_baseline(args.data, args.weights)
-    command = "make bench  # python -m pipelines.bench --data " + f"{args.data} --weights {args.weights} " + " ".join(args.overrides)
+    command = "make bench  # python -m bench.pipeline --data " + f"{args.data} --weights {args.weights} " + " ".join(args.overrides)
     changed = {k: v for k, v in config.model_dump().items() if k not in ("data_uri", "weights", "registry_uri")}
     lines = [
         "## Pipeline (`make bench`)",
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "",
             "Beside TensorFlow's transfer-learning tutorial on the same photos, in the same run "
-            "([pipelines/tutorial_baseline.py](../pipelines/tutorial_baseline.py): its recipe, 160 px, "
+            "([bench/tutorial_baseline.py](../bench/tutorial_baseline.py): its recipe, 160 px, "
             f"{baseline['epochs']} epochs, the alpha 0.35 backbone; trained on train/, scored on validation/):",
             "",
             "| | wall time (s) | test accuracy | test photos |",

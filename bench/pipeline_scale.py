@@ -1,6 +1,6 @@
 """`make bench-scale N=3000,12000,25000`: the pipeline on N distinct photos: time and memory per step.
 
-    python -m pipelines.bench_scale --source ../shared/data/cats_and_dogs --weights ...h5 --sizes 3000,12000,25000
+    python -m bench.pipeline_scale --source ../shared/data/cats_and_dogs --weights ...h5 --sizes 3000,12000,25000
 
 For each N, N distinct photos are made from the source's (crops at an offset that changes with
 each pass over the source, every other pass mirrored, re-encoded at a JPEG quality that varies),
@@ -27,10 +27,11 @@ from pathlib import Path
 import psutil
 from PIL import Image, ImageOps
 
-from catdog.benchmarks import machine_description, today, update_section
-from pipelines.bench import step_times
+from bench import REPO_ROOT
+from bench.report import machine_description, today, update_section
+from bench.pipeline import step_times
 from pipelines.config import build_config
-from pipelines.run import REPO_ROOT, absolute_local_paths, parse_arguments, run_local
+from pipelines.run import absolute_local_paths, parse_arguments, run_local
 from pipelines.training_pipeline import STEPS
 
 SAMPLE_S = 0.2
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"N={n}: {result['total']:.0f} s, peaks {({k: round(v / 2**20) for k, v in result['peaks'].items()})} MiB",
               flush=True)
-    command = "python -m pipelines.bench_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.pipeline_scale " + " ".join(argv if argv is not None else sys.argv[1:])
     markdown = render(results, command)
     print(markdown)
     print(f"wrote {update_section('scale-bench', markdown)}")

@@ -1,7 +1,7 @@
 """`make profile-train`: where a training epoch's time goes: the input pipeline (decode, each
 augmentation layer) against the network's step, frozen and fine-tuning, on the shared photos.
 
-    python -m pipelines.profile_training --data ../shared/data/cats_and_dogs --weights ...h5 [--image-size 256]
+    python -m bench.profile_training --data ../shared/data/cats_and_dogs --weights ...h5 [--image-size 256]
 
 Each part is timed alone on the same machine in one run (the input pipeline drained without a
 model; the model stepped on a fixed batch), so the table shows which cost to cut first.
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from catdog.benchmarks import machine_description, today, update_section
+from bench.report import machine_description, today, update_section
 from pipelines.config import PipelineConfig
 
 BATCH = 32
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Where a training epoch's time goes (`make profile-train`)",
         "",
-        f"- command: `python -m pipelines.profile_training {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"- command: `python -m bench.profile_training {' '.join(argv if argv is not None else sys.argv[1:])}`",
         f"- machine: {machine_description()}; date: {today()}",
         f"- one epoch of {n_train} training photos at {args.image_size} px, batches of {BATCH}; each part timed alone",
         "",

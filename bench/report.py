@@ -8,7 +8,9 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+from bench import REPO_ROOT
+
+BENCHMARKS_MD = REPO_ROOT / "docs" / "BENCHMARKS.md"
 
 
 def machine_description() -> str:

@@ -1,11 +1,11 @@
 """`make bench-serving`: our KServe predictor vs the naive Keras baseline, side by side.
 
-    python -m serving.bench (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
+    python -m bench.serving (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
                             [--concurrency 1,4,16] [--duration 10] [--max-requests 20000]
                             [--output docs/BENCHMARKS.md] [--json results.json]
 
 Both servers run as their own processes on 127.0.0.1 and load the same model folder (ours its
-model.onnx, the baseline its model.keras). The same client (serving.client: asyncio, keep-alive,
+model.onnx, the baseline its model.keras). The same client (bench.load_client: asyncio, keep-alive,
 closed loop, one V1 request per image, every level bounded by --duration and --max-requests) sends
 the same photos at each concurrency level. Reported: p50/p99 latency, requests/s, errors, the
 server's peak resident memory (VmHWM from /proc), whether it mapped TensorFlow, and whether the
@@ -16,7 +16,7 @@ V2 in the binary tensor extension (raw JPEG bytes in, binary outputs back), one 
 the report gives explain p50 / predict p50 (target <= 1.5x) and V2 binary / V1 JSON throughput.
 
 The Markdown section goes between <!-- serving-bench:start/end --> markers in --output (replaced
-if present, appended otherwise; catdog.benchmarks.update_section).
+if present, appended otherwise; bench.report.update_section).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from catdog.benchmarks import machine_description, update_section
-from serving.client import LoadResult, photo_files, prepare, prepare_v2_binary, run_load, v1_body
+from bench import REPO_ROOT
+from bench.report import machine_description, update_section
+from bench.load_client import LoadResult, photo_files, prepare, prepare_v2_binary, run_load, v1_body
 
 SECTION = "serving-bench"
 LOOPBACK = "127.0.0.1"
@@ -109,7 +110,7 @@ class Server:
         self.url = f"http://{LOOPBACK}:{port}"
 
     def __enter__(self):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
         self.log = open(self.log_path, "w")
         started = time.perf_counter()
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -186,8 +187,8 @@ def measure(run: ServerRun, server: Server, images, args, all_modes: bool) -> No
 
 
 def reference_labels(model_dir: Path, images) -> dict[str, str]:
-    """Labels from catdog.predictor.OnnxPredictor in this process: what `make evaluate` computes."""
-    from catdog.predictor import OnnxPredictor
+    """Labels from catdog.onnx_predictor.OnnxPredictor in this process: what `make evaluate` computes."""
+    from catdog.onnx_predictor import OnnxPredictor
 
     predictor = OnnxPredictor(model_dir)
     return {key: predictor.class_names[int(predictor.predict_bytes([data])[0].argmax())] for key, data in images}
@@ -247,7 +248,7 @@ def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict
         f"- model: {model_desc}",
         f"- images: {len(images)} photos from `{args.images}` (median {sizes[len(sizes) // 2] / 1024:.0f} KiB), "
         "one V1 request per photo (`{\"instances\": [{\"image_bytes\": {\"b64\": ...}}]}`)",
-        f"- client: `serving.client` (asyncio, keep-alive, closed loop); each level {args.duration:g} s "
+        f"- client: `bench.load_client` (asyncio, keep-alive, closed loop); each level {args.duration:g} s "
         f"(at most {args.max_requests} requests) after a {args.warmup:g} s warm-up",
         f"- ours: `{shlex.join(ours.command[1:])}`",
     ]
@@ -291,7 +292,7 @@ def render(args, model_desc: str, images, runs: list[ServerRun], reference: dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, help="a model folder (model.onnx, model.keras, metadata.json)")
     parser.add_argument("--registry", help="registry folder or gs:// prefix (with --model)")
     parser.add_argument("--model", default="champion", help="with --registry: 'champion' or a version number")
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_baseline:
         if not (Path(model_dir) / KERAS_FILE).is_file():
             parser.error(f"{model_dir} has no {KERAS_FILE} for the baseline (or use --skip-baseline)")
-        runs.append(ServerRun("baseline", [python, "-m", "serving.baseline", "--model-dir", str(model_dir),
+        runs.append(ServerRun("baseline", [python, "-m", "bench.naive_server", "--model-dir", str(model_dir),
                                            "--host", LOOPBACK, "--port", "{port}"]))
     ready_paths = {"ours": "/v2/health/ready", "baseline": "/health"}
     for run in runs:
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             measure(run, server, images, args, all_modes=run is ours)
 
     reference = reference_labels(Path(model_dir), images)
-    command = "python -m serving.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.serving " + shlex.join(argv if argv is not None else sys.argv[1:])
     markdown = render(args, model_desc, images, runs, reference, command)
     print("\n" + markdown)
     if args.output:

@@ -1,6 +1,6 @@
 """The baseline of `make bench`: TensorFlow's transfer-learning tutorial, as written, in plain Keras.
 
-    python -m pipelines.tutorial_baseline --data ../shared/data/cats_and_dogs --weights ...h5 [--json OUT]
+    python -m bench.tutorial_baseline --data ../shared/data/cats_and_dogs --weights ...h5 [--json OUT]
 
 The recipe of https://www.tensorflow.org/tutorials/images/transfer_learning (the tutorial's own
 data is cats_and_dogs_filtered, which ../shared/data/cats_and_dogs is laid out like): 160 px

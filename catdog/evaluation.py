@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 from catdog.calibration import calibration
 from catdog.ingest import DEFAULT_LABEL_MAP, IngestError, find_class_folders, relabel
 from catdog.ood import detection_metrics
-from catdog.predictor import OnnxPredictor, Outputs
+from catdog.onnx_predictor import OnnxPredictor, Outputs
 from catdog.preprocessing import InvalidImageError
 
 MAX_ROC_POINTS = 200  # the KFP UI draws the curve from these points; thousands add nothing

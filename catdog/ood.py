@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from catdog.predictor import OOD_OUTPUT as SCORE_OUTPUT
+from catdog.onnx_predictor import OOD_OUTPUT as SCORE_OUTPUT
 
 METHOD = "tied-residual-pca"
 COMPONENTS = 64  # principal directions kept (docs/BENCHMARKS.md: the comparison on real photos)

@@ -1,1 +1,1 @@
-"""`make image-test` (images/image_test.py) and its parts."""
+"""`make image-test` (container_tests/image_test.py) and its parts."""

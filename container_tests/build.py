@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from images.common import BASE_IMAGE, CONTAINERS_CONF, DEBIAN_PACKAGES, DEFAULT_MIRROR, Failure, REPO, WHEELHOUSE, WHEELHOUSE_ARG, human, say
+from container_tests.common import BASE_IMAGE, CONTAINERS_CONF, DEBIAN_PACKAGES, DEFAULT_MIRROR, Failure, REPO, WHEELHOUSE, WHEELHOUSE_ARG, human, say
 
 # -- podman -------------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-CONTAINERS_CONF = REPO / "images" / "containers.conf"
-WHEELHOUSE = REPO / "images" / "wheelhouse"
-WHEELHOUSE_ARG = "images/wheelhouse"  # the Dockerfiles' WHEELHOUSE build argument: a folder of the context
+CONTAINERS_CONF = REPO / "container_tests" / "containers.conf"
+WHEELHOUSE = REPO / "container_tests" / "wheelhouse"
+WHEELHOUSE_ARG = "container_tests/wheelhouse"  # the Dockerfiles' WHEELHOUSE build argument: a folder of the context
 BASE_IMAGE = "localhost/catdog-debian:bookworm-python3.11"
 DEBIAN_PACKAGES = ["python3", "python3-venv", "ca-certificates", "netbase"]
 PARTS = ("predictor", "components", "feedback")

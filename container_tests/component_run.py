@@ -1,11 +1,11 @@
 """One task of the compiled pipeline as KFP's launcher starts it (the command, its placeholders filled), and
-the synthetic photos make image-test's pipeline runs use (images/pipeline_run.py)."""
+the synthetic photos make image-test's pipeline runs use (container_tests/pipeline_run.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from images.common import REPO
+from container_tests.common import REPO
 
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from images.common import LOOPBACK, USER_ID, check, say, timed
-from images.build import Podman
-from images.predictor_run import container, free_port, kserve_container_args, process_uid, wait_ready
+from container_tests.common import LOOPBACK, USER_ID, check, say, timed
+from container_tests.build import Podman
+from container_tests.predictor_run import container, free_port, kserve_container_args, process_uid, wait_ready
 
 DATABASE = "/data/feedback_data/feedback.db"
 VOLUME = "catdog-image-test-feedback"

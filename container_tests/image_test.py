@@ -2,11 +2,11 @@
 
 No container registry is needed: the base is a local Debian 12 root (debootstrap, Python 3.11 from
 Debian) imported into podman in place of python:3.11-slim-bookworm, and pip installs from a local
-wheelhouse (images/wheelhouse, `pip wheel` of the lock's runtime packages) with no index and no
+wheelhouse (container_tests/wheelhouse, `pip wheel` of the lock's runtime packages) with no index and no
 network (`podman build --network none`). The needed images are built first (feedback needs the
 predictor's), then, with one GCS emulator on loopback for all parts (STORAGE_EMULATOR_HOST):
 
-components the compiled pipeline with every step in the component image (images/pipeline_run.py,
+components the compiled pipeline with every step in the component image (container_tests/pipeline_run.py,
            through pipelines/container_run.py: kfp.local's DockerRunner on podman's Docker API),
            as uid 10001: on gs:// (promoted, deploy runs), then on local folders (champion kept).
            Its champion is the model the other parts serve (without this part: the tiny test
@@ -18,13 +18,13 @@ predictor  serving/Dockerfile's image twice, on the host's loopback (--network h
              AIP_STORAGE_URI (the same model on the emulator);
            each: readiness, the model served is the one given (x-model-version), V1 and V2 (and
            Vertex) predictions, bad requests (4xx, never 5xx), the server runs as uid 10001.
-feedback   feedback/Dockerfile's image beside a predictor container (images/feedback_run.py): a
+feedback   feedback/Dockerfile's image beside a predictor container (container_tests/feedback_run.py): a
            named volume at /data, migrations at start, uid 10001, /ready, one photo predicted and
            validated through the API, then a fresh container on the same volume keeps them.
 
 Each part's time and each image's size are printed at the end. The Debian root is cached as a
 tarball in --cache (IMAGE_CACHE, default ~/.cache/catdog-images) and the wheelhouse in
-images/wheelhouse (git-ignored) until requirements.lock changes; podman's storage lives in
+container_tests/wheelhouse (git-ignored) until requirements.lock changes; podman's storage lives in
 --cache too (its own store: nothing else of podman's is touched). Built images are removed at the
 end unless --keep-images. Needs root, podman and runc (apt-get install podman runc debootstrap),
 debootstrap and the Debian mirror apt uses the first time. Run with the project's .venv python.
@@ -39,17 +39,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: images/ and the project import from the repository
-    sys.path.insert(0, str(REPO))
+_ROOT = str(Path(__file__).resolve().parent.parent)  # = container_tests.common.REPO, not importable yet
+if _ROOT not in sys.path:  # run as a script: container_tests/ and the project import from the repository
+    sys.path.insert(0, _ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the test model is built with TensorFlow here
 
-from images.common import BASE_IMAGE, CONTAINERS_CONF, Failure, PARTS, RESULTS, TIMES, human, say, timed  # noqa: E402
-from images.build import Podman, apt_mirror, build, ensure_wheelhouse, open_store, require_tools  # noqa: E402
-from images.predictor_run import run_predictor  # noqa: E402
-from images.feedback_run import run_feedback  # noqa: E402
-from images.pipeline_run import run_pipelines  # noqa: E402
-from images.predictor_run import gcs_emulator, world_readable_copy  # noqa: E402
+from container_tests.common import BASE_IMAGE, CONTAINERS_CONF, REPO, Failure, PARTS, RESULTS, TIMES, human, say, timed  # noqa: E402
+from container_tests.build import Podman, apt_mirror, build, ensure_wheelhouse, open_store, require_tools  # noqa: E402
+from container_tests.predictor_run import run_predictor  # noqa: E402
+from container_tests.feedback_run import run_feedback  # noqa: E402
+from container_tests.pipeline_run import run_pipelines  # noqa: E402
+from container_tests.predictor_run import gcs_emulator, world_readable_copy  # noqa: E402
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                         "slower from scratch, above all with vfs)")
     parser.add_argument("--refresh-base", action="store_true", help="debootstrap again")
     parser.add_argument("--keep-images", action="store_true", help="leave the built images in the store")
-    parser.add_argument("--wheelhouse-only", action="store_true", help="only fill images/wheelhouse (for an "
-                        "offline build with --build-arg WHEELHOUSE=images/wheelhouse); needs neither root nor podman")
+    parser.add_argument("--wheelhouse-only", action="store_true", help="only fill container_tests/wheelhouse (for an "
+                        "offline build with --build-arg WHEELHOUSE=container_tests/wheelhouse); needs neither root nor podman")
     options = parser.parse_args(argv)
     if options.wheelhouse_only:
         try:
-            say(f"images/wheelhouse: {ensure_wheelhouse(sys.executable)}")
+            say(f"container_tests/wheelhouse: {ensure_wheelhouse(sys.executable)}")
         except Failure as exc:
             print(f"[image-test] error: {exc}", file=sys.stderr)
             return 1

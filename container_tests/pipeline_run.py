@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from images.common import USER_ID, Failure, check, say, timed
-from images.build import Podman
+from container_tests.common import USER_ID, Failure, check, say, timed
+from container_tests.build import Podman
 from pipelines.submit import PIPELINE_YAML
 from pipelines.training_pipeline import STEPS
 
@@ -94,7 +94,7 @@ def run_pipelines(podman: Podman, image: str, work: Path, emulator: str) -> tupl
     from catdog import storage
     from pipelines.config import build_config
     from pipelines.container_run import run_pipeline
-    from images.component_run import synthetic_dataset
+    from container_tests.component_run import synthetic_dataset
 
     settings = {"IMAGE": image, "IMAGE_CACHE": str(podman.root.parent), "IMAGE_STORAGE_DRIVER": podman.driver}
     user = f"{USER_ID}:0"

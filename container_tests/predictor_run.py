@@ -11,8 +11,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from images.common import Failure, LOOPBACK, READY_TIMEOUT_S, REPO, RESULTS, USER_ID, check, say, timed
-from images.build import Podman
+from container_tests.common import Failure, LOOPBACK, READY_TIMEOUT_S, REPO, RESULTS, USER_ID, check, say, timed
+from container_tests.build import Podman
 
 
 

@@ -5,7 +5,7 @@ Request flow (KServe's Model.__call__): preprocess -> predict or explain -> post
   for :explain also "overlay": true) or a V2 InferRequest (one BYTES tensor named image_bytes, raw
   image bytes or base64 text) into raw image bytes; every problem is a 400 naming the instance.
 - predict decodes the images with the shared preprocessing (catdog.preprocessing, through
-  catdog.predictor.OnnxPredictor) and runs them as ONE ONNX Runtime batch, on a small thread pool
+  catdog.onnx_predictor.OnnxPredictor) and runs them as ONE ONNX Runtime batch, on a small thread pool
   so the event loop keeps accepting requests; ONNX Runtime uses one intra-op thread per call.
   A V2 request that names the output "gradcam" gets the Grad-CAM maps from that same run
   (OnnxPredictor.explain_pixels).
@@ -42,7 +42,7 @@ following the champion, a watcher thread re-reads the alias every `reload_interv
 swaps in a new version only after it loaded and answered a warm-up prediction, so requests never
 see a gap; a version that fails to load is logged and skipped, the old one keeps serving.
 
-No TensorFlow anywhere on this path (see tests/test_serving_cli.py).
+No TensorFlow anywhere on this path (see tests/serving/test_cli.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from serving.kserve_import import kserve  # first: keeps kserve from parsing our
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from catdog.predictor import Outputs
+from catdog.onnx_predictor import Outputs
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError
 from serving import metrics
 from serving.explain import (

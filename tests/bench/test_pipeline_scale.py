@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pipelines.bench_scale import _step_of, make_photos
+from bench.pipeline_scale import _step_of, make_photos
 from tests.helpers import make_class_folders
 
 

@@ -1,20 +1,18 @@
-"""The measuring tools: the load client, `make bench-serving` (serving.bench), the Keras baseline
-app, and `make load-test` (serving.load_test + serving/locustfile.py), on the tiny model."""
+"""The measuring tools: the load client, `make bench-serving` (bench.serving), the Keras baseline
+app, and `make load-test` (bench.load_test + bench/locustfile.py), on the tiny model."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_class_folders
+from tests.helpers import REPO_ROOT, make_class_folders
 from tests.serving_fixtures import make_model, photo, run_server, tiny_model, v1_json  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastapi.exceptions.FastAPIDeprecationWarning")
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +22,26 @@ def server(tiny_model):
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @pytest.mark.parametrize("url", ["http://example.com:8080", "http://10.0.0.1:80", "https://127.0.0.1:8080"])
 def test_client_only_targets_this_machine(url):
-    from serving.client import check_loopback
+    from bench.load_client import check_loopback
 
     with pytest.raises(ValueError):
         check_loopback(url)
 
 
 def test_client_accepts_loopback_addresses():
-    from serving.client import check_loopback
+    from bench.load_client import check_loopback
 
     assert check_loopback("http://127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert check_loopback("http://localhost:9000")[1] == 9000
 
 
 def test_load_client_is_bounded_and_counts_errors(server):
-    from serving.client import prepare, run_load, v1_body
+    from bench.load_client import prepare, run_load, v1_body
 
     good = [prepare(server.url, "/v1/models/catdog:predict", v1_body([photo(i)]), 1, f"p{i}") for i in range(3)]
     result = run_load(server.url, good, concurrency=2, duration_s=30, max_requests=7)
@@ -60,7 +58,7 @@ def test_load_client_is_bounded_and_counts_errors(server):
 
 
 def test_bytes_tensor_framing_round_trips_and_refuses_truncation():
-    from serving.client import deserialize_bytes, serialize_bytes
+    from bench.load_client import deserialize_bytes, serialize_bytes
 
     elements = [b"", b"\xff\xd8\xff raw", b"abc" * 100]
     data = serialize_bytes(elements)
@@ -71,7 +69,7 @@ def test_bytes_tensor_framing_round_trips_and_refuses_truncation():
 
 
 def test_write_section_replaces_or_appends(tmp_path):
-    from catdog.benchmarks import update_section
+    from bench.report import update_section
 
     target = tmp_path / "BENCHMARKS.md"
     update_section("serving-bench", "## Serving\nfirst", target)
@@ -86,14 +84,14 @@ def test_write_section_replaces_or_appends(tmp_path):
 def test_bench_end_to_end_without_baseline(tmp_path, tiny_model):
     images = make_class_folders(tmp_path / "images", {"cat": 3, "dog": 3})
     output, raw = tmp_path / "bench.md", tmp_path / "bench.json"
-    command = [sys.executable, "-m", "serving.bench", "--model-dir", str(tiny_model), "--images", str(images),
+    command = [sys.executable, "-m", "bench.serving", "--model-dir", str(tiny_model), "--images", str(images),
                "--concurrency", "1,2", "--duration", "0.5", "--warmup", "0.2", "--max-requests", "500",
                "--skip-baseline", "--output", str(output), "--json", str(raw)]
-    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = output.read_text()
     assert "<!-- serving-bench:start -->" in text and "## Serving (`make bench-serving`)" in text
-    for words in ("- command: `python -m serving.bench", "- machine: ", "- date: ", "| ours | 1 |", "| ours | 2 |",
+    for words in ("- command: `python -m bench.serving", "- machine: ", "- date: ", "| ours | 1 |", "| ours | 2 |",
                   "errors 0 (target 0): met", "equal the ONNX predictor of `make evaluate` for 6/6 photos",
                   "(`:explain`: grad-cam 1x1, no overlay;", "| V1 JSON predict | 1 |", "| V1 :explain | 2 |",
                   "| V2 binary | 2 |", "explain p50 vs predict p50: ", "x at 2 clients (target <= 1.5x): ",
@@ -111,8 +109,8 @@ def test_bench_end_to_end_without_baseline(tmp_path, tiny_model):
 def test_baseline_app_serves_the_same_labels(tiny_model):
     from fastapi.testclient import TestClient
 
-    from catdog.predictor import OnnxPredictor
-    from serving.baseline import create_app
+    from catdog.onnx_predictor import OnnxPredictor
+    from bench.naive_server import create_app
 
     images = [photo(i) for i in range(4)]
     client = TestClient(create_app(tiny_model))
@@ -128,14 +126,14 @@ def test_baseline_app_serves_the_same_labels(tiny_model):
 def test_load_test_writes_a_report(tmp_path, server):
     images = make_class_folders(tmp_path / "images", {"cat": 4, "dog": 4}, size=(120, 90))
     out = tmp_path / "report"
-    command = [sys.executable, "-m", "serving.load_test", "--host", server.url, "--images", str(images),
+    command = [sys.executable, "-m", "bench.load_test", "--host", server.url, "--images", str(images),
                "--users", "2", "--spawn-rate", "2", "--duration", "3", "--out", str(out)]
-    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 1000
     stats = (out / "locust_stats.csv").read_text()
     assert "V1 1 image(s)" in stats and "V2 1 image(s)" in stats and "V2 binary 1 image(s)" in stats
-    from serving.load_test import summarise
+    from bench.load_test import summarise
 
     total = next(row for row in summarise(out / "locust_stats.csv") if row["Name"] == "Aggregated")
     assert int(total["Request Count"]) > 0 and int(total["Failure Count"]) == 0
@@ -143,11 +141,11 @@ def test_load_test_writes_a_report(tmp_path, server):
 
 def test_load_test_refuses_remote_hosts_and_missing_servers(tmp_path):
     images = make_class_folders(tmp_path / "images", {"cat": 1, "dog": 1})
-    remote = subprocess.run([sys.executable, "-m", "serving.load_test", "--host", "http://example.com",
-                             "--images", str(images)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    remote = subprocess.run([sys.executable, "-m", "bench.load_test", "--host", "http://example.com",
+                             "--images", str(images)], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert remote.returncode == 2 and "127.0.0.1" in remote.stderr
     from tests.helpers import free_port
 
-    missing = subprocess.run([sys.executable, "-m", "serving.load_test", "--host", f"http://127.0.0.1:{free_port()}",
-                              "--images", str(images)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    missing = subprocess.run([sys.executable, "-m", "bench.load_test", "--host", f"http://127.0.0.1:{free_port()}",
+                              "--images", str(images)], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "make serve" in missing.stderr

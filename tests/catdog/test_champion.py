@@ -10,7 +10,7 @@ import pytest
 import catdog.champion as champion_module
 from catdog.champion import COMPARED_METRICS, decide, decision_markdown, select_champion
 from catdog.evaluation import evaluate_files
-from catdog.predictor import OnnxPredictor
+from catdog.onnx_predictor import OnnxPredictor
 from catdog.registry import ModelRegistry
 from tests.model_fixtures import make_dataset
 from tests.serving_fixtures import tiny_model_dir, variant_of

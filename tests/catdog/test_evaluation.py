@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from catdog.evaluation import MAX_ROC_POINTS, classification_metrics, evaluate_files, labelled_files, main
-from catdog.predictor import OnnxPredictor
+from catdog.onnx_predictor import OnnxPredictor
 from catdog.registry import ModelRegistry
-from tests.helpers import make_class_folders
+from tests.helpers import REPO_ROOT, make_class_folders
 from tests.model_fixtures import labelled_folder
 from tests.serving_fixtures import tiny_model_dir, variant_of
 
-REPO = Path(__file__).resolve().parent.parent
 KEYS = ("accuracy", "precision", "recall", "f1", "auc", "n", "skipped")
 
 # 4 cats (0), 6 dogs (1); P(dog) chosen so that: TN 3, FP 1, FN 2, TP 4
@@ -212,7 +211,7 @@ def test_cli_errors_exit_2_with_a_message(model_dir, tmp_path, capsys, model, da
 
 def test_python_m_catdog_evaluation(model_dir, data, tmp_path):
     """The real entry point `make evaluate` calls: a human summary, then one JSON line; exit codes."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "catdog.evaluation", "--registry", str(tmp_path / "registry")]
     ok = subprocess.run([*command, "--model", str(model_dir), "--data", str(data)],
                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

@@ -1,4 +1,4 @@
-"""Grad-CAM inside the exported model (catdog.model), its predictor API (catdog.predictor), the
+"""Grad-CAM inside the exported model (catdog.model), its predictor API (catdog.onnx_predictor), the
 overlay (catdog.gradcam) and evaluate's "Where the model looks" page (catdog.gallery).
 
 The model is a random-weight MobileNetV2 at 96 px (a 3x3 feature grid), made to depend on the
@@ -122,7 +122,7 @@ def textbook_flip_averaged(classifier, pixels: np.ndarray) -> np.ndarray:
 
 
 def predictor(model_dir):
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     return OnnxPredictor(model_dir)
 
@@ -210,7 +210,7 @@ def test_explain_no_pixels(exported):
 
 
 def test_old_single_output_model_keeps_predicting(exported, photos):
-    from catdog.predictor import load_checked
+    from catdog.onnx_predictor import load_checked
 
     old = load_checked(exported["old"])
     assert not old.has_gradcam and predictor(exported["plain"]).has_gradcam

@@ -38,7 +38,7 @@ from catdog.ingest import (
     load_manifest,
     report_markdown,
 )
-from catdog.predictor import OnnxPredictor
+from catdog.onnx_predictor import OnnxPredictor
 from catdog.preprocessing import EXTENSIONS
 from tests.helpers import CLASS_COLORS, IMAGES_PER_CLASS, image_bytes, make_class_folders
 from tests.serving_fixtures import tiny_model_dir

@@ -37,7 +37,7 @@ def _images() -> list[bytes]:
 def models():
     import keras
 
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     model_dir = tiny_model_dir()
     return keras.models.load_model(model_dir / KERAS_FILE), OnnxPredictor(model_dir)
@@ -105,7 +105,7 @@ def test_onnx_on_file_bytes_equals_keras_on_shared_preprocessing(models, tmp_pat
 
 def test_predictor_uses_the_shared_preprocessing_function(models, monkeypatch):
     """predict_bytes goes through catdog.preprocessing.image_to_pixels, not its own decoder."""
-    import catdog.predictor as predictor_module
+    import catdog.onnx_predictor as predictor_module
 
     _, predictor = models
     calls = []
@@ -138,7 +138,7 @@ def test_flip_averaged_model_is_mirror_invariant_in_keras_and_onnx(tmp_path):
     and still differs from the plain model (so the averaging is really in the graph)."""
 
     from catdog.model import load_keras_model, save_model_dir, with_flip_averaging
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     plain = load_keras_model(tiny_model_dir())
     averaged_dir = save_model_dir(with_flip_averaging(plain), tmp_path / "averaged", {

@@ -111,7 +111,7 @@ def test_a_probability_of_one_falls_in_the_last_bin():
 # -- the exported model ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ood_predictor():
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     return OnnxPredictor(tiny_ood_model_dir())
 
@@ -162,7 +162,7 @@ def test_photos_unlike_the_training_ones_score_higher(ood_predictor):
 
 
 def test_a_model_without_the_score_has_no_score_nor_flag():
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     old = OnnxPredictor(tiny_model_dir())
     outputs = old.run_pixels(_pixels(old, IN_PHOTOS[:2]), gradcam=True)
@@ -173,7 +173,7 @@ def test_a_model_without_the_score_has_no_score_nor_flag():
 def test_a_score_output_without_its_threshold_is_refused(tmp_path):
     import shutil
 
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     broken = shutil.copytree(tiny_ood_model_dir(), tmp_path / "model")
     metadata = json.loads((broken / "metadata.json").read_text())

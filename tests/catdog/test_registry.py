@@ -19,7 +19,7 @@ import pytest
 from catdog import registry as registry_module
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
-from catdog.predictor import OnnxPredictor
+from catdog.onnx_predictor import OnnxPredictor
 from catdog.registry import COMPLETE_MARKER, ModelRegistry, RegistryError, resolve_model_dir
 from tests.helpers import image_bytes
 from tests.model_fixtures import FailAfter

@@ -63,7 +63,7 @@ def test_trained_model_loads_and_predicts(trained):
     import keras
 
     from catdog.dataset import load_split_arrays
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     _, _, output, _ = trained
     pixels, labels = load_split_arrays(trained[0].dataset_dir, "test")

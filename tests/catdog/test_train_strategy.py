@@ -72,7 +72,7 @@ TWO_REPLICAS = textwrap.dedent("""
     # 4 photos a split, a global batch of 4: 2 per replica (Keras 3 cannot build a model from a
     # first batch that leaves a replica empty, so a split needs at least batch_size photos)
     metadata = train.train_model(built.dataset_dir, root / "model", train_params(seed=3, batch_size=4))
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
     import numpy as np
     probabilities = OnnxPredictor(root / "model").predict_pixels(np.zeros((2, 32, 32, 3), np.float32))
     print(json.dumps({"replicas": replicas, "phases": [h["phase"] for h in metadata["history"]],

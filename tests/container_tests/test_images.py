@@ -8,15 +8,14 @@ import fnmatch
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from components import BASE_IMAGE
 from pipelines.compile import PIPELINE_YAML
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = [REPO_ROOT / "components" / "Dockerfile", REPO_ROOT / "serving" / "Dockerfile",
                REPO_ROOT / "feedback" / "Dockerfile"]
 

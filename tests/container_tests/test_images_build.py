@@ -1,4 +1,4 @@
-"""What `make image-test` (images/image_test.py) relies on, checked without building an image: the
+"""What `make image-test` (container_tests/image_test.py) relies on, checked without building an image: the
 Dockerfiles' build arguments (PYTHON_IMAGE, WHEELHOUSE) and what they expand to in a plain and in a
 wheelhouse build, the wheelhouse folder and the .dockerignores, the KFP launcher command it runs in
 the component image (run here on the host, from compiled/training_pipeline.yaml), the podman
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from images import build, common, component_run, image_test
-from tests.test_images import instructions, let_through, make
+from container_tests import build, common, component_run, image_test
+from tests.container_tests.test_images import instructions, let_through, make
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILT = {"components": REPO_ROOT / "components" / "Dockerfile", "serving": REPO_ROOT / "serving" / "Dockerfile",
          "feedback": REPO_ROOT / "feedback" / "Dockerfile"}
-WHEELHOUSE_MOUNT = "--mount=type=bind,source=${WHEELHOUSE:-images/wheelhouse},target=/tmp/wheelhouse"
+WHEELHOUSE_MOUNT = "--mount=type=bind,source=${WHEELHOUSE:-container_tests/wheelhouse},target=/tmp/wheelhouse"
 WHEELHOUSE_OPTIONS = "${WHEELHOUSE:+--no-index --find-links /tmp/wheelhouse}"
 
 
@@ -71,14 +71,14 @@ def expand(words: str, wheelhouse: str) -> list[str]:
 def test_a_plain_build_uses_the_index_and_a_wheelhouse_build_the_wheels_alone(name):
     run = pip_step(BUILT[name])
     (install,) = re.findall(r"/opt/venv/bin/pip install (.*?) &&", run)
-    plain, offline = expand(install, ""), expand(install, "images/wheelhouse")
+    plain, offline = expand(install, ""), expand(install, "container_tests/wheelhouse")
     assert "--no-index" not in plain and "--find-links" not in plain and "-c" in plain
     assert offline[:4] == ["--no-compile", "--no-index", "--find-links", "/tmp/wheelhouse"]
     assert offline[4:] == plain[1:]  # the same requirements and constraints either way
 
 
 def test_the_wheelhouse_folder_exists_and_keeps_its_wheels_out_of_git():
-    folder = REPO_ROOT / "images" / "wheelhouse"
+    folder = REPO_ROOT / "container_tests" / "wheelhouse"
     assert folder.is_dir()  # the pip step mounts it in every build, plain ones too
     rules = [line.strip() for line in (folder / ".gitignore").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
@@ -88,10 +88,10 @@ def test_the_wheelhouse_folder_exists_and_keeps_its_wheels_out_of_git():
 @pytest.mark.parametrize("name", BUILT)
 def test_dockerignore_lets_the_wheelhouse_through_and_nothing_else_of_images(name):
     dockerignore = BUILT[name].with_name("Dockerfile.dockerignore")
-    assert let_through(dockerignore, "images/wheelhouse/")
-    assert let_through(dockerignore, "images/wheelhouse/tensorflow_cpu-2.21.0-cp311-cp311-linux.whl")
-    assert not let_through(dockerignore, "images/image_test.py")
-    assert not let_through(dockerignore, "images/containers.conf")
+    assert let_through(dockerignore, "container_tests/wheelhouse/")
+    assert let_through(dockerignore, "container_tests/wheelhouse/tensorflow_cpu-2.21.0-cp311-cp311-linux.whl")
+    assert not let_through(dockerignore, "container_tests/image_test.py")
+    assert not let_through(dockerignore, "container_tests/containers.conf")
 
 
 def test_the_wheelhouse_covers_both_images():
@@ -164,7 +164,7 @@ def test_apt_mirror_is_read_from_deb822_and_one_line_sources(tmp_path):
 
 
 def test_podman_settings():
-    conf = tomllib.loads((REPO_ROOT / "images" / "containers.conf").read_text())
+    conf = tomllib.loads((REPO_ROOT / "container_tests" / "containers.conf").read_text())
     assert conf["containers"]["default_ulimits"] == []
     assert conf["engine"]["runtime"] == "runc"
 
@@ -178,10 +178,10 @@ def test_unknown_parts_are_refused(capsys):
 
 def test_make_image_test_runs_the_script():
     out = make("-n", "image-test").stdout
-    assert re.search(r"^IMAGE_CACHE=\S+ IMAGE_STORAGE_DRIVER=auto \.venv/bin/python images/image_test\.py "
+    assert re.search(r"^IMAGE_CACHE=\S+ IMAGE_STORAGE_DRIVER=auto \.venv/bin/python container_tests/image_test\.py "
                      r"predictor components feedback$", out, re.MULTILINE), out
     out = make("-n", "image-test", "IMAGE_TEST=predictor").stdout  # (under make test: make[1] lines too)
-    assert re.search(r"images/image_test\.py predictor$", out, re.MULTILINE), out
+    assert re.search(r"container_tests/image_test\.py predictor$", out, re.MULTILINE), out
     help_text = re.sub(r"\x1b\[[0-9;]*m", "", make("-s", "help").stdout)
     assert re.search(r"^\s+image-test\s+\S", help_text, re.MULTILINE)
 

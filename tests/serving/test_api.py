@@ -39,8 +39,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tiny_model):
-    """catdog.predictor.OnnxPredictor: the prediction path of `make evaluate`."""
-    from catdog.predictor import OnnxPredictor
+    """catdog.onnx_predictor.OnnxPredictor: the prediction path of `make evaluate`."""
+    from catdog.onnx_predictor import OnnxPredictor
 
     return OnnxPredictor(tiny_model)
 
@@ -149,7 +149,7 @@ def test_vertex_routes(server):
 
 
 def test_explain_gives_a_gradcam_map_per_photo(server):
-    """On the champion, more photos than the occlusion fallback takes (tests/test_serving_explain.py
+    """On the champion, more photos than the occlusion fallback takes (tests/serving/test_explain.py
     checks the maps themselves)."""
     response = server.post("/v1/models/catdog:explain", json=v1_json(*IMAGES))
     assert response.status_code == 200, response.text

@@ -15,15 +15,14 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import REPO_ROOT, free_port
 from tests.serving_fixtures import photo, tiny_model  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "CATDOG_"))}
-    return {**env, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    return {**env, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def _wait(url: str, process: subprocess.Popen, timeout: float = 60.0) -> requests.Response:
@@ -45,7 +44,7 @@ def test_server_process_with_vertex_environment(tiny_model):
     port = free_port()
     env = _env(AIP_HTTP_PORT=str(port), AIP_HEALTH_ROUTE="/vertex/health", AIP_PREDICT_ROUTE="/vertex/predict",
                AIP_STORAGE_URI=str(tiny_model))
-    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--log-level", "warning"], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--log-level", "warning"], cwd=REPO_ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -79,9 +78,9 @@ def test_server_process_with_vertex_environment(tiny_model):
 def test_serving_modules_do_not_import_tensorflow(tiny_model):
     code = (
         "import sys\n"
-        "from serving.model import CatDogModel, ModelSource\n"
+        "from serving.kserve_model import CatDogModel, ModelSource\n"
         "from serving.app import create_app\n"
-        "import serving.server, serving.client, serving.metrics\n"
+        "import serving.server, bench.load_client, serving.metrics\n"
         f"model = CatDogModel(ModelSource({str(tiny_model)!r}))\n"
         "app = create_app(model)\n"
         "assert model.load(), model.last_error\n"
@@ -89,7 +88,7 @@ def test_serving_modules_do_not_import_tensorflow(tiny_model):
         "print('HEAVY', heavy)\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HEAVY []" in result.stdout
 
@@ -100,13 +99,13 @@ def test_serving_modules_do_not_import_tensorflow(tiny_model):
 ])
 def test_bad_model_reference_exits_with_a_clear_error(args, words):
     result = subprocess.run([sys.executable, "-m", "serving.server", *args, "--port", str(free_port())],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+                            cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert words in result.stderr
 
 
 def test_dockerfile_is_small_non_root_and_tensorflow_free():
-    text = (REPO / "serving" / "Dockerfile").read_text()
+    text = (REPO_ROOT / "serving" / "Dockerfile").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     instructions = [i.strip() for i in "\n".join(lines).replace("\\\n", " ").splitlines() if i.strip()]
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in " ".join(instructions)
@@ -119,6 +118,6 @@ def test_dockerfile_is_small_non_root_and_tensorflow_free():
     assert not any(word in install.lower() for word in ("tensorflow", "keras", "kfp", "-r "))
     assert 'ENTRYPOINT ["python", "-m", "serving.server"]' in instructions
     assert any("CATDOG_HOST=0.0.0.0" in i for i in instructions)
-    ignore = [line.strip() for line in (REPO / "serving" / "Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in (REPO_ROOT / "serving" / "Dockerfile.dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" and {"!catdog/", "!serving/", "!requirements.lock"} <= set(ignore)

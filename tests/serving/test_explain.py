@@ -96,7 +96,7 @@ def server(gradcam_model):
 
 @pytest.fixture(scope="module")
 def reference(gradcam_model):
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     return OnnxPredictor(gradcam_model)
 
@@ -222,7 +222,7 @@ def test_one_output_model_is_that_classifier(old_model):
     """The fallback tests below really serve an old-style export of the same classifier."""
     import onnx
 
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     assert [o.name for o in onnx.load(str(old_model / "model.onnx")).graph.output] == ["Identity:0"]
     old, new = OnnxPredictor(old_model), OnnxPredictor(tiny_model_dir())

@@ -132,7 +132,7 @@ def test_a_fixed_version_is_not_followed(tmp_path, champion_registry, tiny_model
 
 
 def test_a_model_folder_is_versioned_by_content(tiny_model):
-    from serving.model import content_version
+    from serving.kserve_model import content_version
 
     model = make_model(tiny_model)
     with run_server(model) as server:
@@ -154,7 +154,7 @@ def test_follows_a_champion_in_a_gcs_registry(gcs, tmp_path, tiny_model):
 
 def test_serves_a_gcs_model_folder(gcs, tiny_model):
     from catdog import storage
-    from serving.model import content_version
+    from serving.kserve_model import content_version
 
     uri = gcs.uri("models", "tiny")
     storage.upload_tree(tiny_model, uri)

@@ -37,7 +37,7 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def reference():
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     return OnnxPredictor(tiny_model_dir())
 
@@ -80,7 +80,7 @@ def test_raw_bytes_of_every_accepted_format(server, client):
 
 
 def test_raw_and_base64_elements_mix_in_one_tensor(server):
-    from serving.client import serialize_bytes
+    from bench.load_client import serialize_bytes
 
     data = serialize_bytes([PHOTOS[0], base64.b64encode(PHOTOS[1])])
     head = (b'{"inputs": [{"name": "image_bytes", "shape": [2], "datatype": "BYTES", '
@@ -117,7 +117,7 @@ def test_gradcam_output_when_requested(server, client, reference, binary_output)
 
 
 def test_gradcam_is_computed_only_when_requested(server, client, monkeypatch):
-    from tests.test_serving_explain import CountingSession
+    from tests.serving.test_explain import CountingSession
 
     counting = CountingSession(server.model.current.predictor.session)
     monkeypatch.setattr(server.model.current.predictor, "session", counting)
@@ -128,7 +128,7 @@ def test_gradcam_is_computed_only_when_requested(server, client, monkeypatch):
 
 
 def test_request_level_binary_data_output_covers_named_outputs(server):
-    from serving.client import labels_of, v2_binary_body
+    from bench.load_client import labels_of, v2_binary_body
 
     body, header_length = v2_binary_body(PHOTOS[:2], binary_output=True)
     head, data = body[:header_length], body[header_length:]
@@ -163,7 +163,7 @@ def test_bad_raw_element_is_a_400_naming_it(server, client, element, words):
 
 
 def test_binary_v2_is_counted_and_answered_by_the_load_client(server):
-    from serving.client import prepare_v2_binary, run_load, v2_binary_body
+    from bench.load_client import prepare_v2_binary, run_load, v2_binary_body
 
     prepared = [prepare_v2_binary(server.url, V2, [p], f"p{i}") for i, p in enumerate(PHOTOS)]
     result = run_load(server.url, prepared, concurrency=2, duration_s=30, max_requests=len(PHOTOS) * 2)
