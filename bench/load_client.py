@@ -5,7 +5,7 @@ next, until `duration_s` has passed or `max_requests` were sent in all: every ru
 time and count. Requests are prepared once (bytes on the wire), so the client spends almost no CPU
 per request and the server under test gets the machine. Loopback only.
 
-Bodies: V1 JSON (v1_body), V2 JSON (v2_body) and V2 in the binary tensor extension (v2_binary_body:
+Bodies: V1 JSON (v1_body) and V2 in the binary tensor extension (v2_binary_body:
 the JSON header, then the raw image bytes, its length in the Inference-Header-Content-Length
 header); answers are counted by their labels, also from binary V2 answers.
 """
@@ -63,14 +63,6 @@ def check_loopback(url: str) -> tuple[str, int]:
 
 def v1_body(images: list[bytes]) -> bytes:
     return orjson.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in images]})
-
-
-def v2_body(images: list[bytes], request_id: str | None = None) -> bytes:
-    body = {"inputs": [{"name": "image_bytes", "shape": [len(images)], "datatype": "BYTES",
-                        "data": [base64.b64encode(b).decode() for b in images]}]}
-    if request_id:
-        body["id"] = request_id
-    return orjson.dumps(body)
 
 
 def serialize_bytes(elements: list[bytes]) -> bytes:

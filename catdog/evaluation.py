@@ -60,10 +60,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
     return result
 
 
-def evaluate_pixels(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.ndarray) -> dict:
-    return classification_metrics(labels, predictor.predict_pixels(pixels), predictor.class_names)
-
-
 def subset_metrics(labels: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, name: str) -> dict:
     """{name}_n and, when it is not 0, {name}_accuracy on the photos where mask is True."""
     labels, mask = np.asarray(labels), np.asarray(mask, dtype=bool)

@@ -68,13 +68,6 @@ def residual_scores(features: np.ndarray, means: np.ndarray, basis: np.ndarray) 
     return np.maximum((diff ** 2).sum(axis=-1) - ((diff @ basis) ** 2).sum(axis=-1), 0).min(axis=1)
 
 
-def energy_scores(logits: np.ndarray) -> np.ndarray:
-    """The energy score -logsumexp(logits) (Liu et al. 2020), higher = more out of distribution."""
-    logits = np.asarray(logits, np.float64)
-    peak = logits.max(axis=1, keepdims=True)
-    return -(peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1)))
-
-
 def choose_threshold(scores: np.ndarray, target: float = FALSE_REJECT_TARGET) -> tuple[float, float]:
     """(threshold, false-reject rate at it) from in-distribution scores: their 1 - target quantile."""
     scores = np.asarray(scores, np.float64)

@@ -18,13 +18,13 @@ from catdog.dataset import (
     encode_resized,
     load_metadata,
     load_split,
-    load_split_arrays,
     split_dataset,
     write_dataset,
 )
 from catdog.ingest import ImageRecord, IngestResult, ingest_dataset
 from catdog.preprocessing import image_to_pixels
 from tests.helpers import IMAGES_PER_CLASS, make_class_folders, make_source_with_splits
+from tests.model_fixtures import load_split_arrays
 
 DEFAULT = SplitRatios(0.7, 0.2, 0.1)
 

@@ -293,6 +293,11 @@ def parse(page: str) -> PageParser:
     return parser
 
 
+def _from_arrays(pixels: np.ndarray, maps: np.ndarray):
+    """A gallery Explainer over arrays held in memory: indices -> (their pixels, their maps)."""
+    return lambda indices: (pixels[indices], maps[indices])
+
+
 def chosen_answers(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, class_names=CLASSES):
     """(probabilities, maps) as a model would give them, with chosen predictions and confidences."""
     probabilities = np.full((len(labels), len(class_names)), 0.0, np.float32)
@@ -348,22 +353,22 @@ def test_gallery_shows_the_wrong_ones_up_to_the_cap_and_a_sample_of_right_ones(m
 
 
 def test_gallery_escapes_every_text():
-    from catdog.gallery import from_arrays, gallery_html
+    from catdog.gallery import gallery_html
 
     names = ["<b>cat</b>", 'dog & "friends"']
     probabilities, maps = chosen_answers(np.array([0, 1]), np.array([1, 1]), np.array([0.9, 0.8]), names)
-    page = gallery_html(np.array([0, 1]), probabilities, from_arrays(np.zeros((2, 8, 8, 3), np.uint8), maps), names)
+    page = gallery_html(np.array([0, 1]), probabilities, _from_arrays(np.zeros((2, 8, 8, 3), np.uint8), maps), names)
     parse(page)
     assert "<b>" not in page and "&lt;b&gt;cat&lt;/b&gt;" in page and "dog &amp; &quot;friends&quot;" in page
 
 
 def test_gallery_of_a_real_model(exported, photos):
-    from catdog.gallery import from_arrays, gallery_html
+    from catdog.gallery import gallery_html
 
     labels = np.arange(len(photos)) % 2
     model = predictor(exported["flip"])
     probabilities, maps = model.explain_pixels(photos.astype(np.float32))
-    parsed = parse(gallery_html(labels, probabilities, from_arrays(photos.astype(np.float32), maps), model.class_names))
+    parsed = parse(gallery_html(labels, probabilities, _from_arrays(photos.astype(np.float32), maps), model.class_names))
     assert len(parsed.images) == len(photos)  # every photo is either wrong (all shown) or in the sample
     assert Image.open(io.BytesIO(base64.b64decode(parsed.images[0].split(",", 1)[1]))).size == (SIZE, SIZE)
 

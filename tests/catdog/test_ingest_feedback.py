@@ -22,7 +22,6 @@ from catdog.dataset import (
     SplitRatios,
     feedback_split,
     load_metadata,
-    load_split_arrays,
     split_dataset,
     split_origins,
     write_dataset,
@@ -41,6 +40,7 @@ from catdog.ingest import (
 from catdog.onnx_predictor import OnnxPredictor
 from catdog.preprocessing import EXTENSIONS
 from tests.helpers import CLASS_COLORS, IMAGES_PER_CLASS, image_bytes, make_class_folders
+from tests.model_fixtures import load_split_arrays
 from tests.serving_fixtures import tiny_model_dir
 
 DEFAULT = SplitRatios(0.7, 0.2, 0.1)

@@ -12,7 +12,7 @@ import pytest
 
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
 from catdog.preprocessing import PREPROCESSING_SPEC
-from tests.model_fixtures import TINY, make_dataset, train_params
+from tests.model_fixtures import TINY, load_split_arrays, make_dataset, train_params
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,6 @@ def test_trained_model_loads_and_predicts(trained):
     """Both exports load; the ONNX one gives a probability pair per image, and Grad-CAM maps."""
     import keras
 
-    from catdog.dataset import load_split_arrays
     from catdog.onnx_predictor import OnnxPredictor
 
     _, _, output, _ = trained
