@@ -71,7 +71,7 @@ test: ## Run the test suite (synthetic data only; no ../shared, no network) on T
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 bench: ## Full pipeline on ../shared data beside the TF transfer-learning tutorial (same photos, one run): times, accuracy -> docs/BENCHMARKS.md
-	set -f; $(PY) -m pipelines.bench --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
+	set -f; $(PY) -m bench.pipeline --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
 
 serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host $(HOST) --port $(PORT)
@@ -85,21 +85,21 @@ load-test: ## Locust, headless, against a fresh local server: [IMAGES=...] [USER
 	  kill -0 $$server 2>/dev/null || { echo "the server exited: see its log above" >&2; exit 1; }; \
 	  [ $$i -lt 120 ] || { echo "server not ready after 120 s (no champion in $(REGISTRY)?)" >&2; exit 1; }; \
 	  sleep 1; done; \
-	$(PY) -m serving.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
+	$(PY) -m bench.load_test --host http://127.0.0.1:$$port --images $(IMAGES) --users $(USERS) \
 	  --duration $(DURATION) --out load_test_reports
 
 bench-scale: ## The pipeline on N distinct photos made from ../shared (short training): time, shard size, peak RSS per step -> docs/BENCHMARKS.md [N=3000,12000,25000]
-	set -f; $(PY) -m pipelines.bench_scale --source $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --sizes $(N) $(filter-out BENCH_% SHARED=% N=%,$(MAKEOVERRIDES))
+	set -f; $(PY) -m bench.pipeline_scale --source $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --sizes $(N) $(filter-out BENCH_% SHARED=% N=%,$(MAKEOVERRIDES))
 
 profile-train: ## Where a training epoch's time goes (input, each augmentation, network step) on ../shared -> docs/BENCHMARKS.md
-	$(PY) -m pipelines.profile_training --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
+	$(PY) -m bench.profile_training --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
 
 bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model of make bench) -> docs/BENCHMARKS.md
-	$(PY) -m serving.bench --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
+	$(PY) -m bench.serving --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
 
 bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, then 16 validating (model of make bench) -> docs/BENCHMARKS.md
-	$(PY) -m serving.bench_app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
+	$(PY) -m bench.app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
 
 app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [TARGET=local|kubeflow|vertex[,...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
@@ -138,8 +138,8 @@ images: ## Build + push the component, predictor and feedback app images: IMAGE_
 	@echo "pushed $(COMPONENTS_IMAGE), $(PREDICTOR_IMAGE) and $(FEEDBACK_IMAGE)"
 	@echo "submit with: make run TARGET=vertex|kubeflow IMAGE=$(COMPONENTS_IMAGE) [serving_image=$(PREDICTOR_IMAGE)] ..."
 
-# make image-test (images/image_test.py): podman, a local Debian 12 base instead of python:3.11-slim, wheels
-# from images/wheelhouse, no registry and no network in the builds; needs root and
+# make image-test (container_tests/image_test.py): podman, a local Debian 12 base instead of python:3.11-slim, wheels
+# from container_tests/wheelhouse, no registry and no network in the builds; needs root and
 # `apt-get install podman runc debootstrap`. IMAGE_TEST: which images; IMAGE_CACHE: the Debian root and
 # podman's store; IMAGE_STORAGE_DRIVER: auto (overlay when it works, else vfs), overlay or vfs.
 IMAGE_TEST ?= predictor components feedback
@@ -147,7 +147,7 @@ IMAGE_CACHE ?= $(HOME)/.cache/catdog-images
 IMAGE_STORAGE_DRIVER ?= auto
 
 image-test: ## Build the three images with podman and run them (the compiled pipeline in containers, KServe, Vertex, the feedback app): [IMAGE_TEST=predictor]
-	IMAGE_CACHE="$(IMAGE_CACHE)" IMAGE_STORAGE_DRIVER=$(IMAGE_STORAGE_DRIVER) $(PY) images/image_test.py $(IMAGE_TEST)
+	IMAGE_CACHE="$(IMAGE_CACHE)" IMAGE_STORAGE_DRIVER=$(IMAGE_STORAGE_DRIVER) $(PY) container_tests/image_test.py $(IMAGE_TEST)
 
 .PHONY: image-test
 

@@ -15,7 +15,7 @@ from catdog.dataset import load_metadata as load_dataset_metadata
 from catdog.evaluation import evaluate_files
 from catdog.ingest import load_manifest
 from catdog.model_files import EVALUATION_FILE
-from catdog.predictor import OnnxPredictor
+from catdog.onnx_predictor import OnnxPredictor
 from catdog.registry import ModelRegistry, check_run_id
 
 COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")

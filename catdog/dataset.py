@@ -260,13 +260,3 @@ def split_features(extractor, dataset_dir: Path, split: str, batch_size: int, mi
     if not features:
         raise ValueError(f"the {split} split of {dataset_dir} is empty")
     return np.concatenate(features), np.concatenate(labels)
-
-
-def load_split_arrays(dataset_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The whole split as (float32 images, int labels) NumPy arrays, in file order (for tests and
-    small splits: it holds every photo's pixels)."""
-    images, labels = [], []
-    for x, y in load_split(dataset_dir, split).batch(256).as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
-    return np.concatenate(images), np.concatenate(labels)

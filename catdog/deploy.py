@@ -66,7 +66,7 @@ class ManifestError(DeployError):
 
 def smoke_test(model_dir: Path) -> dict:
     """Load a local model folder's ONNX and predict one blank image; returns its metadata."""
-    from catdog.predictor import load_checked  # ONNX Runtime: only the deploy step needs it here
+    from catdog.onnx_predictor import load_checked  # ONNX Runtime: only the deploy step needs it here
 
     try:
         return load_checked(Path(model_dir)).metadata

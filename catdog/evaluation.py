@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 from catdog.calibration import calibration
 from catdog.ingest import DEFAULT_LABEL_MAP, IngestError, find_class_folders, relabel
 from catdog.ood import detection_metrics
-from catdog.predictor import OnnxPredictor, Outputs
+from catdog.onnx_predictor import OnnxPredictor, Outputs
 from catdog.preprocessing import InvalidImageError
 
 MAX_ROC_POINTS = 200  # the KFP UI draws the curve from these points; thousands add nothing
@@ -58,10 +58,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
     else:
         result["auc"] = float(skm.roc_auc_score(labels, probabilities, multi_class="ovr", labels=range(len(class_names))))
     return result
-
-
-def evaluate_pixels(predictor: OnnxPredictor, pixels: np.ndarray, labels: np.ndarray) -> dict:
-    return classification_metrics(labels, predictor.predict_pixels(pixels), predictor.class_names)
 
 
 def subset_metrics(labels: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, name: str) -> dict:

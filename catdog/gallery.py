@@ -54,10 +54,6 @@ def _page(body: str) -> str:
 Explainer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def from_arrays(pixels: np.ndarray, maps: np.ndarray) -> Explainer:
-    return lambda indices: (pixels[indices], maps[indices])
-
-
 def gallery_html(labels: np.ndarray, probabilities: np.ndarray, explain: Explainer | None, class_names: list[str],
                  max_wrong: int = MAX_WRONG, n_right: int = N_RIGHT, seed: int = 0) -> str:
     """The page for the test split's labels and the model's probabilities; `explain` gives the

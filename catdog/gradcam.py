@@ -1,7 +1,7 @@
 """Grad-CAM maps drawn over photos (NumPy and Pillow only: the server imports this).
 
 The maps come from the model itself: its `gradcam` output (catdog.model.GradCamHead,
-catdog.predictor.OnnxPredictor.explain_pixels), one coarse grid per class in [0, 1].
+catdog.onnx_predictor.OnnxPredictor.explain_pixels), one coarse grid per class in [0, 1].
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import onnx
 
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
-from catdog.predictor import GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
+from catdog.onnx_predictor import GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
 
 BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model

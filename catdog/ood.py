@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from catdog.predictor import OOD_OUTPUT as SCORE_OUTPUT
+from catdog.onnx_predictor import OOD_OUTPUT as SCORE_OUTPUT
 
 METHOD = "tied-residual-pca"
 COMPONENTS = 64  # principal directions kept (docs/BENCHMARKS.md: the comparison on real photos)
@@ -66,13 +66,6 @@ def residual_scores(features: np.ndarray, means: np.ndarray, basis: np.ndarray) 
     |f - m_c|^2 - |(f - m_c) @ basis|^2 (at least 0)."""
     diff = np.asarray(features, np.float32)[:, None, :] - means[None]
     return np.maximum((diff ** 2).sum(axis=-1) - ((diff @ basis) ** 2).sum(axis=-1), 0).min(axis=1)
-
-
-def energy_scores(logits: np.ndarray) -> np.ndarray:
-    """The energy score -logsumexp(logits) (Liu et al. 2020), higher = more out of distribution."""
-    logits = np.asarray(logits, np.float64)
-    peak = logits.max(axis=1, keepdims=True)
-    return -(peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1)))
 
 
 def choose_threshold(scores: np.ndarray, target: float = FALSE_REJECT_TARGET) -> tuple[float, float]:

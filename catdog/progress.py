@@ -92,7 +92,6 @@ class RunProgress:
     state: str = "running"  # running, succeeded, failed
     error: str | None = None
     started_at: float | None = None
-    step_started_at: float | None = None
     last: dict | None = None  # the latest phase or epoch event of the running step
     metrics: dict | None = None
     decision: dict | None = None
@@ -118,7 +117,7 @@ class RunProgress:
         elif kind == "step":
             name, status = event["step"], event["status"]
             if status == "started":
-                self.step, self.step_started_at, self.last = name, event.get("t"), None
+                self.step, self.last = name, None
             elif status == "succeeded":
                 if name not in self.done:
                     self.done.append(name)

@@ -43,7 +43,7 @@ def evaluate(
     from catdog.calibration import reliability_html
     from catdog.evaluation import files_explainer, metrics_by_origin, ood_metrics, score_files
     from catdog.gallery import gallery_html
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
 
     predictor = OnnxPredictor(Path(model.path))
     files = [(path, predictor.class_names.index(label))

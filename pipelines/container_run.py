@@ -5,7 +5,7 @@ Contract:
 - What runs is compiled/training_pipeline.yaml (the file Kubeflow and Vertex execute), loaded with
   kfp's YAML loader, its executors' image set to IMAGE in a temporary copy; not the Python function.
 - IMAGE: an image the engine has or can pull. Without IMAGE, the component image is built with
-  podman as `make image-test` builds it (local Debian base, wheelhouse, images/build.py) and tagged
+  podman as `make image-test` builds it (local Debian base, wheelhouse, container_tests/build.py) and tagged
   localhost/catdog-components:src-<hash of the files it copies>: reused while they are unchanged,
   older src-* tags removed after a new build. That needs podman, runc and root.
 - The engine: the Docker API at DOCKER_HOST, else /var/run/docker.sock when it answers, else a
@@ -155,8 +155,8 @@ def source_hash(dockerfile: Path = DOCKERFILE, repo: Path = REPO) -> str:
 
 def require_podman() -> None:
     """podman and runc, as root (image-test's settings), or ContainerRunError."""
-    from images.build import require_tools
-    from images.common import Failure
+    from container_tests.build import require_tools
+    from container_tests.common import Failure
 
     if shutil.which("podman") is None or shutil.which("runc") is None:
         raise ContainerRunError("neither DOCKER_HOST, a Docker daemon nor podman here: install Docker and "
@@ -177,8 +177,8 @@ def store_settings(settings: dict[str, str]) -> tuple[Path, str]:
 
 def local_image(settings: dict[str, str]):
     """(podman, tag) of the component image built from this checkout, built now when missing."""
-    from images.build import apt_mirror, build, ensure_wheelhouse, open_store
-    from images.common import Failure
+    from container_tests.build import apt_mirror, build, ensure_wheelhouse, open_store
+    from container_tests.common import Failure
 
     require_podman()
     cache, driver = store_settings(settings)
@@ -264,7 +264,7 @@ def engine(settings: dict[str, str]) -> Iterator[tuple[str, str]]:
                                 "pull>, or unset DOCKER_HOST to build the image with podman here")
     if image:
         require_podman()
-        from images.build import Podman
+        from container_tests.build import Podman
 
         cache, driver = store_settings(settings)
         if driver == "auto":  # the store image-test chose (open_store), without building a base

@@ -16,7 +16,7 @@ Routes (model name `catdog` by default):
 V2 binary tensor extension (header Inference-Header-Content-Length: the JSON header's length):
 decoded here, not by KServe's InferRequest.from_bytes, which turns every BYTES element into UTF-8
 text and so refuses raw images. Each BYTES element (4-byte little-endian length, then its bytes)
-stays bytes; serving.model decides per element between a raw image and base64 text.
+stays bytes; serving.kserve_model decides per element between a raw image and base64 text.
 
 Hardening: bodies over `max_body_bytes` get 413 before they are parsed (catdog.body_limit: Content-Length, or
 counted while streaming when chunked), bodies slower than `body_timeout_s` 408 (connection closed;
@@ -57,7 +57,7 @@ from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 
 from catdog.body_limit import BODY_TIMEOUT_S, BodyLimitMiddleware
 from serving import metrics
-from serving.model import CatDogModel
+from serving.kserve_model import CatDogModel
 
 logger = logging.getLogger("catdog.serving")
 # KServe's V1 route answers with fastapi's ORJSONResponse, deprecated in this FastAPI: one warning

@@ -1,10 +1,10 @@
 """Explanations for :explain: the model's own Grad-CAM maps, or occlusion saliency for models
-exported before Grad-CAM (see serving/model.py's docstring for the wire format).
+exported before Grad-CAM (see serving/kserve_model.py's docstring for the wire format).
 
 Grad-CAM comes from the same ONNX run as the probabilities and the neither score
 (OnnxPredictor.run_pixels); occlusion (models exported before Grad-CAM, which have no neither
 score either) costs OCCLUSION_GRID**2 + 1 inferences per image, hence MAX_OCCLUSION_INSTANCES.
-Both return the run's catdog.predictor.Outputs (without maps) and one explanation per image.
+Both return the run's catdog.onnx_predictor.Outputs (without maps) and one explanation per image.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import base64
 import numpy as np
 
 from catdog.gradcam import overlay_png
-from catdog.predictor import OnnxPredictor, Outputs
+from catdog.onnx_predictor import OnnxPredictor, Outputs
 
 OCCLUSION_GRID = 8  # occlusion saliency: the image is split into OCCLUSION_GRID x OCCLUSION_GRID patches
 MAX_OCCLUSION_INSTANCES = 4  # each image explained by occlusion costs OCCLUSION_GRID**2 + 1 inferences

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from catdog.body_limit import header_timeout_protocol
     from serving.app import create_app
-    from serving.model import CatDogModel
+    from serving.kserve_model import CatDogModel
     model = CatDogModel(source, name=args.model_name, max_instances=args.max_instances, max_pixels=args.max_pixels,
                         inference_threads=args.threads, reload_interval=args.reload_interval)
     app = create_app(model, max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout,

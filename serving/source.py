@@ -18,7 +18,7 @@ import numpy as np
 
 from catdog import storage
 from catdog.model_files import METADATA_FILE, ONNX_FILE
-from catdog.predictor import OnnxPredictor, load_checked
+from catdog.onnx_predictor import OnnxPredictor, load_checked
 from catdog.registry import CHAMPION_ALIAS, ModelRegistry, RegistryError
 
 

@@ -47,7 +47,7 @@ def playwright_available() -> bool:
 def browser():
     """Headless Chromium (a playwright.sync_api.Browser) for one test module. Not for the session:
     while Playwright's sync API is active, an asyncio loop runs in the main thread, and later tests
-    that call asyncio.run() (serving.client) would fail."""
+    that call asyncio.run() (bench.load_client) would fail."""
     if not playwright_available():
         pytest.skip(PLAYWRIGHT_MISSING)
     executable = chromium_path()

@@ -78,7 +78,7 @@ NEEDS_MARKERS = {
     "needs_postgres": "a throwaway PostgreSQL server (tests/db_servers.py; apt-get install postgresql)",
     "needs_mariadb": "a throwaway MariaDB server (tests/db_servers.py; apt-get install mariadb-server)",
     "needs_browser": "headless Chromium via Playwright (tests/browser.py; apt-get install chromium)",
-    "needs_podman": "podman and runc, as root (images/image_test.py; apt-get install podman runc debootstrap)",
+    "needs_podman": "podman and runc, as root (container_tests/image_test.py; apt-get install podman runc debootstrap)",
 }
 FIXTURE_MARKERS = {**_db_servers.FIXTURE_MARKERS, **_browser.FIXTURE_MARKERS}
 

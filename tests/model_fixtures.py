@@ -5,6 +5,7 @@
   returns a ``BuiltDataset`` (source, ingest_dir, dataset_dir, ingest result, dataset metadata).
 - ``train_params(**changes)``: a complete TrainParams (it has no defaults) for a tiny, fast run.
 - ``labelled_folder(root, counts, bad=...)``: class folders plus optional unreadable files.
+- ``load_split_arrays(dataset_dir, split)``: a written split as (float32 pixels, int labels) arrays.
 - ``FailAfter``: a callable wrapper that lets the first N calls through and then raises, to
   simulate a crash halfway through a multi-file copy.
 
@@ -83,3 +84,17 @@ class FailAfter:
         if self.calls > self.n_ok:
             raise self.error
         return self.func(*args, **kwargs)
+
+
+def load_split_arrays(dataset_dir: Path, split: str):
+    """The whole split as (float32 images, int labels) NumPy arrays, in file order (it holds every
+    photo's pixels: test splits only)."""
+    import numpy as np
+
+    from catdog.dataset import load_split
+
+    images, labels = [], []
+    for x, y in load_split(dataset_dir, split).batch(256).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the serving tests (tests/test_serving_*.py).
+"""Fixtures and helpers for the serving tests (tests/serving/).
 
 - ``tiny_model_dir()``: a real model folder (model.keras, model.onnx, metadata.json) of a tiny
   MobileNetV2 (32 px, random weights), built and exported ONCE per test process (about 4 s) and
@@ -69,7 +69,7 @@ def tiny_model_dir() -> Path:
 def tiny_ood_model_dir() -> Path:
     """See the module docstring: features of 240 tinted-noise photos fit the statistics (k = 32),
     120 more the threshold. Its random backbone tells them from ood_photo()s imperfectly (AUROC
-    about 0.95, tests/test_ood.py), so tests check the score's mechanics and a clear majority."""
+    about 0.95, tests/catdog/test_ood.py), so tests check the score's mechanics and a clear majority."""
     if "ood" not in _cache:
         import numpy as np
 
@@ -233,7 +233,7 @@ def run_server(model, wait_ready: bool = True, **app_options):
 
 
 def make_model(ref, registry_uri=None, **options):
-    from serving.model import CatDogModel, ModelSource
+    from serving.kserve_model import CatDogModel, ModelSource
 
     options.setdefault("inference_threads", 2)
     return CatDogModel(ModelSource(str(ref), None if registry_uri is None else str(registry_uri)), **options)

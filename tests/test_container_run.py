@@ -2,7 +2,7 @@
 mounted, the image tag's source hash, the errors a user can make (each before any step, naming what
 to do), that the compiled YAML with IMAGE is what kfp.local runs and with which DockerRunner
 settings, and (needs_podman) podman's Docker API service running a container the way DockerRunner
-does. The whole pipeline in the component image runs in `make image-test` (images/pipeline_run.py).
+does. The whole pipeline in the component image runs in `make image-test` (container_tests/pipeline_run.py).
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ def test_podmans_docker_api_runs_a_container_as_docker_runner_does(tmp_path, req
     from docker.types import Mount as DockerMount
     from kfp.local.docker_task_handler import run_docker_container
 
-    from images.build import Podman
-    from tests.test_images_build import minimal_rootfs
+    from container_tests.build import Podman
+    from tests.container_tests.test_images_build import minimal_rootfs
 
     missing = [tool for tool in ("podman", "runc", "ldd") if shutil.which(tool) is None]
     if missing:

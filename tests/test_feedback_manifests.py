@@ -449,8 +449,8 @@ def test_dockerfile_copies_only_the_app_s_code_and_the_compiled_pipeline():
     # the build context holds nothing else (BuildKit reads feedback/Dockerfile.dockerignore)
     patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*"
-    # images/wheelhouse: make image-test's wheels, bind-mounted for pip (WHEELHOUSE), never copied
-    assert {p for p in patterns if p.startswith("!")} == {"!requirements.lock", "!compiled/", "!images/wheelhouse/",
+    # container_tests/wheelhouse: make image-test's wheels, bind-mounted for pip (WHEELHOUSE), never copied
+    assert {p for p in patterns if p.startswith("!")} == {"!requirements.lock", "!compiled/", "!container_tests/wheelhouse/",
                                                           *(f"!{p}/" for p in APP_PACKAGES)}
 
 

@@ -88,7 +88,7 @@ def gcs_run(gcs, tmp_path, monkeypatch, loopback_only):
 
 def test_whole_pipeline_with_data_and_registry_on_gcs(gcs_run, tmp_path):
     from catdog import storage
-    from catdog.predictor import OnnxPredictor
+    from catdog.onnx_predictor import OnnxPredictor
     from catdog.registry import ModelRegistry, decision_of_run, describe_decision
 
     run_dir, data_uri, registry_uri = gcs_run

@@ -1,0 +1,1 @@
+"""`make image-test` (container_tests/image_test.py) and its parts."""

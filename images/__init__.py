@@ -1,1 +1,0 @@
-"""`make image-test` (images/image_test.py) and its parts."""

@@ -1,0 +1,164 @@
+"""Training on a tiny synthetic dataset written through the real ingest + preprocess code."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+
+from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
+from catdog.preprocessing import PREPROCESSING_SPEC
+from tests.model_fixtures import TINY, load_split_arrays, make_dataset, train_params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 1 + 1 epoch run at 32 px on 12 synthetic photos (about 8 s); shared by the module."""
+    from catdog.train import train_model
+
+    root = tmp_path_factory.mktemp("train")
+    built = make_dataset(root, {"cat": 6, "dog": 6}, seed=3)
+    params = train_params(seed=3)
+    output = root / "out" / "model"
+    metadata = train_model(built.dataset_dir, output, params)
+    return built, params, output, metadata
+
+
+def test_train_writes_the_model_folder(trained):
+    _, _, output, metadata = trained
+    assert sorted(p.name for p in output.iterdir()) == sorted([KERAS_FILE, ONNX_FILE, METADATA_FILE])
+    assert json.loads((output / METADATA_FILE).read_text()) == metadata
+    assert not list(output.parent.glob("*-best.keras"))  # the checkpoint is cleaned up
+
+
+def test_train_metadata(trained):
+    built, params, _, metadata = trained
+    assert metadata["class_names"] == ["cat", "dog"]
+    assert metadata["image_size"] == TINY
+    assert metadata["preprocessing"] == PREPROCESSING_SPEC
+    assert metadata["training_parameters"] == dataclasses.asdict(params)
+    assert metadata["training_parameters"]["weights"] == "none"
+    assert metadata["data_fingerprint"] == built.result.fingerprint == built.metadata["fingerprint"]
+    assert re.fullmatch(r"[0-9a-f]{64}", metadata["data_fingerprint"])
+    assert metadata["split_counts"] == {"train": 4, "validation": 4, "test": 4}  # round(6 * 0.25) = 2 per class
+    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
+    for entry in metadata["history"]:
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(entry)
+        assert 0.0 <= entry["val_accuracy"] <= 1.0 and entry["loss"] > 0
+    assert metadata["best_val_accuracy"] == min(metadata["history"], key=lambda h: h["val_loss"])["val_accuracy"]
+    assert "alpha=0.35" in metadata["architecture"]
+    assert metadata["outputs"] == ["probabilities", "gradcam", "ood_score"]
+    assert metadata["explanation"]["grid"] == [1, 1]  # 32 px / 32
+    # the neither score: fitted on the 4 train photos' features, its threshold on the 4 validation ones
+    assert metadata["ood"]["train_n"] == metadata["ood"]["val_n"] == 4
+    assert metadata["ood"]["components"] == 2 and metadata["ood"]["val_false_reject_rate"] == 0.0  # 4 - 2 classes
+
+
+def test_trained_model_loads_and_predicts(trained):
+    """Both exports load; the ONNX one gives a probability pair per image, and Grad-CAM maps."""
+    import keras
+
+    from catdog.onnx_predictor import OnnxPredictor
+
+    _, _, output, _ = trained
+    pixels, labels = load_split_arrays(trained[0].dataset_dir, "test")
+    predictor = OnnxPredictor(output)
+    assert predictor.class_names == ["cat", "dog"] and predictor.image_size == TINY
+    onnx = predictor.predict_pixels(pixels.astype(np.uint8))
+    keras_probs, keras_maps, keras_scores = keras.models.load_model(output / KERAS_FILE).predict(pixels, verbose=0)
+    assert onnx.shape == (len(labels), 2) == (4, 2)
+    np.testing.assert_allclose(onnx.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(onnx - keras_probs).max() < 1e-4
+    assert predictor.has_gradcam
+    _, maps = predictor.explain_pixels(pixels)
+    assert maps.shape == keras_maps.shape == (4, 1, 1, 2) and np.abs(maps - keras_maps).max() < 1e-3
+    assert predictor.has_ood and keras_scores.shape == predictor.run_pixels(pixels).ood_score.shape == (4,)
+
+
+def test_training_curves_html(trained, tmp_path):
+    from catdog.train import curves_html
+
+    _, _, _, metadata = trained
+    page = tmp_path / "curves.html"
+    page.write_text(curves_html(metadata["history"]))
+    html = page.read_text()
+    assert html.startswith("<html>") and html.rstrip().endswith("</html>")
+    match = re.search(r'<img alt="training curves" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert match, "no embedded PNG"
+    png = base64.b64decode(match.group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert html.count("<tr><td>") == len(metadata["history"]) == 2
+    assert "<td>finetune</td>" in html and "<td>frozen</td>" in html
+
+
+def test_same_seed_same_split_and_fingerprint(trained, tmp_path):
+    """Writing the dataset again from the same source with the same seed: same split, same fingerprint."""
+    built, _, _, metadata = trained
+    again = make_dataset(tmp_path / "again", seed=3, source=built.source)
+    assert again.result.fingerprint == built.result.fingerprint == metadata["data_fingerprint"]
+    for split in ("train", "validation", "test"):
+        assert again.metadata["splits"][split]["sha256"] == built.metadata["splits"][split]["sha256"]
+    other = make_dataset(tmp_path / "other", seed=4, source=built.source)
+    assert other.result.fingerprint == built.result.fingerprint  # the data, not the split
+    assert any(other.metadata["splits"][s]["sha256"] != built.metadata["splits"][s]["sha256"]
+               for s in ("train", "validation", "test"))
+
+
+def test_train_params_have_no_defaults_and_match_the_pipeline_config():
+    from catdog.train import TrainParams
+    from pipelines.config import PipelineConfig
+
+    fields = dataclasses.fields(TrainParams)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    with pytest.raises(TypeError):
+        TrainParams()  # type: ignore[call-arg]
+    assert {f.name for f in fields} <= set(PipelineConfig.model_fields)
+
+
+def test_missing_weights_file_is_a_clear_error(trained, tmp_path):
+    from catdog.train import train_model
+
+    missing = tmp_path / "nope" / "mobilenet.h5"
+    output = tmp_path / "model"
+    with pytest.raises(FileNotFoundError, match=f"weights file not found: {re.escape(str(missing))}"):
+        train_model(trained[0].dataset_dir, output, train_params(weights=str(missing)))
+    assert not output.exists()  # nothing half-written
+
+
+def test_unknown_augmentation_is_a_clear_error(trained, tmp_path):
+    from catdog.train import train_model
+
+    output = tmp_path / "model"
+    with pytest.raises(ValueError, match=r"unknown augmentation\(s\) \['sepia'\]"):
+        train_model(trained[0].dataset_dir, output, train_params(augmentations="flip,sepia"))
+    assert not output.exists()
+
+
+def test_the_frozen_phase_trains_only_the_head_on_features_computed_once(tmp_path):
+    import keras
+
+    from catdog.dataset import load_split
+    from catdog.model import BACKBONE_NAME, HEAD_NAME, build_model
+    from catdog.train import pooled_features, train_head
+
+    built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=1)
+    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip")
+    model = build_model(2, TINY, 0.35, "none", 0.1)
+    backbone_before = [w.copy() for w in model.get_layer(BACKBONE_NAME).get_weights()]
+    head_before = [w.copy() for w in model.get_layer(HEAD_NAME).get_weights()]
+    features, labels = pooled_features(model, built.dataset_dir, "train", True, 4)
+    n_train = built.metadata["splits"]["train"]["count"]
+    assert features.shape[0] == labels.shape[0] == 2 * n_train  # each photo and its mirror image
+    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy())
+    assert len(history["loss"]) == 3 and {"val_loss", "val_accuracy", "accuracy"} <= set(history)
+    assert all(np.array_equal(a, b) for a, b in zip(backbone_before, model.get_layer(BACKBONE_NAME).get_weights()))
+    assert not np.array_equal(head_before[0], model.get_layer(HEAD_NAME).get_weights()[0])
+    # the full model predicts with the trained head: its probabilities equal the head's on the features
+    x, _ = next(iter(load_split(built.dataset_dir, "train").batch(2)))
+    dense = model.get_layer(HEAD_NAME)
+    expected = dense(features[:2])
+    np.testing.assert_allclose(model.predict_on_batch(x.numpy()), np.asarray(expected), atol=1e-5)
