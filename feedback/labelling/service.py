@@ -1,7 +1,7 @@
 """The app's operations: predict a photo, validate a prediction, add labelled photos, repair.
 
 One FeedbackService per process holds the settings, the database, the photo store and the
-predictor client; the routers (feedback/routers/) call these methods and turn their errors into
+predictor client; the routers (feedback/web/routers/) call these methods and turn their errors into
 HTTP answers. Order of writes, so that nothing is lost or half-stored:
 - predict (and upload-data): check the photo -> ask the predictor -> one transaction: the photo
   and prediction rows are written (flushed) first, then the original file, then the commit. A
@@ -33,12 +33,12 @@ from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
-from feedback import store
-from feedback.db import Database, migrate, open_database, ping, probe_write
+from feedback.store import queries
+from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
-from feedback.models import NEITHER, Prediction
-from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
-from feedback.predictor import PredictorClient, PredictorError, PredictorStatus, ood_threshold
+from feedback.store.tables import NEITHER, Prediction
+from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
+from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retrain_config import TrainingConfig, parse_training_words
 from feedback.runs import RunService
 from feedback.settings import Settings, redact
@@ -198,8 +198,8 @@ class FeedbackService:
         if answer.ood_score is not None:
             answer = replace(answer, ood_threshold=self._ood_threshold_of(answer.model_version))
         with self.db.writing() as session:
-            row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
-            prediction = store.add_prediction(session, row, answer, source)
+            row = queries.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
+            prediction = queries.add_prediction(session, row, answer, source)
             self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
         return prediction
 
@@ -222,7 +222,7 @@ class FeedbackService:
 
     def get(self, prediction_id: str) -> Prediction:
         with self.db.read() as session:
-            prediction = store.get_prediction(session, prediction_id)
+            prediction = queries.get_prediction(session, prediction_id)
         if prediction is None:
             raise NotFound(f"no prediction {prediction_id!r}")
         return prediction
@@ -253,10 +253,10 @@ class FeedbackService:
         check_text(note, "the note")
         check_text(prediction_id, "the prediction id")
         with self.db.writing() as session:
-            prediction = store.get_prediction(session, prediction_id)
+            prediction = queries.get_prediction(session, prediction_id)
             if prediction is None:
                 raise NotFound(f"no prediction {prediction_id!r}")
-            store.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
+            queries.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
             sha256 = prediction.photo_sha256
         self.publish_or_defer(sha256)
         self._manifest_dirty.set()
@@ -277,11 +277,11 @@ class FeedbackService:
                 continue
             try:
                 with self.db.writing() as session:
-                    row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension),
+                    row = queries.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension),
                                           item.name)
                     previous = row.label
                     if previous != label:
-                        store.add_validation(session, photo.sha256, label, "upload-data", by)
+                        queries.add_validation(session, photo.sha256, label, "upload-data", by)
                     try:  # after the rows: a database that cannot write leaves no file
                         self.photos.save(photo)
                     except Exception as exc:  # the storage failed: the rows roll back, say so and go on
@@ -311,7 +311,7 @@ class FeedbackService:
         turns, and each re-reads the label: racing verdicts end with the files of the latest one.
         (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
         with self.db.writing() as session:
-            photo = store.lock_photo(session, sha256)
+            photo = queries.lock_photo(session, sha256)
             if photo.label is None or photo.label == photo.published_label:
                 return
             if photo.label == NEITHER:
@@ -338,8 +338,8 @@ class FeedbackService:
         returns how many moves were finished. A move that fails again is logged and left for the
         next round: it must not stop the app, nor the other photos' repairs."""
         with self.db.read() as session:
-            pending = store.unpublished(session)
-            latest = store.latest_validation_id(session)
+            pending = queries.unpublished(session)
+            latest = queries.latest_validation_id(session)
         repaired = sum(self.publish_or_defer(sha256) for sha256 in pending)
         if repaired or (latest and self.photos.manifest_written_at() != latest):
             self._manifest_dirty.set()
@@ -356,8 +356,8 @@ class FeedbackService:
             self._manifest_dirty.clear()  # changes from here on set it again: at least one more write
             try:
                 with self.db.read() as session:
-                    entries = store.manifest_entries(session)
-                    latest = store.latest_validation_id(session)
+                    entries = queries.manifest_entries(session)
+                    latest = queries.latest_validation_id(session)
                 self.photos.write_manifest(entries, latest)
             except Exception as exc:  # storage errors of any kind: try again next round
                 self._manifest_dirty.set()
@@ -368,7 +368,7 @@ class FeedbackService:
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:
         with self.db.read() as session:
-            return store.counts(session)
+            return queries.counts(session)
 
     def _ood_threshold_of(self, version: str) -> float | None:
         """The threshold of a model version's out-of-distribution score, from the predictor's metadata:
@@ -391,7 +391,7 @@ class FeedbackService:
         return cached[1]
 
     def database_error(self, write: bool = False) -> str | None:
-        """None when the database answers (and with `write`, can write: feedback.db.probe_write),
+        """None when the database answers (and with `write`, can write: feedback.store.db.probe_write),
         else what failed, in one line without the URL."""
         try:
             (probe_write if write else ping)(self.db)

@@ -45,8 +45,8 @@ from sqlalchemy.orm import Session
 from catdog import storage
 from catdog.model_files import EVALUATION_FILE, METADATA_FILE
 from catdog.registry import COMPLETE_MARKER, ModelRegistry
-from feedback.db import Database
-from feedback.models import NEITHER, Photo, Prediction, utcnow
+from feedback.store.db import Database
+from feedback.store.tables import NEITHER, Photo, Prediction, utcnow
 
 logger = logging.getLogger("catdog.feedback")
 DAYS = 90

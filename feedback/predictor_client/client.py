@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import httpx
 
 from feedback.settings import Settings, redact
-from feedback.store import PredictorAnswer
+from feedback.store.queries import PredictorAnswer
 
 VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 STATUS_TIMEOUT_S = 3.0

@@ -5,7 +5,7 @@ start with BEGIN IMMEDIATE (SQLAlchemy's documented pysqlite recipe), so concurr
 on the busy timeout instead of failing with "database is locked" when a read turns into a write.
 Within one process, SQLite writers also take a lock first: SQLite's busy handler waits in sleeps
 of up to 100 ms, which at 16 concurrent writers cost more than the writes themselves.
-Migrations are Alembic's (feedback/migrations), applied at start-up; a database whose schema is
+Migrations are Alembic's (feedback/store/migrations), applied at start-up; a database whose schema is
 newer than the code's migrations is refused with a clear error, never downgraded or ignored.
 """
 

@@ -1,6 +1,6 @@
-"""The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/models.py).
+"""The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/store/tables.py).
 
-The callers own the transactions (feedback/service.py); nothing here commits.
+The callers own the transactions (feedback/labelling/service.py); nothing here commits.
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
 (published_label becomes NEITHER), so repair finishes that removal like any other move.
@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from catdog.preprocessing import EXTENSIONS
-from feedback.models import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
-from feedback.photos import CheckedPhoto
+from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
+from feedback.store.photos import CheckedPhoto
 
 # validated photos whose dataset folder does not match their label yet
 _unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
@@ -25,7 +25,7 @@ _unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), P
 
 @dataclass(frozen=True)
 class PredictorAnswer:
-    """What the predictor said about one photo (feedback/predictor.py)."""
+    """What the predictor said about one photo (feedback/predictor_client/client.py)."""
 
     label: str
     probabilities: dict[str, float]

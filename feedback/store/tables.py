@@ -1,4 +1,4 @@
-"""The store's tables (SQLAlchemy 2 typed models); Alembic migrations in feedback/migrations create them.
+"""The store's tables (SQLAlchemy 2 typed models); Alembic migrations in feedback/store/migrations create them.
 
 - photos: one row per distinct photo (by SHA-256): stored once however often it is uploaded.
   `label` is the latest verdict of a person (None until someone validated it) and

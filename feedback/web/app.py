@@ -1,6 +1,6 @@
 """The FastAPI application: routers, static files, offline API docs, limits and error answers.
 
-    create_app(service) -> FastAPI       (service: a started feedback.service.FeedbackService)
+    create_app(service) -> FastAPI       (service: a started feedback.labelling.service.FeedbackService)
 
 Every error is JSON {"detail": ...}, never 5xx for bad input: photos we cannot use are 422 (413
 when too large), unknown predictions 404, unknown labels 422, a predictor that is down, slow or
@@ -10,8 +10,8 @@ unreachable) 503; anything unexpected is a 500 with no internals (the traceback 
 
 Before a route reads a byte of a request (outermost first): security headers on every answer;
 bound to a loopback address, the Host must name it, 127.0.0.1 or localhost (DNS rebinding,
-feedback.deps.LoopbackHost); the guards of routes that change data (same origin, APP_TOKEN) run
-from the headers (feedback.deps.WriteGuard); the body is capped per route before it is parsed
+feedback.web.deps.LoopbackHost); the guards of routes that change data (same origin, APP_TOKEN) run
+from the headers (feedback.web.deps.WriteGuard); the body is capped per route before it is parsed
 (catdog.body_limit: predict MAX_PHOTO_BYTES base64-encoded, upload-data MAX_REQUEST_BYTES, every
 other route JSON_BODY_BYTES) and must arrive within BODY_TIMEOUT_S. HTML pages carry a
 Content-Security-Policy that allows this origin only.
@@ -32,11 +32,11 @@ from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from catdog.body_limit import BodyLimitMiddleware
-from feedback.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
-from feedback.photos import PhotoRejected
-from feedback.predictor import PredictorError
-from feedback.routers import dashboard, pages, predictions, runs, status, uploads
-from feedback.service import (
+from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
+from feedback.store.photos import PhotoRejected
+from feedback.predictor_client.client import PredictorError
+from feedback.web.routers import dashboard, pages, predictions, runs, status, uploads
+from feedback.labelling.service import (
     FeedbackService,
     InvalidText,
     ModelChanged,
@@ -49,7 +49,7 @@ from feedback.settings import is_loopback, redact
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"
 # Swagger UI 5's swagger-ui-bundle.js and swagger-ui.css, as the fastapi-offline package ships them
-# (/docs itself is feedback.routers.pages' template; the package's FastAPIOffline() is not used)
+# (/docs itself is feedback.web.routers.pages' template; the package's FastAPIOffline() is not used)
 DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 JSON_BODY_BYTES = 64 * 1024  # the body cap of every route but predict and upload-data
 # a database that cannot be used now (read-only, unreachable, its pool exhausted): 503, not 500

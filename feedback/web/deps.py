@@ -26,7 +26,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Match
 
 from catdog.body_limit import json_error
-from feedback.service import FeedbackService
+from feedback.labelling.service import FeedbackService
 
 bearer = HTTPBearer(auto_error=False, description="APP_TOKEN, when the app has one")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

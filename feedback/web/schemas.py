@@ -1,7 +1,7 @@
 """The REST API's request and response bodies (they make the OpenAPI document at /docs).
 
-Text fields of requests refuse NUL characters (feedback.service.check_text: 422 on every
-database); labels are normalised by feedback.service.normalise_label, as upload-data's are.
+Text fields of requests refuse NUL characters (feedback.labelling.service.check_text: 422 on every
+database); labels are normalised by feedback.labelling.service.normalise_label, as upload-data's are.
 MAX_OFFSET bounds every list's `offset` (a 2**63 offset is a 422, not a database error).
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from feedback.models import (
+from feedback.store.tables import (
     NAME_LENGTH,
     NOTE_LENGTH,
     Prediction,
@@ -21,7 +21,7 @@ from feedback.models import (
     TrainingRun,
     Validation,
 )
-from feedback.service import check_text, normalise_label
+from feedback.labelling.service import check_text, normalise_label
 
 MAX_OFFSET = 10**9
 NoNulText = Annotated[str, AfterValidator(lambda value: check_text(value, "the text"))]

@@ -1,6 +1,6 @@
 """`make app`: the feedback app on 127.0.0.1:8000 (uvicorn).
 
-    python -m feedback.server [--host 127.0.0.1] [--port 8000] [--predictor-url URL]
+    python -m feedback.web.server [--host 127.0.0.1] [--port 8000] [--predictor-url URL]
                               [--database-url URL] [--feedback-uri DIR|gs://...] [KEY=value ...]
 
 Every setting also comes from the environment (feedback/settings.py: PREDICTOR_URL, DATABASE_URL,
@@ -26,7 +26,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m feedback.server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m feedback.web.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="address to bind (env APP_HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env APP_PORT; default 8000)")
     parser.add_argument("--predictor-url", help="the predictor's base URL (env PREDICTOR_URL; default http://127.0.0.1:8080)")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("alembic", "httpx"):  # plugin set-up lines, one line per predictor call: noise
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from feedback.db import SchemaError
+    from feedback.store.db import SchemaError
     from feedback.retrain_config import parse_training_words
     from feedback.settings import SettingsError, load_settings
     from pipelines.config import ConfigError
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
-    from feedback.app import create_app
-    from feedback.service import FeedbackService
+    from feedback.web.app import create_app
+    from feedback.labelling.service import FeedbackService
 
     service = FeedbackService(settings, training=training)
     try:

@@ -28,9 +28,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from catdog.deploy import ManifestError, render
+from tests.helpers import REPO_ROOT
 from tests.test_manifests import MANIFESTS, _validate
 
-REPO = MANIFESTS.parent
+REPO = REPO_ROOT
 DOCKERFILE = REPO / "feedback" / "Dockerfile"
 DOCKERIGNORE = REPO / "feedback" / "Dockerfile.dockerignore"
 DOC = REPO / "docs" / "feedback-deploy.md"
@@ -191,7 +192,7 @@ def test_each_flavour_renders_its_objects_in_namespace_catdog(flavour, expected)
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_probes_hit_health_and_ready_on_the_container_port_and_the_service_reaches_it(flavour):
-    from feedback.routers import status
+    from feedback.web.routers import status
 
     objects = _objects(flavour)
     deployment, service = objects[("Deployment", NAME)], objects[("Service", NAME)]
@@ -288,7 +289,7 @@ def test_cloudsql_without_database_url_in_the_secret_stops_at_start_up():
     app's own open_database must refuse it, naming the Secret (not fall back to a pod-local SQLite)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from feedback.db import open_database
+    from feedback.store.db import open_database
 
     placeholder = _config(_objects(CLOUDSQL))["DATABASE_URL"]
     with pytest.raises(SQLAlchemyError, match="DATABASE_URL_in_the_catdog_feedback_Secret"):
@@ -403,10 +404,10 @@ def test_a_typo_in_the_deployment_fails_naming_the_field(path, value, rename, ex
 # --- the Dockerfile ----------------------------------------------------------------------------
 
 def test_dockerfile_command_port_user_and_data_dir_agree_with_the_manifests():
-    from feedback.server import build_parser
+    from feedback.web.server import build_parser
 
     entrypoint, cmd = json.loads(_last("ENTRYPOINT")), json.loads(_last("CMD"))
-    assert entrypoint == ["python", "-m", "feedback.server"]
+    assert entrypoint == ["python", "-m", "feedback.web.server"]
     args = build_parser().parse_args(cmd)
     exposed = [int(p.split("/")[0]) for p in _last("EXPOSE").split()]
     user, _, group = _last("USER").partition(":")

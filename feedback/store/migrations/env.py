@@ -1,10 +1,10 @@
-"""Alembic environment: migrations run on the connection feedback.db.migrate() passes in, or on
+"""Alembic environment: migrations run on the connection feedback.store.db.migrate() passes in, or on
 `sqlalchemy.url` when Alembic's command line is used (`alembic -x url=... upgrade head`)."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from feedback.models import Base
+from feedback.store.tables import Base
 
 config = context.config
 

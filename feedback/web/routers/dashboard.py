@@ -2,7 +2,7 @@
 
 plotly.js is the `plotly` package's copy, served here with a long cache lifetime (never a CDN).
 The page's CSP (style-src 'self') forbids the <style> elements plotly.js adds when it loads; the
-page gives it what it looks for first (feedback/templates/dashboard.html): a <link> with id
+page gives it what it looks for first (feedback/web/templates/dashboard.html): a <link> with id
 `plotly.js-style-global` (plotly then inserts its rules into that same-origin stylesheet through
 the CSSOM, which the CSP allows), and an element with the id of each other style block it would
 inject at load (map styles this page never uses), found in the bundle by PLOTLY_STYLE_GUARD.
@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from catdog.registry import ModelRegistry
-from feedback import dashboard
-from feedback.deps import get_service
-from feedback.predictor_metrics import PredictorMetrics
-from feedback.routers.runs import server_folders, shorten_paths
-from feedback.routers.pages import render
-from feedback.service import FeedbackService
+from feedback.monitoring import dashboard
+from feedback.web.deps import get_service
+from feedback.predictor_client.metrics import PredictorMetrics
+from feedback.web.routers.runs import server_folders, shorten_paths
+from feedback.web.routers.pages import render
+from feedback.labelling.service import FeedbackService
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 PLOTLY_URL = f"/static-vendor/plotly-{plotly.__version__}.min.js"  # a new package version, a new URL
@@ -71,7 +71,7 @@ def dashboard_data(request: Request, service: FeedbackService = Depends(get_serv
     per day, accuracy on people's verdicts per model version (Wilson 95 % interval; "neither" verdicts
     left out), the shares flagged as neither by the model and called neither by people (`neither`), confidence
     histogram of confirmed vs corrected predictions, predicted-class balance, the drift test and
-    the predictor's latency and request rate (feedback/dashboard.py, feedback/predictor_metrics.py)."""
+    the predictor's latency and request rate (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py)."""
     data = dashboard.build_dashboard(service.db, ModelRegistry(service.registry_uri), service.labels)
     folders = server_folders(service)  # no absolute server path in an answer anyone may read
     data["registry"] = {key: shorten_paths(value, folders) if isinstance(value, str) else value

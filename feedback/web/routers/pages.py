@@ -1,10 +1,10 @@
 """The page: upload (/), the review queue (/review), the history (/history), card fragments, and
 the API page (/docs).
 
-Server-rendered Jinja2 templates (autoescaped) with one small script, feedback/static/app.js;
+Server-rendered Jinja2 templates (autoescaped) with one small script, feedback/web/static/app.js;
 every asset is served by the app itself. /docs is Swagger UI 5 (it reads FastAPI's OpenAPI 3.1;
-its files come from the fastapi-offline package, mounted at /docs-assets by feedback.app) started
-by feedback/static/docs.js, so it carries the app's Content-Security-Policy like every page.
+its files come from the fastapi-offline package, mounted at /docs-assets by feedback.web.app) started
+by feedback/web/static/docs.js, so it carries the app's Content-Security-Policy like every page.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from feedback import store
-from feedback.models import NEITHER, Status
-from feedback.deps import get_service
-from feedback.schemas import MAX_OFFSET
-from feedback.service import FeedbackService
+from feedback.store import queries
+from feedback.store.tables import NEITHER, Status
+from feedback.web.deps import get_service
+from feedback.web.schemas import MAX_OFFSET
+from feedback.labelling.service import FeedbackService
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -41,7 +41,7 @@ def render(request: Request, name: str, service: FeedbackService, **context) -> 
 
 def _queue_length(service: FeedbackService) -> int:
     with service.db.read() as session:
-        return store.queue_length(session)
+        return queries.queue_length(session)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -52,8 +52,8 @@ def upload_page(request: Request, service: FeedbackService = Depends(get_service
 @router.get("/review", response_class=HTMLResponse)
 def review_page(request: Request, service: FeedbackService = Depends(get_service)):
     with service.db.read() as session:
-        queue = store.review_queue(session, limit=PAGE_SIZE)
-        length = store.queue_length(session)
+        queue = queries.review_queue(session, limit=PAGE_SIZE)
+        length = queries.queue_length(session)
     return render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
 
 
@@ -67,9 +67,9 @@ def history_page(
     service: FeedbackService = Depends(get_service),
 ):
     with service.db.read() as session:
-        rows = store.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
+        rows = queries.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
                                       flagged=None if not flagged else flagged == "true")
-        versions = store.model_versions(session)
+        versions = queries.model_versions(session)
     return render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
                    more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
                    flagged=flagged, offset=offset, page_size=PAGE_SIZE)

@@ -1,6 +1,6 @@
 """/api/predict and /api/predictions: predict a photo, list and read predictions, validate them.
 
-The predict body is capped before it is read (feedback.app: json_limit(MAX_PHOTO_BYTES), the
+The predict body is capped before it is read (feedback.web.app: json_limit(MAX_PHOTO_BYTES), the
 base64 form of the largest photo), so a route here never holds more than that.
 """
 
@@ -16,11 +16,11 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from catdog.preprocessing import MEDIA_TYPES
-from feedback import store
-from feedback.deps import get_service, require_writer, same_origin
-from feedback.models import Status
-from feedback.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
-from feedback.service import FeedbackService
+from feedback.store import queries
+from feedback.web.deps import get_service, require_writer, same_origin
+from feedback.store.tables import Status
+from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
+from feedback.labelling.service import FeedbackService
 
 router = APIRouter(prefix="/api", tags=["predictions"])
 PAGE_CLIENT_HEADER = "x-feedback-client"  # the page sends "page": its uploads are counted apart
@@ -88,7 +88,7 @@ def list_predictions(
     service: FeedbackService = Depends(get_service),
 ) -> PredictionList:
     with service.db.read() as session:
-        rows = store.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
+        rows = queries.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
     return PredictionList(predictions=[PredictionOut.of(p) for p in rows], count=len(rows), limit=limit, offset=offset)
 
 
@@ -96,15 +96,15 @@ def list_predictions(
             summary="Photos nobody validated yet, least confident first (each photo once)")
 def review_queue(limit: int = Query(50, ge=0, le=500), service: FeedbackService = Depends(get_service)) -> ReviewQueue:
     with service.db.read() as session:
-        rows = store.review_queue(session, limit) if limit else []
-        length = store.queue_length(session)
+        rows = queries.review_queue(session, limit) if limit else []
+        length = queries.queue_length(session)
     return ReviewQueue(length=length, predictions=[PredictionOut.of(p) for p in rows])
 
 
 def _detail(service: FeedbackService, prediction_id: str) -> PredictionOut:
     prediction = service.get(prediction_id)
     with service.db.read() as session:
-        validations = store.validations_of(session, prediction.photo_sha256)
+        validations = queries.validations_of(session, prediction.photo_sha256)
     return PredictionOut.of(prediction, validations)
 
 

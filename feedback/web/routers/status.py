@@ -16,9 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from catdog import storage
-from feedback.deps import get_service
-from feedback.predictor import PredictorStatus
-from feedback.service import FeedbackService
+from feedback.web.deps import get_service
+from feedback.predictor_client.client import PredictorStatus
+from feedback.labelling.service import FeedbackService
 
 router = APIRouter(tags=["status"])
 

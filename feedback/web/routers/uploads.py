@@ -2,7 +2,7 @@
 
 200 with the report (added, rejected with reasons) when at least one photo was added; 422 with
 the same report as `detail` when none was: {"detail": {"message", "added": [], "rejected"}}.
-Labels are normalised as the validation route's are (feedback.service.normalise_label); a label
+Labels are normalised as the validation route's are (feedback.labelling.service.normalise_label); a label
 (or a zip folder) "neither" records the photo as neither of the labels: it stays out of the dataset.
 """
 
@@ -13,10 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from feedback.deps import get_service, require_writer
-from feedback.schemas import UploadOut
-from feedback.service import FeedbackService, LabelledFile, UploadReport, check_text, normalise_label
-from feedback.uploads import pair_labels, read_zip
+from feedback.web.deps import get_service, require_writer
+from feedback.web.schemas import UploadOut
+from feedback.labelling.service import FeedbackService, LabelledFile, UploadReport, check_text, normalise_label
+from feedback.labelling.uploads import pair_labels, read_zip
 
 router = APIRouter(prefix="/api", tags=["dataset"])
 MAX_FILES = 1000

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from feedback import store
-from feedback.models import Photo, Prediction, Validation
+from feedback.store import queries
+from feedback.store.tables import Photo, Prediction, Validation
 from tests.feedback_fixtures import DATABASES, feedback_settings, photo, predictor, running_app  # noqa: F401
 
 CLIENTS = 16
@@ -45,7 +45,7 @@ def test_sixteen_clients_at_once_lose_nothing(tmp_path, predictor, backend, requ
             assert session.scalar(select(func.count()).select_from(Photo)) == 2 * CLIENTS + 1
             photos = {p.sha256: p for p in session.scalars(select(Photo))}
             shared_sha = next(p.sha256 for p in photos.values() if p.original_name == "shared.jpg")
-            history = store.validations_of(session, shared_sha)
+            history = queries.validations_of(session, shared_sha)
             assert len(history) == CLIENTS and photos[shared_sha].label == history[-1].label  # the latest wins
             assert all(p.published_label == p.label for p in photos.values())
         dataset = service.photos.dataset_files()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback.predictor import PredictorClient, PredictorError
+from feedback.predictor_client.client import PredictorClient, PredictorError
 from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, running_app, stub_server
 
 OOD = {"method": "energy", "threshold": 5.0}
@@ -187,14 +187,14 @@ def test_upload_data_takes_neither_and_keeps_those_photos_out(app):
 
 
 def test_repair_finishes_an_interrupted_removal(app):
-    from feedback import store
+    from feedback.store import queries
 
     prediction = app.predict(photo(7)).json()
     sha = prediction["photo"]["sha256"]
     app.validate(prediction["id"], "dog")
     assert any(name.startswith(sha) for name in dataset(app)["dog"])
     with app.service.db.writing() as session:  # the verdict committed, then a crash before the files moved
-        store.add_validation(session, sha, "neither", "api")
+        queries.add_validation(session, sha, "neither", "api")
     assert app.get("/api/status").json()["counts"]["unpublished"] == 1
     assert app.service.repair() == 1
     assert dataset(app)["dog"] == [] and sha not in manifest_shas(app)
@@ -203,7 +203,7 @@ def test_repair_finishes_an_interrupted_removal(app):
 
 
 def test_labels_may_not_hold_neither(tmp_path):
-    from feedback.service import FeedbackService
+    from feedback.labelling.service import FeedbackService
 
     with pytest.raises(ValueError, match="LABELS may not hold 'neither'"):
         FeedbackService(feedback_settings(tmp_path, "http://127.0.0.1:9", labels=("cat", "dog", "neither")),

@@ -1,4 +1,4 @@
-"""The monitoring dashboard's numbers (feedback/dashboard.py, feedback/predictor_metrics.py): the
+"""The monitoring dashboard's numbers (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py): the
 Wilson interval, Prometheus' histogram_quantile, the drift test, the store's aggregates on every
 database, the registry summary, and GET /api/dashboard against what the store and registry hold.
 
@@ -26,10 +26,10 @@ from scipy.stats import ks_2samp
 from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
-from feedback import dashboard
+from feedback.monitoring import dashboard
 from feedback.launchers import Observation, RunHandle
-from feedback.models import Prediction
-from feedback.predictor_metrics import (
+from feedback.store.tables import Prediction
+from feedback.predictor_client.metrics import (
     PredictorMetrics,
     histogram_quantile,
     read_sample,
@@ -480,7 +480,7 @@ def test_an_unreadable_registry_is_reported_not_a_500(tmp_path):
 def test_plotly_js_is_served_by_the_app(tmp_path):
     import plotly
 
-    from feedback.routers.dashboard import PLOTLY_JS, PLOTLY_URL
+    from feedback.web.routers.dashboard import PLOTLY_JS, PLOTLY_URL
 
     with running_app(feedback_settings(tmp_path, unused_url()), predictor=FakePredictor()) as app:
         served = app.get(PLOTLY_URL)

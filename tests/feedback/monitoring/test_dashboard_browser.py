@@ -26,7 +26,7 @@ from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
 from feedback.launchers import Observation
-from feedback.models import Prediction, utcnow
+from feedback.store.tables import Prediction, utcnow
 from feedback.retrain_config import TrainingConfig
 from tests.feedback_fixtures import (
     FakePredictor,
@@ -35,7 +35,7 @@ from tests.feedback_fixtures import (
     running_app,
     stub_server,
 )
-from tests.test_feedback_dashboard import (
+from tests.feedback.monitoring.test_dashboard import (
     FakeLauncher,
     fill_data,
     make_registry,

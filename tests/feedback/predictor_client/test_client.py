@@ -1,4 +1,4 @@
-"""The app's predictor client: KServe's V1 routes (tested for real in test_feedback_api.py) and a
+"""The app's predictor client: KServe's V1 routes (tested for real in tests/feedback/web/test_api.py) and a
 Vertex AI endpoint, here a loopback stand-in that checks the exact requests Vertex would get."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from feedback.predictor import GoogleToken, PredictorClient, PredictorError
+from feedback.predictor_client.client import GoogleToken, PredictorClient, PredictorError
 from tests.feedback_fixtures import feedback_settings, photo, running_app, stub_server
 
 ENDPOINT_PATH = "/v1/projects/my-project/locations/europe-west4/endpoints/1234"

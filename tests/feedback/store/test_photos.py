@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from catdog import storage
-from feedback.photos import PhotoRejected, PhotoStore, check_photo
-from feedback.service import UploadReport
-from feedback.uploads import pair_labels, read_zip
+from feedback.store.photos import PhotoRejected, PhotoStore, check_photo
+from feedback.labelling.service import UploadReport
+from feedback.labelling.uploads import pair_labels, read_zip
 from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, started_service
 from tests.helpers import image_bytes, png_header_only
 from tests.model_fixtures import FailAfter
@@ -126,14 +126,14 @@ def test_a_storage_failure_after_the_verdict_is_repaired_on_the_next_start(tmp_p
 def test_a_crash_between_the_database_and_the_file_write_is_repaired(tmp_path):
     """The process dies right after the commit: simulated by committing the verdict with the
     store's own function and never publishing."""
-    from feedback import store
+    from feedback.store import queries
 
     url = f"sqlite:///{tmp_path}/db.sqlite"
     service = started_service(tmp_path, url)
     prediction = service.predict(photo(5))
     service.validate(prediction.id, "cat")
     with service.db.writing() as session:  # a correction, committed; then the "crash"
-        store.add_validation(session, prediction.photo_sha256, "dog", "api")
+        queries.add_validation(session, prediction.photo_sha256, "dog", "api")
     service.close()
     assert (_store_root(service) / "dataset" / "cat" / f"{prediction.photo_sha256}.jpg").exists()
     restarted = started_service(tmp_path, url)
@@ -160,7 +160,7 @@ def test_a_crash_between_the_copy_and_the_removal_leaves_a_duplicate_then_repair
 
 
 def test_a_failed_prediction_stores_nothing(tmp_path):
-    from feedback.predictor import PredictorError
+    from feedback.predictor_client.client import PredictorError
 
     fake = FakePredictor()
     fake.error = PredictorError("the predictor at http://x is unreachable", "unreachable")
@@ -175,7 +175,7 @@ def test_a_failed_prediction_stores_nothing(tmp_path):
 
 
 def test_labelled_photos_go_straight_into_the_dataset(tmp_path):
-    from feedback.service import LabelledFile
+    from feedback.labelling.service import LabelledFile
 
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
     try:
@@ -243,7 +243,7 @@ def test_labels_pair_with_files_or_one_for_all():
 
 
 def test_the_manifest_follows_changes_in_the_background(tmp_path):
-    from feedback.service import FeedbackService
+    from feedback.labelling.service import FeedbackService
 
     settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=f"sqlite:///{tmp_path}/db.sqlite")
     background = FeedbackService(settings, predictor=FakePredictor())
@@ -274,14 +274,14 @@ def test_a_failed_manifest_write_is_retried(tmp_path, monkeypatch):
 
 
 def test_one_photo_that_cannot_be_repaired_stops_neither_start_nor_the_others(tmp_path):
-    from feedback import store
+    from feedback.store import queries
 
     url = f"sqlite:///{tmp_path}/db.sqlite"
     service = started_service(tmp_path, url)
     broken, fine = service.predict(photo(13)), service.predict(photo(14))
     with service.db.writing() as session:  # two verdicts committed, then the "crash" before any file move
-        store.add_validation(session, broken.photo_sha256, "cat", "api")
-        store.add_validation(session, fine.photo_sha256, "dog", "api")
+        queries.add_validation(session, broken.photo_sha256, "cat", "api")
+        queries.add_validation(session, fine.photo_sha256, "dog", "api")
     Path(broken.photo.uri).unlink()  # and the first one's original is gone
     service.close()
     restarted = started_service(tmp_path, url)  # starts all the same
@@ -314,7 +314,7 @@ def test_a_manifest_replaced_by_an_older_snapshot_is_rewritten(tmp_path):
 
 
 def test_a_heat_map_is_not_taken_from_another_model_version(tmp_path):
-    from feedback.service import ModelChanged
+    from feedback.labelling.service import ModelChanged
 
     fake = FakePredictor(version="3")
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", predictor=fake)
@@ -331,7 +331,7 @@ def test_a_heat_map_is_not_taken_from_another_model_version(tmp_path):
 
 
 def test_a_storage_failure_during_upload_data_rejects_that_photo_only(tmp_path, monkeypatch):
-    from feedback.service import LabelledFile
+    from feedback.labelling.service import LabelledFile
 
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from feedback import store
-from feedback.db import SchemaError, migrate, open_database
-from feedback.models import Photo, Prediction, Validation, utcnow
+from feedback.store import queries
+from feedback.store.db import SchemaError, migrate, open_database
+from feedback.store.tables import Photo, Prediction, Validation, utcnow
 from tests.feedback_fixtures import FakePredictor, database_url, photo, started_service  # noqa: F401 (fixture)
 
 
@@ -25,7 +25,7 @@ def test_migrations_build_exactly_the_models(service):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from feedback.models import Base
+    from feedback.store.tables import Base
 
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -96,7 +96,7 @@ def test_a_correction_is_a_new_row_and_the_latest_wins(service):
     corrected = service.validate(prediction.id, "dog", by="ben")
     assert corrected.status == "corrected" and corrected.photo.label == "dog"
     with service.db.read() as session:
-        history = store.validations_of(session, prediction.photo_sha256)
+        history = queries.validations_of(session, prediction.photo_sha256)
     assert [(v.label, v.by_name, v.note) for v in history] == [("cat", "ana", "my cat"), ("dog", "ben", None)]
     assert history[0].created_at <= history[1].created_at
     files = service.photos.dataset_files()
@@ -111,16 +111,16 @@ def test_status_and_model_version_filters(service):
     service.validate(a.id, "cat")  # confirmed
     service.validate(b.id, "dog")  # corrected
     with service.db.read() as session:
-        ids = lambda **kw: {p.id for p in store.list_predictions(session, **kw)}  # noqa: E731
+        ids = lambda **kw: {p.id for p in queries.list_predictions(session, **kw)}  # noqa: E731
         assert ids(status="confirmed") == {a.id}
         assert ids(status="corrected") == {b.id}
         assert ids(status="unvalidated") == {c.id, d.id}
         assert ids(model_version="v2") == {d.id}
         assert ids(status="unvalidated", model_version="v1") == {c.id}
-        newest = [p.id for p in store.list_predictions(session)]
+        newest = [p.id for p in queries.list_predictions(session)]
         assert newest == [d.id, c.id, b.id, a.id]
-        assert [p.id for p in store.list_predictions(session, limit=2, offset=1)] == [c.id, b.id]
-        assert store.model_versions(session) == ["v1", "v2"]
+        assert [p.id for p in queries.list_predictions(session, limit=2, offset=1)] == [c.id, b.id]
+        assert queries.model_versions(session) == ["v1", "v2"]
 
 
 def test_review_queue_is_least_confident_first_and_each_photo_once(service):
@@ -132,10 +132,10 @@ def test_review_queue_is_least_confident_first_and_each_photo_once(service):
     again = service.predict(photo(21))  # the same photo once more: shown once, its newest prediction
     service.validate(made[23].id, "cat")  # validated: out of the queue
     with service.db.read() as session:
-        queue = store.review_queue(session)
+        queue = queries.review_queue(session)
         assert [p.id for p in queue] == [again.id, made[22].id, made[20].id]
-        assert store.queue_length(session) == 3
-        counts = store.counts(session)
+        assert queries.queue_length(session) == 3
+        counts = queries.counts(session)
     assert counts == {"predictions": 5, "unvalidated": 4, "confirmed": 1, "corrected": 0, "neither": 0, "photos": 4,
                       "validated_photos": {"cat": 1}, "review_queue": 3, "unpublished": 0}
 
@@ -152,7 +152,7 @@ def test_predictions_and_verdicts_survive_a_restart(tmp_path, database_url, requ
         again = second.get(prediction.id)
         assert (again.label, again.photo.label, again.status, again.photo.original_name) == ("cat", "dog", "corrected", "before.jpg")
         with second.db.read() as session:
-            assert [v.by_name for v in store.validations_of(session, again.photo_sha256)] == ["ana"]
+            assert [v.by_name for v in queries.validations_of(session, again.photo_sha256)] == ["ana"]
     finally:
         second.close()
 
@@ -161,7 +161,7 @@ def test_a_verdict_on_a_missing_photo_row_cannot_be_written(service):
     from sqlalchemy.exc import NoResultFound
 
     with pytest.raises(NoResultFound), service.db.writing() as session:
-        store.add_validation(session, "0" * 64, "cat", "api")
+        queries.add_validation(session, "0" * 64, "cat", "api")
     with service.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Validation)) == 0
 
@@ -202,7 +202,7 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
     from alembic import command
     from sqlalchemy import JSON, DateTime, bindparam
 
-    from feedback.db import alembic_config
+    from feedback.store.db import alembic_config
 
     database = open_database(database_url)
     created = datetime(2026, 1, 2, 3, 4, 5)
@@ -225,8 +225,8 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
             assert old.probabilities == {"cat": 0.6, "dog": 0.4}
             old.ood_score, old.neither, old.ood_threshold = 7.5, True, 5.0
         with database.read() as session:
-            assert store.list_predictions(session, flagged=True)[0].id == "p1"
-            assert store.list_predictions(session, flagged=False) == []
+            assert queries.list_predictions(session, flagged=True)[0].id == "p1"
+            assert queries.list_predictions(session, flagged=False) == []
             row = session.get(Prediction, "p1")
             assert (row.ood_score, row.neither, row.ood_threshold) == (7.5, True, 5.0) and row.neither is True
         with database.writing() as session:

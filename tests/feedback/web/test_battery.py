@@ -70,9 +70,9 @@ class Running:
 
 @contextmanager
 def serve(settings, predictor=None):
-    from feedback.app import create_app
-    from feedback.server import uvicorn_options
-    from feedback.service import FeedbackService
+    from feedback.web.app import create_app
+    from feedback.web.server import uvicorn_options
+    from feedback.labelling.service import FeedbackService
 
     service = FeedbackService(settings, predictor=predictor)
     service.start(background=False)
@@ -111,7 +111,7 @@ def store_files(service) -> set[str]:
 
 def assert_consistent(service) -> None:
     """Every photo file has its row and every row its file; every prediction has its photo."""
-    from feedback.models import Photo, Prediction
+    from feedback.store.tables import Photo, Prediction
 
     with service.db.read() as session:
         uris = set(session.scalars(select(Photo.uri)))
@@ -371,7 +371,7 @@ def test_an_unexpected_error_is_a_json_500_without_internals(app, monkeypatch, c
 def test_bound_to_any_loopback_address_other_host_names_are_refused(tmp_path, bound, good):
     import httpx
 
-    from feedback.app import create_app
+    from feedback.web.app import create_app
     from tests.feedback_fixtures import FakePredictor, started_service
 
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", predictor=FakePredictor(), host=bound)

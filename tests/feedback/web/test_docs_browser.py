@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from feedback.app import PAGE_POLICY
+from feedback.web.app import PAGE_POLICY
 from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
-from tests.test_feedback_dashboard_browser import assert_clean, record_hosts, watch
+from tests.feedback.monitoring.test_dashboard_browser import assert_clean, record_hosts, watch
 
 LEGACY_ROUTES = ("/api/predict", "/api/status", "/api/upload-data", "/api/train", "/api/retrain", "/api/training-status")
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")

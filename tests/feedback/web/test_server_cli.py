@@ -1,4 +1,4 @@
-"""`python -m feedback.server` and `make up` as users run them: settings errors, a database with a
+"""`python -m feedback.web.server` and `make up` as users run them: settings errors, a database with a
 newer schema, and the predictor + app pair that one Ctrl-C stops."""
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import pytest
 import requests
 
 from feedback.settings import SettingsError, load_settings
-from tests.helpers import LOOPBACK, free_port
+from tests.helpers import LOOPBACK, REPO_ROOT, free_port
 from tests.serving_fixtures import champion_registry, photo, tiny_model  # noqa: F401
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_settings_come_from_the_environment():
@@ -45,7 +43,7 @@ def test_bad_settings_name_the_variable(environ, words):
 
 def server(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "feedback.server", *args], cwd=REPO_ROOT, env=environment,
+    return subprocess.run([sys.executable, "-m", "feedback.web.server", *args], cwd=REPO_ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -57,7 +55,7 @@ def test_binding_another_address_without_a_token_is_refused():
 def test_a_database_with_a_newer_schema_is_refused_at_start(tmp_path):
     from sqlalchemy import text
 
-    from feedback.db import migrate, open_database
+    from feedback.store.db import migrate, open_database
 
     url = f"sqlite:///{tmp_path}/feedback.db"
     database = open_database(url)

@@ -14,7 +14,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# feedback.models.UTCDateTime's storage: naive UTC, microseconds kept on MySQL/MariaDB
+# feedback.store.tables.UTCDateTime's storage: naive UTC, microseconds kept on MySQL/MariaDB
 UTC_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
