@@ -161,7 +161,7 @@ class FakePredictor:
     def predict(self, image: bytes, explain: bool = False):
         import hashlib
 
-        from feedback.store.queries import PredictorAnswer
+        from feedback.predictor_client.client import PredictorAnswer
 
         self.calls += 1
         if self.error is not None:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import httpx
 
 from feedback.settings import Settings, redact
-from feedback.store.queries import PredictorAnswer
 
 VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 STATUS_TIMEOUT_S = 3.0
@@ -52,6 +51,21 @@ class PredictorError(RuntimeError):
     @property
     def status(self) -> int:
         return self.STATUS[self.kind]
+
+
+@dataclass(frozen=True)
+class PredictorAnswer:
+    """What the predictor said about one photo (PredictorClient.predict); the store keeps it as a prediction."""
+
+    label: str
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str | None
+    latency_s: float
+    explanation: dict | None = None
+    ood_score: float | None = None  # None: the model has no out-of-distribution score
+    neither: bool | None = None  # the model's flag: this photo may be neither label
+    ood_threshold: float | None = None  # the model's threshold on ood_score, when its metadata says
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ A photo whose verdict is NEITHER is validated but belongs to no class: it is in 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -19,23 +19,11 @@ from catdog.preprocessing import EXTENSIONS
 from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
 from feedback.store.photos import CheckedPhoto
 
+if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
+    from feedback.predictor_client.client import PredictorAnswer
+
 # validated photos whose dataset folder does not match their label yet
 _unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
-
-
-@dataclass(frozen=True)
-class PredictorAnswer:
-    """What the predictor said about one photo (feedback/predictor_client/client.py)."""
-
-    label: str
-    probabilities: dict[str, float]
-    model_name: str
-    model_version: str | None
-    latency_s: float
-    explanation: dict | None = None
-    ood_score: float | None = None  # None: the model has no out-of-distribution score
-    neither: bool | None = None  # the model's flag: this photo may be neither label
-    ood_threshold: float | None = None  # the model's threshold on ood_score, when its metadata says
 
 
 def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
