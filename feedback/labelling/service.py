@@ -1,4 +1,4 @@
-"""The app's operations: predict a photo, validate a prediction, add labelled photos, repair.
+"""The app's operations: predict a photo, validate a prediction, add labelled photos, the status.
 
 One FeedbackService per process holds the settings, the database, the photo store and the
 predictor client; the routers (feedback/web/routers/) call these methods and turn their errors into
@@ -9,12 +9,11 @@ HTTP answers. Order of writes, so that nothing is lost or half-stored:
   file included; only a failed commit itself can leave an unreferenced original (harmless: same
   bytes, same name next time). On SQLite the one writer waits for that local file write.
 - validate: one transaction for the verdict (the database is the source of truth), then the
-  dataset file is moved to the verdict's class folder; the manifest follows within a second (a
-  background thread). A crash in between leaves photos.published_label behind photos.label,
-  which `repair` (at start-up and every REPAIR_INTERVAL_S) finds and finishes.
+  dataset file is moved to the verdict's class folder and the manifest follows within a second:
+  the dataset publisher (feedback/labelling/publisher.py), which also repairs what a crash in
+  between left behind.
 A verdict is one of LABELS or NEITHER ("neither a cat nor a dog"): a NEITHER photo is recorded
-like any verdict, and publish removes its dataset files instead of copying them (it never enters
-the dataset or the manifest; repair finishes an interrupted removal like a move).
+like any verdict, and never enters the dataset or the manifest.
 predict copies the model's out-of-distribution threshold (the predictor's metadata, when it
 describes the same model version) onto a prediction that has an ood_score.
 Text that people send (labels, names, notes, file names) holding a NUL character is refused
@@ -25,14 +24,13 @@ compared after normalise_label (surrounding white space removed), wherever they 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
-from catdog.preprocessing import EXTENSIONS
+from feedback.labelling.publisher import DatasetPublisher
 from feedback.store import queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
@@ -44,7 +42,6 @@ from feedback.runs import RunService
 from feedback.settings import Settings, redact
 
 logger = logging.getLogger("catdog.feedback")
-MANIFEST_DELAY_S = 1.0  # the manifest follows changes within about this long
 
 
 class NotFound(LookupError):
@@ -130,11 +127,8 @@ class FeedbackService:
         self.db: Database = open_database(settings.database_url)
         self.photos = PhotoStore(settings.feedback_uri, settings.labels)
         self.predictor = predictor or PredictorClient(settings)
+        self.publisher = DatasetPublisher(self.db, self.photos, settings.repair_interval_s)
         self.schema_revision: str | None = None
-        self._manifest_lock = threading.Lock()
-        self._manifest_dirty = threading.Event()  # set by every change; the maintenance thread writes
-        self._stop = threading.Event()
-        self._maintainer: threading.Thread | None = None
         self._predictor_status: tuple[float, PredictorStatus] | None = None
         self._ood_thresholds: dict[str, float | None] = {}  # model version -> its score's threshold
         self.training = training or parse_training_words([], settings.feedback_uri)
@@ -147,39 +141,17 @@ class FeedbackService:
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
-        """Migrate the schema, finish any interrupted dataset writes, write the manifest; then (in
-        the background) keep the manifest current and repair every REPAIR_INTERVAL_S."""
+        """Migrate the schema, then start the dataset publisher (it repairs interrupted dataset
+        writes and writes the manifest first) and the runs' watcher; `background`: their threads."""
         self.schema_revision = migrate(self.db)
-        repaired = self.repair()
-        if repaired:
-            logger.warning("repaired %d photo(s) whose dataset file did not match their validation", repaired)
-        self.flush_manifest(always=True)
+        self.publisher.start(background)
         self.runs.start(background)
-        if background:
-            self._maintainer = threading.Thread(target=self._maintain, name="feedback-maintenance", daemon=True)
-            self._maintainer.start()
 
     def close(self) -> None:
         self.runs.close()
-        if not self._stop.is_set():
-            self._stop.set()
-            if self._maintainer is not None:
-                self._maintainer.join(timeout=30)
-            self.flush_manifest()
+        self.publisher.close()
         self.predictor.close()
         self.db.close()
-
-    def _maintain(self) -> None:
-        interval = self.settings.repair_interval_s
-        next_repair = time.monotonic() + interval
-        while not self._stop.wait(MANIFEST_DELAY_S):
-            try:
-                if interval > 0 and time.monotonic() >= next_repair:
-                    next_repair = time.monotonic() + interval
-                    self.repair()
-                self.flush_manifest()
-            except Exception:  # a storage or database hiccup: next round
-                logger.exception("background repair or manifest write failed; retrying")
 
     # -- predictions ----------------------------------------------------------------------------
     def check(self, data: bytes) -> CheckedPhoto:
@@ -258,8 +230,8 @@ class FeedbackService:
                 raise NotFound(f"no prediction {prediction_id!r}")
             queries.add_validation(session, prediction.photo_sha256, label, source, by, note, prediction_id)
             sha256 = prediction.photo_sha256
-        self.publish_or_defer(sha256)
-        self._manifest_dirty.set()
+        self.publisher.publish_or_defer(sha256)
+        self.publisher.changed()
         return self.get(prediction_id)
 
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
@@ -291,7 +263,7 @@ class FeedbackService:
                 logger.error("upload-data: could not store %s: %s: %s", photo.sha256[:12], type(exc).__name__, exc)
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
                 continue
-            self.publish_or_defer(photo.sha256)
+            self.publisher.publish_or_defer(photo.sha256)
             if label == NEITHER:
                 outcome = "neither: not in the dataset"
             else:
@@ -300,70 +272,8 @@ class FeedbackService:
             report.added.append({"name": item.name, "sha256": photo.sha256, "label": label,
                                  "previous_label": previous, "outcome": outcome})
         if report.added:
-            self._manifest_dirty.set()
+            self.publisher.changed()
         return report
-
-    # -- the dataset ----------------------------------------------------------------------------
-    def publish(self, sha256: str) -> None:
-        """Make the dataset folder match the photo's current label (idempotent; NEITHER: in no class
-        folder, published_label NEITHER). The photo's row
-        stays locked across the file move, so threads and replicas moving the same photo take
-        turns, and each re-reads the label: racing verdicts end with the files of the latest one.
-        (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
-        with self.db.writing() as session:
-            photo = queries.lock_photo(session, sha256)
-            if photo.label is None or photo.label == photo.published_label:
-                return
-            if photo.label == NEITHER:
-                self.photos.unpublish(sha256, EXTENSIONS[photo.format])
-            else:
-                self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)
-            photo.published_label = photo.label
-
-    def publish_or_defer(self, sha256: str) -> bool:
-        """publish(); a failure (a storage outage, a lost original, a label no longer in LABELS)
-        is logged, counted as `unpublished` in the status and left to repair(): the verdict itself
-        is committed. False when it failed."""
-        try:
-            self.publish(sha256)
-        except Exception as exc:  # OSError, google.api_core errors...: whatever the storage raised
-            logger.error("dataset file of photo %s not moved yet (%s: %s); repair retries it",
-                         sha256[:12], type(exc).__name__, exc)
-            return False
-        return True
-
-    def repair(self) -> int:
-        """Finish every dataset move that a crash or a storage error interrupted, and rewrite a
-        manifest that misses verdicts (another replica's older snapshot may have replaced it);
-        returns how many moves were finished. A move that fails again is logged and left for the
-        next round: it must not stop the app, nor the other photos' repairs."""
-        with self.db.read() as session:
-            pending = queries.unpublished(session)
-            latest = queries.latest_validation_id(session)
-        repaired = sum(self.publish_or_defer(sha256) for sha256 in pending)
-        if repaired or (latest and self.photos.manifest_written_at() != latest):
-            self._manifest_dirty.set()
-        return repaired
-
-    def flush_manifest(self, always: bool = False) -> bool:
-        """Rewrite dataset/manifest.json from the database when something changed since the last
-        write (or `always`); True when written. Requests do not wait for it: it is O(validated
-        photos), so the maintenance thread writes it within MANIFEST_DELAY_S of a burst of changes.
-        A failed write is logged and retried (the manifest is derived from the database)."""
-        with self._manifest_lock:
-            if not (always or self._manifest_dirty.is_set()):
-                return False
-            self._manifest_dirty.clear()  # changes from here on set it again: at least one more write
-            try:
-                with self.db.read() as session:
-                    entries = queries.manifest_entries(session)
-                    latest = queries.latest_validation_id(session)
-                self.photos.write_manifest(entries, latest)
-            except Exception as exc:  # storage errors of any kind: try again next round
-                self._manifest_dirty.set()
-                logger.error("dataset manifest not written (%s: %s); retrying", type(exc).__name__, exc)
-                return False
-            return True
 
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:

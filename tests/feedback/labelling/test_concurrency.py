@@ -51,7 +51,7 @@ def test_sixteen_clients_at_once_lose_nothing(tmp_path, predictor, backend, requ
         dataset = service.photos.dataset_files()
         published = {(label, name.split(".")[0]) for label, names in dataset.items() for name in names}
         assert published == {(p.label, p.sha256) for p in photos.values()}  # each photo once, in its verdict's folder
-        service.flush_manifest()  # the maintenance thread would within a second
+        service.publisher.flush_manifest()  # the maintenance thread would within a second
         manifest = service.photos.read_manifest()
         assert sorted(e["sha256"] for e in manifest) == sorted(photos)
         stored = list((Path(service.settings.feedback_uri) / "photos").rglob("*.jpg"))

@@ -112,7 +112,7 @@ def app(tmp_path):
 
 
 def dataset(app) -> dict[str, list[str]]:
-    app.service.flush_manifest(always=True)
+    app.service.publisher.flush_manifest(always=True)
     return app.service.photos.dataset_files()
 
 
@@ -196,10 +196,10 @@ def test_repair_finishes_an_interrupted_removal(app):
     with app.service.db.writing() as session:  # the verdict committed, then a crash before the files moved
         queries.add_validation(session, sha, "neither", "api")
     assert app.get("/api/status").json()["counts"]["unpublished"] == 1
-    assert app.service.repair() == 1
+    assert app.service.publisher.repair() == 1
     assert dataset(app)["dog"] == [] and sha not in manifest_shas(app)
     assert app.get("/api/status").json()["counts"]["unpublished"] == 0
-    assert app.service.repair() == 0
+    assert app.service.publisher.repair() == 0
 
 
 def test_labels_may_not_hold_neither(tmp_path):

@@ -89,7 +89,7 @@ def test_the_service_publishes_dataset_and_manifest_on_gcs(tmp_path, gcs):
         prediction = service.predict(photo(3), original_name="x.jpg")
         service.validate(prediction.id, "dog", by="ana")
         sha = prediction.photo_sha256
-        assert service.flush_manifest()  # what the maintenance thread does within a second of a change
+        assert service.publisher.flush_manifest()  # what the maintenance thread does within a second of a change
         assert storage.list_files(gcs.uri("fb", "dataset")) == [gcs.uri("fb", "dataset", "dog", f"{sha}.jpg"),
                                                                  gcs.uri("fb", "dataset", "manifest.json")]
         (entry,) = json.loads(storage.read_text(gcs.uri("fb", "dataset", "manifest.json")))["photos"]
@@ -154,7 +154,7 @@ def test_a_crash_between_the_copy_and_the_removal_leaves_a_duplicate_then_repair
     name = f"{prediction.photo_sha256}.jpg"
     assert service.photos.dataset_files() == {"cat": [name], "dog": [name]}  # never nothing
     monkeypatch.undo()
-    assert service.repair() == 1
+    assert service.publisher.repair() == 1
     assert service.photos.dataset_files() == {"cat": [], "dog": [name]}
     service.close()
 
@@ -190,7 +190,7 @@ def test_labelled_photos_go_straight_into_the_dataset(tmp_path):
             "bad.jpg": "not a decodable image", "bird.jpg": "unknown label 'bird'; choose one of ['cat', 'dog', 'neither']"}
         sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
         assert service.photos.dataset_files() == {"cat": sorted([f"{sha(good)}.jpg", f"{sha(other)}.jpg"]), "dog": []}
-        assert service.flush_manifest() and not service.flush_manifest()  # written once, then nothing new
+        assert service.publisher.flush_manifest() and not service.publisher.flush_manifest()  # written once, then nothing new
         assert {e["source"] for e in service.photos.read_manifest()} == {"upload-data"}
     finally:
         service.close()
@@ -265,9 +265,9 @@ def test_a_failed_manifest_write_is_retried(tmp_path, monkeypatch):
         prediction = service.predict(photo(12))
         service.validate(prediction.id, "cat")
         monkeypatch.setattr(storage, "write_text", FailAfter(storage.write_text, 0))
-        assert service.flush_manifest() is False  # logged, still dirty
+        assert service.publisher.flush_manifest() is False  # logged, still dirty
         monkeypatch.undo()
-        assert service.flush_manifest() is True
+        assert service.publisher.flush_manifest() is True
         assert [e["label"] for e in service.photos.read_manifest()] == ["cat"]
     finally:
         service.close()
@@ -288,7 +288,7 @@ def test_one_photo_that_cannot_be_repaired_stops_neither_start_nor_the_others(tm
     try:
         assert restarted.photos.dataset_files() == {"cat": [], "dog": [f"{fine.photo_sha256}.jpg"]}
         assert restarted.counts()["unpublished"] == 1  # the broken one, still reported
-        assert restarted.repair() == 0
+        assert restarted.publisher.repair() == 0
     finally:
         restarted.close()
 
@@ -299,15 +299,15 @@ def test_a_manifest_replaced_by_an_older_snapshot_is_rewritten(tmp_path):
     try:
         first = service.predict(photo(15))
         service.validate(first.id, "cat")
-        assert service.flush_manifest()
+        assert service.publisher.flush_manifest()
         older = service.photos.read_manifest(), service.photos.manifest_written_at()
         second = service.predict(photo(16))
         service.validate(second.id, "dog")
-        assert service.flush_manifest()
+        assert service.publisher.flush_manifest()
         service.photos.write_manifest(*older)  # the other replica's write lands last
-        assert service.flush_manifest() is False  # nothing changed in this process...
-        service.repair()  # ...but the maintenance round compares the manifest with the database
-        assert service.flush_manifest()
+        assert service.publisher.flush_manifest() is False  # nothing changed in this process...
+        service.publisher.repair()  # ...but the maintenance round compares the manifest with the database
+        assert service.publisher.flush_manifest()
         assert {e["sha256"] for e in service.photos.read_manifest()} == {first.photo_sha256, second.photo_sha256}
     finally:
         service.close()
