@@ -1,11 +1,11 @@
 """The monitoring dashboard's numbers: plain functions over the store, the registry and samples.
+Its SQL is feedback.store.dashboard_queries' (predictions per day, the drift window, the aggregates
+these functions turn into shares and intervals).
 
     registry_summary(registry) -> {"champion", "versions"}   every version: metrics, confusion matrix, decision
-    predictions_per_day(session) -> [{"date", "count"}]       UTC dates, the last DAYS days
     validated_accuracy(session) -> per model version          accuracy on people's verdicts, Wilson interval
     neither_shares(session) -> per model version              uploads flagged as neither, verdicts of neither
     confidence_histogram(session, n_classes)                  confirmed vs corrected predictions per bin
-    recent_predictions(session, model_version)                the drift window
     class_balance(predicted, train_class_counts, labels)      predicted-class shares vs training shares
     drift_test(recent, reference)                             two-sample Kolmogorov-Smirnov
     build_dashboard(db, registry, labels)                     all of it: GET /api/dashboard, what the page draws
@@ -36,17 +36,17 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 
 from scipy.stats import ks_2samp
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from catdog import storage
 from catdog.model_files import EVALUATION_FILE, METADATA_FILE
 from catdog.registry import COMPLETE_MARKER, ModelRegistry
+from feedback.store import dashboard_queries
 from feedback.store.db import Database
-from feedback.store.tables import NEITHER, Photo, Prediction, utcnow
+from feedback.store.tables import utcnow
 
 logger = logging.getLogger("catdog.feedback")
 DAYS = 90
@@ -166,28 +166,12 @@ def registry_summary(registry: ModelRegistry) -> dict:
     return {"champion": champion, "versions": versions}
 
 
-# -- the store ------------------------------------------------------------------------------------
-def predictions_per_day(session: Session, days: int = DAYS, now: datetime | None = None) -> list[dict]:
-    """Predictions per UTC date of the last `days` days (today included), days with none left out."""
-    first = ((now or utcnow()) - timedelta(days=days - 1)).date()
-    day = func.date(Prediction.created_at)  # stored as UTC: the UTC date
-    rows = session.execute(select(day, func.count()).where(Prediction.created_at >= datetime.combine(first, time.min, UTC))
-                           .group_by(day).order_by(day))
-    return [{"date": str(date)[:10], "count": int(count)} for date, count in rows]
-
-
-_judged = Photo.label.is_not(None) & (Photo.label != NEITHER)  # a verdict of one of the labels
-
-
+# -- the store (its queries: feedback.store.dashboard_queries) ------------------------------------
 def validated_accuracy(session: Session) -> list[dict]:
     """Per model version, over its predictions whose photo has a verdict of one of the labels
     (NEITHER left out): n, confirmed, corrected, accuracy with its 95 % Wilson interval, correction rate."""
-    confirmed = func.sum(case((Photo.label == Prediction.label, 1), else_=0))
-    rows = session.execute(select(Prediction.model_version, confirmed, func.count()).join(Prediction.photo)
-                           .where(_judged).group_by(Prediction.model_version))
     result = []
-    for version, right, n in sorted(rows, key=lambda row: _version_key(row[0])):
-        right, n = int(right), int(n)
+    for version, right, n in sorted(dashboard_queries.judged_per_version(session), key=lambda row: _version_key(row[0])):
         low, high = wilson_interval(right, n)
         result.append({"model_version": version, "n": n, "confirmed": right, "corrected": n - right,
                        "accuracy": right / n, "ci_low": low, "ci_high": high, "correction_rate": (n - right) / n})
@@ -197,21 +181,13 @@ def validated_accuracy(session: Session) -> list[dict]:
 def neither_shares(session: Session) -> list[dict]:
     """Per model version: predictions, scored (with an ood score), flagged (the model's neither
     flag), flagged_share; validated, neither (people's verdict), neither_share; flagged_neither."""
-    def count(condition):
-        return func.sum(case((condition, 1), else_=0))
-
-    flagged = Prediction.neither.is_(True)
-    rows = session.execute(select(
-        Prediction.model_version, func.count(), count(Prediction.neither.is_not(None)), count(flagged),
-        count(Photo.label.is_not(None)), count(Photo.label == NEITHER), count(and_(flagged, Photo.label == NEITHER)),
-    ).join(Prediction.photo).group_by(Prediction.model_version))
     result = []
-    for version, n, scored, flags, validated, neither, both in sorted(rows, key=lambda row: _version_key(row[0])):
-        scored, flags, validated, neither = int(scored or 0), int(flags or 0), int(validated or 0), int(neither or 0)
-        result.append({"model_version": version, "predictions": int(n), "scored": scored, "flagged": flags,
+    for version, n, scored, flags, validated, neither, both in sorted(dashboard_queries.neither_counts(session),
+                                                                       key=lambda row: _version_key(row[0])):
+        result.append({"model_version": version, "predictions": n, "scored": scored, "flagged": flags,
                        "flagged_share": flags / scored if scored else None, "validated": validated,
                        "neither": neither, "neither_share": neither / validated if validated else None,
-                       "flagged_neither": int(both or 0)})
+                       "flagged_neither": both})
     return result
 
 
@@ -231,20 +207,11 @@ def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
 
 def confidence_histogram(session: Session, n_classes: int, bins: int = CONFIDENCE_BINS) -> dict:
     """{"edges", "confirmed", "corrected"}: validated predictions per confidence bin (NEITHER left out)."""
-    rows = session.execute(select(Prediction.confidence, Prediction.label, Photo.label).join(Prediction.photo)
-                           .where(_judged)).all()
+    rows = dashboard_queries.judged_confidences(session)
     edges = bin_edges(n_classes, bins)
     return {"edges": edges,
             "confirmed": histogram([c for c, predicted, verdict in rows if predicted == verdict], edges),
             "corrected": histogram([c for c, predicted, verdict in rows if predicted != verdict], edges)}
-
-
-def recent_predictions(session: Session, model_version: str, limit: int = RECENT_LIMIT) -> list[tuple]:
-    """(label, confidence, created_at) of the version's `limit` newest predictions, newest first."""
-    return [tuple(row) for row in session.execute(
-        select(Prediction.label, Prediction.confidence, Prediction.created_at)
-        .where(Prediction.model_version == model_version)
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit))]
 
 
 # -- comparisons ----------------------------------------------------------------------------------
@@ -292,11 +259,11 @@ def build_dashboard(db: Database, registry: ModelRegistry, labels: Sequence[str]
         summary, registry_error = {"champion": None, "versions": []}, f"{type(exc).__name__}: {exc}"
     champion = summary["champion"]
     with db.read() as session:
-        per_day = predictions_per_day(session, now=now)
+        per_day = dashboard_queries.predictions_per_day(session, DAYS, now=now)
         accuracy = validated_accuracy(session)
         neither = neither_shares(session)
         confidences = confidence_histogram(session, len(labels))
-        recent = recent_predictions(session, str(champion["version"])) if champion else []
+        recent = dashboard_queries.recent_predictions(session, str(champion["version"]), RECENT_LIMIT) if champion else []
     reference: list[float] = []
     if champion and registry_error is None:
         reference = (version_json(registry, champion["version"], EVALUATION_FILE) or {}).get("test_confidences") or []

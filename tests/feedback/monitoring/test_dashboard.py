@@ -1,6 +1,7 @@
-"""The monitoring dashboard's numbers (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py): the
-Wilson interval, Prometheus' histogram_quantile, the drift test, the store's aggregates on every
-database, the registry summary, and GET /api/dashboard against what the store and registry hold.
+"""The monitoring dashboard's numbers (feedback/monitoring/dashboard.py, its queries in
+feedback/store/dashboard_queries.py, feedback/predictor_client/metrics.py): the Wilson interval,
+Prometheus' histogram_quantile, the drift test, the store's aggregates on every database, the
+registry summary, and GET /api/dashboard against what the store and registry hold.
 
 Helpers the browser test reuses: ``make_registry(root)`` (three versions: an old one without
 evaluation.json, the champion, a challenger that lost), ``FakeLauncher``, ``metrics_text``,
@@ -27,6 +28,7 @@ from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
 from feedback.monitoring import dashboard
+from feedback.store import dashboard_queries
 from feedback.launchers import Observation, RunHandle
 from feedback.store.tables import Prediction
 from feedback.predictor_client.metrics import (
@@ -284,9 +286,9 @@ def test_store_aggregates(tmp_path, database_url):  # noqa: F811 (the fixture)
                 session.execute(update(Prediction).where(Prediction.id == prediction.id).values(created_at=created_at))
         with service.db.read() as session:
             accuracy = dashboard.validated_accuracy(session)
-            per_day = dashboard.predictions_per_day(session, now=now)
+            per_day = dashboard_queries.predictions_per_day(session, dashboard.DAYS, now=now)
             confidences = dashboard.confidence_histogram(session, 2)
-            recent = dashboard.recent_predictions(session, "2", limit=3)
+            recent = dashboard_queries.recent_predictions(session, "2", limit=3)
     finally:
         service.close()
     v1, v2 = accuracy
