@@ -30,16 +30,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
+from catdog.registry import ModelRegistry
+from feedback import runs
 from feedback.labelling.publisher import DatasetPublisher
-from feedback.store import queries
-from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
-from feedback.store.tables import NEITHER, Prediction
-from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
+from feedback.monitoring.dashboard import build_dashboard
 from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retrain_config import TrainingConfig, parse_training_words
-from feedback.runs import RunService
 from feedback.settings import Settings, redact
+from feedback.store import queries
+from feedback.store.db import Database, migrate, open_database, ping, probe_write
+from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
+from feedback.store.tables import NEITHER, Prediction, TrainingRun, Validation
 
 logger = logging.getLogger("catdog.feedback")
 
@@ -132,7 +134,7 @@ class FeedbackService:
         self._predictor_status: tuple[float, PredictorStatus] | None = None
         self._ood_thresholds: dict[str, float | None] = {}  # model version -> its score's threshold
         self.training = training or parse_training_words([], settings.feedback_uri)
-        self.runs = RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
+        self.runs = runs.RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
 
     @property
     def registry_uri(self) -> str:
@@ -204,6 +206,32 @@ class FeedbackService:
         prediction = self.get(prediction_id)
         return self.photos.read(prediction.photo.uri), prediction.photo.format
 
+    def detail(self, prediction_id: str) -> tuple[Prediction, list[Validation]]:
+        """A prediction and every verdict on its photo, oldest first."""
+        prediction = self.get(prediction_id)
+        with self.db.read() as session:
+            return prediction, queries.validations_of(session, prediction.photo_sha256)
+
+    def list_predictions(self, status: str | None = None, model_version: str | None = None, order: str = "newest",
+                         limit: int = 50, offset: int = 0, flagged: bool | None = None) -> list[Prediction]:
+        """feedback.store.queries.list_predictions in a read transaction."""
+        with self.db.read() as session:
+            return queries.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
+
+    def review_queue(self, limit: int) -> tuple[list[Prediction], int]:
+        """(up to `limit` photos nobody validated yet, least confident first; how many there are)."""
+        with self.db.read() as session:
+            return (queries.review_queue(session, limit) if limit else []), queries.queue_length(session)
+
+    def queue_length(self) -> int:
+        with self.db.read() as session:
+            return queries.queue_length(session)
+
+    def model_versions(self) -> list[str]:
+        """The model versions that made a prediction."""
+        with self.db.read() as session:
+            return queries.model_versions(session)
+
     # -- verdicts -------------------------------------------------------------------------------
     @property
     def verdicts(self) -> tuple[str, ...]:
@@ -274,6 +302,21 @@ class FeedbackService:
         if report.added:
             self.publisher.changed()
         return report
+
+    # -- retraining runs and the dashboard (reads) -----------------------------------------------
+    def latest_run(self) -> TrainingRun | None:
+        with self.db.read() as session:
+            return runs.latest_run(session)
+
+    def list_runs(self, limit: int, offset: int) -> tuple[list[TrainingRun], TrainingRun | None]:
+        """(runs, newest first; the active run or None)."""
+        with self.db.read() as session:
+            return runs.list_runs(session, limit, offset), runs.active_run(session)
+
+    def dashboard(self) -> dict:
+        """The dashboard's numbers from the store and the default target's registry
+        (feedback.monitoring.dashboard.build_dashboard; the router adds the predictor's metrics)."""
+        return build_dashboard(self.db, ModelRegistry(self.registry_uri), self.labels)
 
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:

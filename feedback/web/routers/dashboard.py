@@ -19,7 +19,6 @@ import plotly
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from catdog.registry import ModelRegistry
 from feedback.monitoring import dashboard
 from feedback.web.deps import get_service
 from feedback.predictor_client.metrics import PredictorMetrics
@@ -72,7 +71,7 @@ def dashboard_data(request: Request, service: FeedbackService = Depends(get_serv
     left out), the shares flagged as neither by the model and called neither by people (`neither`), confidence
     histogram of confirmed vs corrected predictions, predicted-class balance, the drift test and
     the predictor's latency and request rate (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py)."""
-    data = dashboard.build_dashboard(service.db, ModelRegistry(service.registry_uri), service.labels)
+    data = service.dashboard()
     folders = server_folders(service)  # no absolute server path in an answer anyone may read
     data["registry"] = {key: shorten_paths(value, folders) if isinstance(value, str) else value
                         for key, value in data["registry"].items()}

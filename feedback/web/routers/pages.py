@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from feedback.store import queries
 from feedback.store.tables import NEITHER, Status
 from feedback.web.deps import get_service
 from feedback.web.schemas import MAX_OFFSET
@@ -29,7 +28,7 @@ PAGE_SIZE = 24
 
 def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
     if "queue_length" not in context:
-        context["queue_length"] = _queue_length(service)
+        context["queue_length"] = service.queue_length()
     return TEMPLATES.TemplateResponse(request, name, {
         "labels": service.labels,
         "predictor": service.predictor_status(),
@@ -39,11 +38,6 @@ def render(request: Request, name: str, service: FeedbackService, **context) -> 
     })
 
 
-def _queue_length(service: FeedbackService) -> int:
-    with service.db.read() as session:
-        return queries.queue_length(session)
-
-
 @router.get("/", response_class=HTMLResponse)
 def upload_page(request: Request, service: FeedbackService = Depends(get_service)):
     return render(request, "upload.html", service, page="upload")
@@ -51,9 +45,7 @@ def upload_page(request: Request, service: FeedbackService = Depends(get_service
 
 @router.get("/review", response_class=HTMLResponse)
 def review_page(request: Request, service: FeedbackService = Depends(get_service)):
-    with service.db.read() as session:
-        queue = queries.review_queue(session, limit=PAGE_SIZE)
-        length = queries.queue_length(session)
+    queue, length = service.review_queue(PAGE_SIZE)
     return render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
 
 
@@ -66,10 +58,9 @@ def history_page(
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     service: FeedbackService = Depends(get_service),
 ):
-    with service.db.read() as session:
-        rows = queries.list_predictions(session, status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
-                                      flagged=None if not flagged else flagged == "true")
-        versions = queries.model_versions(session)
+    rows = service.list_predictions(status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
+                                    flagged=None if not flagged else flagged == "true")
+    versions = service.model_versions()
     return render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
                    more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
                    flagged=flagged, offset=offset, page_size=PAGE_SIZE)

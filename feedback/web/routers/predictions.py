@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from catdog.preprocessing import MEDIA_TYPES
-from feedback.store import queries
 from feedback.web.deps import get_service, require_writer, same_origin
 from feedback.store.tables import Status
 from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
@@ -87,25 +86,19 @@ def list_predictions(
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     service: FeedbackService = Depends(get_service),
 ) -> PredictionList:
-    with service.db.read() as session:
-        rows = queries.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
+    rows = service.list_predictions(status, model_version, order, limit, offset, flagged=flagged)
     return PredictionList(predictions=[PredictionOut.of(p) for p in rows], count=len(rows), limit=limit, offset=offset)
 
 
 @router.get("/review-queue", response_model=ReviewQueue,
             summary="Photos nobody validated yet, least confident first (each photo once)")
 def review_queue(limit: int = Query(50, ge=0, le=500), service: FeedbackService = Depends(get_service)) -> ReviewQueue:
-    with service.db.read() as session:
-        rows = queries.review_queue(session, limit) if limit else []
-        length = queries.queue_length(session)
+    rows, length = service.review_queue(limit)
     return ReviewQueue(length=length, predictions=[PredictionOut.of(p) for p in rows])
 
 
 def _detail(service: FeedbackService, prediction_id: str) -> PredictionOut:
-    prediction = service.get(prediction_id)
-    with service.db.read() as session:
-        validations = queries.validations_of(session, prediction.photo_sha256)
-    return PredictionOut.of(prediction, validations)
+    return PredictionOut.of(*service.detail(prediction_id))
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, summary="One prediction and its verdicts")

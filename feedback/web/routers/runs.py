@@ -27,14 +27,7 @@ from feedback.web.deps import get_service, require_writer
 from feedback.launchers import REPO_ROOT, LaunchError
 from feedback.store.tables import TrainingRun
 from feedback.retrain_config import output_root
-from feedback.runs import (
-    RunConflict,
-    RunFinished,
-    RunNotFound,
-    active_run,
-    latest_run,
-    list_runs,
-)
+from feedback.runs import RunConflict, RunFinished, RunNotFound
 from feedback.web.schemas import MAX_OFFSET, RetrainIn, RunList, RunOut, TrainingStatus
 from feedback.labelling.service import FeedbackService
 from pipelines.config import ConfigError
@@ -93,8 +86,7 @@ async def train(body: RetrainIn | None = None, service: FeedbackService = Depend
 
 @router.get("/training-status", response_model=TrainingStatus, summary="The latest run and what would start the next")
 def training_status(service: FeedbackService = Depends(get_service)) -> TrainingStatus:
-    with service.db.read() as session:
-        run = latest_run(session)
+    run = service.latest_run()
     return TrainingStatus(run=RunOut.of(run) if run else None, active=bool(run and run.active),
                           targets=list(service.training.targets), new_validated_photos=service.runs.new_validated_photos(),
                           retrain_min_new=service.settings.retrain_min_new)
@@ -103,8 +95,7 @@ def training_status(service: FeedbackService = Depends(get_service)) -> Training
 @router.get("/runs", response_model=RunList, summary="Training runs, newest first")
 def runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
          service: FeedbackService = Depends(get_service)) -> RunList:
-    with service.db.read() as session:
-        rows, current = list_runs(session, limit, offset), active_run(session)
+    rows, current = service.list_runs(limit, offset)
     return RunList(runs=[RunOut.of(r) for r in rows], active=current.id if current else None)
 
 
