@@ -14,8 +14,8 @@ import zlib
 from pathlib import PurePosixPath
 
 from catdog.ingest import IGNORED_DIRS
-from feedback.store.photos import PhotoRejected
 from feedback.labelling.service import LabelledFile, UploadReport
+from feedback.store.photos import PhotoRejected
 
 
 def read_zip(data: bytes, labels: tuple[str, ...], label_map: dict[str, str], max_photo_bytes: int,

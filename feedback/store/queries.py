@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from catdog.preprocessing import EXTENSIONS
-from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
 from feedback.store.photos import CheckedPhoto
+from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
 
 if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
     from feedback.predictor_client.client import PredictorAnswer

@@ -32,10 +32,6 @@ from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from catdog.body_limit import BodyLimitMiddleware
-from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
-from feedback.store.photos import PhotoRejected
-from feedback.predictor_client.client import PredictorError
-from feedback.web.routers import dashboard, pages, predictions, runs, status, uploads
 from feedback.labelling.service import (
     FeedbackService,
     InvalidText,
@@ -44,7 +40,11 @@ from feedback.labelling.service import (
     UnknownLabel,
     database_problem,
 )
+from feedback.predictor_client.client import PredictorError
 from feedback.settings import is_loopback, redact
+from feedback.store.photos import PhotoRejected
+from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
+from feedback.web.routers import dashboard, pages, predictions, runs, status, uploads
 
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from feedback.labelling.service import check_text, normalise_label
 from feedback.store.tables import (
     NAME_LENGTH,
     NOTE_LENGTH,
@@ -21,7 +22,6 @@ from feedback.store.tables import (
     TrainingRun,
     Validation,
 )
-from feedback.labelling.service import check_text, normalise_label
 
 MAX_OFFSET = 10**9
 NoNulText = Annotated[str, AfterValidator(lambda value: check_text(value, "the text"))]

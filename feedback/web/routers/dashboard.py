@@ -19,12 +19,12 @@ import plotly
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from feedback.monitoring import dashboard
-from feedback.web.deps import get_service
-from feedback.predictor_client.metrics import PredictorMetrics
-from feedback.web.routers.runs import server_folders, shorten_paths
-from feedback.web.routers.pages import render
 from feedback.labelling.service import FeedbackService
+from feedback.monitoring import dashboard
+from feedback.predictor_client.metrics import PredictorMetrics
+from feedback.web.deps import get_service
+from feedback.web.routers.pages import render
+from feedback.web.routers.runs import server_folders, shorten_paths
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 PLOTLY_URL = f"/static-vendor/plotly-{plotly.__version__}.min.js"  # a new package version, a new URL

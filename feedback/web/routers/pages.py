@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from feedback.labelling.service import FeedbackService
 from feedback.store.tables import NEITHER, Status
 from feedback.web.deps import get_service
 from feedback.web.schemas import MAX_OFFSET
-from feedback.labelling.service import FeedbackService
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)

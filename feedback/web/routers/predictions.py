@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from catdog.preprocessing import MEDIA_TYPES
-from feedback.web.deps import get_service, require_writer, same_origin
-from feedback.store.tables import Status
-from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 from feedback.labelling.service import FeedbackService
+from feedback.store.tables import Status
+from feedback.web.deps import get_service, require_writer, same_origin
+from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 
 router = APIRouter(prefix="/api", tags=["predictions"])
 PAGE_CLIENT_HEADER = "x-feedback-client"  # the page sends "page": its uploads are counted apart

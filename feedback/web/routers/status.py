@@ -16,9 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from catdog import storage
-from feedback.web.deps import get_service
-from feedback.predictor_client.client import PredictorStatus
 from feedback.labelling.service import FeedbackService
+from feedback.predictor_client.client import PredictorStatus
+from feedback.web.deps import get_service
 
 router = APIRouter(tags=["status"])
 

@@ -27,10 +27,8 @@ from scipy.stats import ks_2samp
 from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
-from feedback.monitoring import dashboard
-from feedback.store import dashboard_queries
 from feedback.launchers import Observation, RunHandle
-from feedback.store.tables import Prediction
+from feedback.monitoring import dashboard
 from feedback.predictor_client.metrics import (
     PredictorMetrics,
     histogram_quantile,
@@ -38,6 +36,8 @@ from feedback.predictor_client.metrics import (
     request_rate,
 )
 from feedback.retrain_config import parse_training_words
+from feedback.store import dashboard_queries
+from feedback.store.tables import Prediction
 from tests.feedback_fixtures import (  # noqa: F401
     FakePredictor,
     database_url,

@@ -26,21 +26,21 @@ from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
 from feedback.launchers import Observation
-from feedback.store.tables import Prediction, utcnow
 from feedback.retrain_config import TrainingConfig
-from tests.feedback_fixtures import (
-    FakePredictor,
-    feedback_settings,
-    photo,
-    running_app,
-    stub_server,
-)
+from feedback.store.tables import Prediction, utcnow
 from tests.feedback.monitoring.test_dashboard import (
     FakeLauncher,
     fill_data,
     make_registry,
     metrics_text,
     training_config,
+)
+from tests.feedback_fixtures import (
+    FakePredictor,
+    feedback_settings,
+    photo,
+    running_app,
+    stub_server,
 )
 
 CHARTS = ("chart-per-day", "chart-accuracy", "chart-confidence", "chart-balance", "chart-versions",

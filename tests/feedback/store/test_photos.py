@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from catdog import storage
-from feedback.store.photos import PhotoRejected, PhotoStore, check_photo
 from feedback.labelling.service import UploadReport
 from feedback.labelling.uploads import pair_labels, read_zip
+from feedback.store.photos import PhotoRejected, PhotoStore, check_photo
 from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, started_service
 from tests.helpers import image_bytes, png_header_only
 from tests.model_fixtures import FailAfter

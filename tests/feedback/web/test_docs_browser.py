@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from feedback.web.app import PAGE_POLICY
-from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
 from tests.feedback.monitoring.test_dashboard_browser import assert_clean, record_hosts, watch
+from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
 
 LEGACY_ROUTES = ("/api/predict", "/api/status", "/api/upload-data", "/api/train", "/api/retrain", "/api/training-status")
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
