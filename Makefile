@@ -102,13 +102,13 @@ bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, the
 	$(PY) -m bench.app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
 
 app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [TARGET=local|kubeflow|vertex[,...]] [DATA=...] [key=value ...]
-	set -f; $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
+	set -f; $(PY) -m feedback.web.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 
 up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app (PORT=8000); Ctrl-C stops both
 	@set -e; \
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $(PREDICTOR_PORT) & predictor=$$!; \
 	trap 'kill $$predictor 2>/dev/null; wait $$predictor 2>/dev/null || true' EXIT; \
-	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
+	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.web.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 
 retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were validated since the last (for cron); same words as make app
 	set -f; $(PY) -m feedback.retrain --if-needed $(APP_WORDS)

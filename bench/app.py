@@ -3,7 +3,7 @@
     python -m bench.app (--model-dir DIR | --registry URI [--model champion|N]) --images FOLDER
                              [--concurrency 1,4,16] [--duration 10] [--database-url URL] [--output FILE]
 
-One predictor (serving.server) and one app (feedback.server, SQLite in a temp folder unless
+One predictor (serving.server) and one app (feedback.web.server, SQLite in a temp folder unless
 --database-url) run as their own processes on 127.0.0.1. At each concurrency level the same
 closed-loop client (bench.load_client) sends the same photos first straight to the predictor
 (V1 :predict), then to the app (POST /api/predict, JSON base64: the app checks the photo, calls
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor_port, app_port = free_port(), free_port()
     predictor_command = [python, "-m", "serving.server", "--model", str(model_dir), "--host", LOOPBACK,
                          "--port", str(predictor_port), "--reload-interval", "0", "--log-level", "warning"]
-    app_command = [python, "-m", "feedback.server", "--port", str(app_port), "--log-level", "warning",
+    app_command = [python, "-m", "feedback.web.server", "--port", str(app_port), "--log-level", "warning",
                    "--predictor-url", f"http://{LOOPBACK}:{predictor_port}",
                    "--database-url", args.database_url or f"sqlite:///{work}/feedback.db", "--feedback-uri", str(work / "fb")]
     print(f"{len(images)} images; model {model_desc}; logs in {work}", flush=True)

@@ -39,7 +39,7 @@ import psutil
 
 from catdog.progress import read_progress
 from catdog.registry import decision_of_run, no_decision_reason
-from feedback.models import RunState, TrainingRun
+from feedback.store.tables import RunState, TrainingRun
 from feedback.retrain_config import TrainingTarget, output_root
 from pipelines.config import PipelineConfig
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 
 from feedback.launchers import Observation, RunHandle, decision_observation, run_config
-from feedback.models import RunState, TrainingRun
+from feedback.store.tables import RunState, TrainingRun
 from feedback.retrain_config import TrainingTarget
 from feedback.runs import PIPELINE_STEPS
 from pipelines.config import PipelineConfig

@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    from feedback.db import migrate, open_database
+    from feedback.store.db import migrate, open_database
     from feedback.launchers import LaunchError
     from feedback.retrain_config import parse_training_words
     from feedback.runs import RunConflict, RunService
-    from feedback.service import default_launchers
+    from feedback.labelling.service import default_launchers
     from feedback.settings import SettingsError, load_settings
     from pipelines.config import ConfigError
 

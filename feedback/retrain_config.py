@@ -1,6 +1,6 @@
 """Where and how the app's retraining runs go: the `make run` settings, per target.
 
-    python -m feedback.server TARGET=local,vertex DATA=... REGISTRY=... frozen_epochs=2 \
+    python -m feedback.web.server TARGET=local,vertex DATA=... REGISTRY=... frozen_epochs=2 \
         VERTEX_DATA=gs://bucket/data VERTEX_REGISTRY=gs://bucket/registry PROJECT=... IMAGE=...
 
 The words are `make run`'s (pipelines/run.py): upper-case ones are runner settings (TARGET,

@@ -30,9 +30,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from feedback.db import Database
+from feedback.store.db import Database
 from feedback.launchers import Launcher, LaunchError, Observation, read_tail
-from feedback.models import (
+from feedback.store.tables import (
     ACTIVE_STATES,
     NEITHER,
     RunValidation,

@@ -1,4 +1,4 @@
-"""The app's settings: one typed object, read from the environment (and `python -m feedback.server` flags).
+"""The app's settings: one typed object, read from the environment (and `python -m feedback.web.server` flags).
 
 Secrets: APP_TOKEN is a SecretStr; a PREDICTOR_URL may carry user:password@, which the app sends
 as HTTP basic auth and never shows: redact() is the one helper that strips them from any URL or

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the feedback app's tests (tests/test_feedback_*.py).
+"""Fixtures and helpers for the feedback app's tests (tests/feedback/ and the retraining tests).
 
 - ``predictor`` (session): the REAL predictor (serving/, ONNX Runtime) serving the tiny test model
   (tests/serving_fixtures.py) on 127.0.0.1; ``.url``.
@@ -49,7 +49,7 @@ def feedback_settings(tmp_path, predictor_url: str, **changes):
 @dataclass
 class AppClient:
     url: str
-    service: object  # feedback.service.FeedbackService
+    service: object  # feedback.labelling.service.FeedbackService
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
@@ -69,8 +69,8 @@ class AppClient:
 @contextmanager
 def running_app(settings, predictor=None, **service_options):
     """service_options: FeedbackService's `training` and `launchers`."""
-    from feedback.app import create_app
-    from feedback.service import FeedbackService
+    from feedback.web.app import create_app
+    from feedback.labelling.service import FeedbackService
 
     service = FeedbackService(settings, predictor=predictor, **service_options)
     service.start()
@@ -129,7 +129,7 @@ def unused_url() -> str:
 
 
 class FakePredictor:
-    """Stands in for feedback.predictor.PredictorClient in service-level tests: answers from a
+    """Stands in for feedback.predictor_client.client.PredictorClient in service-level tests: answers from a
     table of sha256 -> probabilities (default: cat 0.6), or raises `error` when set. With `ood`
     (the model's metadata, e.g. {"method": "energy", "threshold": 5.0}) it is a model with an
     out-of-distribution score: every answer carries ood_score (flag(data, score) sets a photo's,
@@ -161,7 +161,7 @@ class FakePredictor:
     def predict(self, image: bytes, explain: bool = False):
         import hashlib
 
-        from feedback.store import PredictorAnswer
+        from feedback.predictor_client.client import PredictorAnswer
 
         self.calls += 1
         if self.error is not None:
@@ -175,7 +175,7 @@ class FakePredictor:
                                neither=None if score is None else score > self.ood["threshold"])
 
     def status(self, timeout: float | None = None):
-        from feedback.predictor import PredictorStatus
+        from feedback.predictor_client.client import PredictorStatus
 
         return PredictorStatus("fake://", "kserve", True, True, self.version, ["cat", "dog"], ood=self.ood)
 
@@ -198,7 +198,7 @@ def database_url(request, tmp_path) -> str:
 def started_service(tmp_path, database_url: str, predictor=None, training=None, launchers=None, **changes):
     """A FeedbackService on `database_url` with its photos under tmp_path/store, migrated and repaired
     (training, launchers: where its retraining runs go; settings `changes`)."""
-    from feedback.service import FeedbackService
+    from feedback.labelling.service import FeedbackService
 
     settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=database_url, **changes)
     service = FeedbackService(settings, predictor=predictor or FakePredictor(), training=training, launchers=launchers)

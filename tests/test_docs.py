@@ -116,7 +116,7 @@ def test_readme_says_where_the_backbone_weights_come_from():
 
 @pytest.mark.parametrize("document", ["feedback.md", "retraining.md"])
 def test_every_route_the_guide_lists_is_served(document):
-    from feedback.app import create_app
+    from feedback.web.app import create_app
 
     from feedback.settings import load_settings
 

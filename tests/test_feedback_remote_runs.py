@@ -21,7 +21,7 @@ import yaml
 
 from catdog.registry import ModelRegistry
 from feedback.launchers import RunHandle
-from feedback.models import TrainingRun
+from feedback.store.tables import TrainingRun
 from feedback.remote_launchers import (
     KFP_STATES,
     VERTEX_STATES,

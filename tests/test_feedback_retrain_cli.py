@@ -29,16 +29,16 @@ def test_the_makefile_knows_every_app_setting():
 def test_make_app_passes_the_run_words_and_keeps_the_app_settings_out():
     command = make_dry_run("app", "TARGET=local,vertex", "DATA=photos", "frozen_epochs=1", "VERTEX_DATA=gs://b/d",
                            "DATABASE_URL=sqlite:///x.db", "LABELS=cat,dog", "PORT=9000")
-    line = next(ln for ln in command.splitlines() if "feedback.server" in ln)
+    line = next(ln for ln in command.splitlines() if "feedback.web.server" in ln)
     assert "--port 9000" in line
-    words = line.split("feedback.server", 1)[1].split()
+    words = line.split("feedback.web.server", 1)[1].split()
     assert {"TARGET=local,vertex", "DATA=photos", "frozen_epochs=1", "VERTEX_DATA=gs://b/d", "REGISTRY=registry"} <= set(words)
     assert not any(w.startswith(("DATABASE_URL=", "LABELS=", "PORT=")) for w in words)
 
 
 def test_make_up_gives_the_app_the_predictor_s_registry():
     command = make_dry_run("up", "REGISTRY=/tmp/reg", "TARGET=local")
-    app_line = next(ln for ln in command.splitlines() if "feedback.server" in ln)
+    app_line = next(ln for ln in command.splitlines() if "feedback.web.server" in ln)
     assert "serving.server --model champion --registry /tmp/reg" in command
     assert "REGISTRY=/tmp/reg" in app_line and "TARGET=local" in app_line
 
@@ -58,8 +58,8 @@ def test_retrain_if_needed_does_nothing_below_the_threshold(tmp_path, image_fold
 
 
 def test_retrain_while_a_run_is_active_starts_nothing(tmp_path, image_folder):
-    from feedback.db import migrate, open_database
-    from feedback.models import TrainingRun
+    from feedback.store.db import migrate, open_database
+    from feedback.store.tables import TrainingRun
 
     db = open_database(f"sqlite:///{tmp_path}/db.sqlite")
     migrate(db)
@@ -83,7 +83,7 @@ def test_retrain_with_bad_words_or_missing_data_exits_2(tmp_path):
 def test_the_server_refuses_bad_training_words(tmp_path):
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
                "FEEDBACK_URI": str(tmp_path / "store")}
-    result = subprocess.run([sys.executable, "-m", "feedback.server", "TARGET=vertex"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "feedback.web.server", "TARGET=vertex"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env=environ)
     assert result.returncode == 2
     assert "TARGET=vertex reads the published photos from FEEDBACK_URI" in result.stderr

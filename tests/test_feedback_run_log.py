@@ -13,9 +13,9 @@ from playwright.sync_api import expect
 from catdog.registry import ModelRegistry
 from feedback.launchers import REPO_ROOT, Observation, RunHandle
 from feedback.retrain_config import TrainingConfig
-from feedback.routers.runs import LOG_LIMIT_BYTES, shorten_paths
+from feedback.web.routers.runs import LOG_LIMIT_BYTES, shorten_paths
 from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
-from tests.test_feedback_dashboard import FakeLauncher, training_config
+from tests.feedback.monitoring.test_dashboard import FakeLauncher, training_config
 
 CONSOLE = "https://console.example.test/runs/r-1"
 

@@ -24,7 +24,7 @@ from feedback.launchers import (
     RunHandle,
     failure_reason,
 )
-from feedback.models import RunValidation, TrainingRun, Validation
+from feedback.store.tables import RunValidation, TrainingRun, Validation
 from feedback.retrain_config import parse_training_words
 from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
     DATABASES,

@@ -260,7 +260,7 @@ def test_v2_outputs_by_default_and_by_name(ood_server, ood_predictor):
     assert {"name": "neither", "datatype": "BOOL", "shape": [-1]} in v2_outputs
     metadata = ood_server.get("/v1/models/catdog/metadata").json()
     assert metadata["v2_outputs"] == v2_outputs and metadata["ood"]["threshold"] == ood_predictor.ood_threshold
-    # the feedback app reads the threshold from the V2 metadata's parameters (feedback/predictor.py)
+    # the feedback app reads the threshold from the V2 metadata's parameters (feedback/predictor_client/client.py)
     assert ood_server.get("/v2/models/catdog").json()["parameters"]["ood"]["threshold"] == ood_predictor.ood_threshold
 
 

@@ -1,0 +1,200 @@
+"""The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/store/tables.py).
+
+The callers own the transactions (feedback/labelling/service.py); nothing here commits.
+A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
+"neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
+(published_label becomes NEITHER), so repair finishes that removal like any other move.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from catdog.preprocessing import EXTENSIONS
+from feedback.store.photos import CheckedPhoto
+from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
+
+if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
+    from feedback.predictor_client.client import PredictorAnswer
+
+# validated photos whose dataset folder does not match their label yet
+_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+
+
+def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
+    """The photo's row, created on first sight; a concurrent insert of the same photo is tolerated."""
+    existing = session.get(Photo, photo.sha256)
+    if existing is not None:
+        return existing
+    row = Photo(sha256=photo.sha256, format=photo.header.format, width=photo.header.width,
+                height=photo.header.height, size_bytes=len(photo.data), uri=uri,
+                original_name=(original_name or None) and original_name[:255])
+    try:
+        with session.begin_nested():  # a savepoint: losing the race to another request is no error
+            session.add(row)
+    except IntegrityError:
+        row = session.get(Photo, photo.sha256, populate_existing=True)
+        if row is None:  # not the same photo inserted by another request: a real error
+            raise
+    return row
+
+
+def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, source: str) -> Prediction:
+    prediction = Prediction(
+        id=uuid.uuid4().hex, photo_sha256=photo.sha256, photo=photo, model_name=answer.model_name,
+        model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
+        probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
+        source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
+    )
+    session.add(prediction)
+    session.flush()
+    return prediction
+
+
+def lock_photo(session: Session, sha256: str) -> Photo:
+    """The photo's row, locked until the transaction ends (FOR UPDATE; SQLite: its one writer) and
+    read afresh: a copy loaded before the lock may be stale, and the ORM would then skip an
+    UPDATE that "changes nothing". Raises NoResultFound for an unknown photo."""
+    return session.execute(select(Photo).where(Photo.sha256 == sha256).with_for_update()
+                           .execution_options(populate_existing=True)).scalar_one()
+
+
+def add_validation(session: Session, sha256: str, label: str, source: str, by: str | None = None,
+                   note: str | None = None, prediction_id: str | None = None) -> Validation:
+    """Record a verdict and make it the photo's current label. The photo row is locked first, so
+    of two concurrent verdicts the one committed last is also the newest row (latest wins)."""
+    photo = lock_photo(session, sha256)
+    validation = Validation(photo_sha256=sha256, prediction_id=prediction_id, label=label, by_name=by,
+                            note=note, source=source, created_at=utcnow())
+    session.add(validation)
+    photo.label = label
+    session.flush()
+    return validation
+
+
+def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
+    return session.get(Prediction, prediction_id)
+
+
+def _status_filter(status: str):
+    return {
+        "unvalidated": Photo.label.is_(None),
+        "confirmed": Photo.label == Prediction.label,  # a prediction's label is never NEITHER
+        # NULL != x is not true: unvalidated stay out
+        "corrected": (Photo.label != Prediction.label) & (Photo.label != NEITHER),
+        NEITHER: Photo.label == NEITHER,
+    }[status]
+
+
+def list_predictions(session: Session, status: str | None = None, model_version: str | None = None,
+                     order: str = "newest", limit: int = 50, offset: int = 0,
+                     latest_per_photo: bool = False, flagged: bool | None = None) -> list[Prediction]:
+    """Predictions filtered by status, model version and the model's neither flag (True: flagged;
+    False: scored and not flagged; predictions without a score match neither). least_confident
+    puts the photos where a person's answer teaches the model most first; latest_per_photo shows a
+    photo uploaded several times once (its newest prediction)."""
+    query = select(Prediction).join(Prediction.photo)
+    if status is not None:
+        query = query.where(_status_filter(status))
+    if flagged is not None:
+        query = query.where(Prediction.neither.is_(flagged))
+    if model_version is not None:
+        query = query.where(Prediction.model_version == model_version)
+    if latest_per_photo:
+        newer = aliased(Prediction)
+        query = query.where(~select(newer.id).where(
+            newer.photo_sha256 == Prediction.photo_sha256,
+            or_(newer.created_at > Prediction.created_at,
+                (newer.created_at == Prediction.created_at) & (newer.id > Prediction.id)),
+        ).exists())
+    if order == "least_confident":
+        query = query.order_by(Prediction.confidence.asc(), Prediction.created_at.asc(), Prediction.id)
+    else:
+        query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def review_queue(session: Session, limit: int = 50) -> list[Prediction]:
+    """Photos nobody validated yet, least confident first, each once."""
+    return list_predictions(session, status="unvalidated", order="least_confident", limit=limit,
+                            latest_per_photo=True)
+
+
+def queue_length(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Photo).where(
+        Photo.label.is_(None), Photo.predictions.any())) or 0
+
+
+def validations_of(session: Session, sha256: str) -> list[Validation]:
+    return list(session.scalars(select(Validation).where(Validation.photo_sha256 == sha256).order_by(Validation.id)))
+
+
+def model_versions(session: Session) -> list[str]:
+    return list(session.scalars(select(Prediction.model_version).where(Prediction.model_version.is_not(None))
+                                .distinct().order_by(Prediction.model_version)))
+
+
+def counts(session: Session) -> dict:
+    """Predictions by status, photos, and validated photos per label (NEITHER among them)."""
+    statuses = {status: session.scalar(select(func.count()).select_from(Prediction).join(Prediction.photo)
+                                       .where(_status_filter(status))) or 0
+                for status in STATUSES}
+    labels = dict(session.execute(select(Photo.label, func.count()).where(Photo.label.is_not(None))
+                                  .group_by(Photo.label)).all())
+    return {
+        "predictions": sum(statuses.values()),
+        **statuses,
+        "photos": session.scalar(select(func.count()).select_from(Photo)) or 0,
+        "validated_photos": labels,
+        "review_queue": queue_length(session),
+        "unpublished": session.scalar(select(func.count()).select_from(Photo).where(_unpublished)) or 0,
+    }
+
+
+
+def unpublished(session: Session) -> list[str]:
+    """The SHA-256 of every validated photo whose dataset folder does not match its label yet."""
+    return list(session.scalars(select(Photo.sha256).where(_unpublished)))
+
+
+def latest_validation_id(session: Session) -> int:
+    """The newest verdict's id (0 without any): what the manifest was written at."""
+    return session.scalar(select(func.max(Validation.id))) or 0
+
+
+def manifest_entries(session: Session) -> list[dict]:
+    """One entry per photo in the dataset (validated, NEITHER excluded): its dataset file and where
+    it came from (the latest verdict)."""
+    latest = (select(func.max(Validation.id)).where(Validation.photo_sha256 == Photo.sha256)
+              .correlate(Photo).scalar_subquery())
+    rows = session.execute(
+        select(Photo, Validation, Prediction)
+        .join(Validation, Validation.id == latest)
+        .outerjoin(Prediction, Prediction.id == Validation.prediction_id)
+        .where(Photo.label.is_not(None), Photo.label != NEITHER)
+        .order_by(Photo.sha256)
+    ).all()
+    return [
+        {
+            "file": f"{photo.label}/{photo.sha256}{EXTENSIONS[photo.format]}",
+            "label": photo.label,
+            "sha256": photo.sha256,
+            "format": photo.format,
+            "width": photo.width,
+            "height": photo.height,
+            "original_name": photo.original_name,
+            "first_seen": photo.created_at.isoformat(),
+            "source": validation.source,
+            "validated_at": validation.created_at.isoformat(),
+            "validated_by": validation.by_name,
+            "prediction_id": validation.prediction_id,
+            "predicted_label": prediction.label if prediction else None,
+            "model_version": prediction.model_version if prediction else None,
+        }
+        for photo, validation, prediction in rows
+    ]

@@ -1,0 +1,80 @@
+"""The page: upload (/), the review queue (/review), the history (/history), card fragments, and
+the API page (/docs).
+
+Server-rendered Jinja2 templates (autoescaped) with one small script, feedback/web/static/app.js;
+every asset is served by the app itself. /docs is Swagger UI 5 (it reads FastAPI's OpenAPI 3.1;
+its files come from the fastapi-offline package, mounted at /docs-assets by feedback.web.app) started
+by feedback/web/static/docs.js, so it carries the app's Content-Security-Policy like every page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from feedback.labelling.service import FeedbackService
+from feedback.store.tables import NEITHER, Status
+from feedback.web.deps import get_service
+from feedback.web.schemas import MAX_OFFSET
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 24
+
+
+def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
+    if "queue_length" not in context:
+        context["queue_length"] = service.queue_length()
+    return TEMPLATES.TemplateResponse(request, name, {
+        "labels": service.labels,
+        "predictor": service.predictor_status(),
+        "auth_required": service.settings.auth_required,
+        "neither": NEITHER,
+        **context,
+    })
+
+
+@router.get("/", response_class=HTMLResponse)
+def upload_page(request: Request, service: FeedbackService = Depends(get_service)):
+    return render(request, "upload.html", service, page="upload")
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, service: FeedbackService = Depends(get_service)):
+    queue, length = service.review_queue(PAGE_SIZE)
+    return render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
+
+
+@router.get("/history", response_class=HTMLResponse)
+def history_page(
+    request: Request,
+    status: Status | Literal[""] = "",
+    model_version: str = "",
+    flagged: Literal["", "true", "false"] = "",
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    service: FeedbackService = Depends(get_service),
+):
+    rows = service.list_predictions(status or None, model_version or None, limit=PAGE_SIZE + 1, offset=offset,
+                                    flagged=None if not flagged else flagged == "true")
+    versions = service.model_versions()
+    return render(request, "history.html", service, page="history", predictions=rows[:PAGE_SIZE],
+                   more=len(rows) > PAGE_SIZE, status=status, model_version=model_version, versions=versions,
+                   flagged=flagged, offset=offset, page_size=PAGE_SIZE)
+
+
+@router.get("/cards/{prediction_id}", response_class=HTMLResponse)
+def card(request: Request, prediction_id: str, service: FeedbackService = Depends(get_service)):
+    """One prediction's card: the page inserts it after an upload or a verdict."""
+    return TEMPLATES.TemplateResponse(request, "_card.html", {"p": service.get(prediction_id), "labels": service.labels,
+                                                              "neither": NEITHER})
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request):
+    """Swagger UI over /openapi.json: every route, with "Try it out"."""
+    return TEMPLATES.TemplateResponse(request, "docs.html", {
+        "title": f"{request.app.title} API", "openapi_url": request.app.openapi_url})
