@@ -14,11 +14,14 @@ import pytest
 import yaml
 
 from catdog import deploy
-from catdog.deploy import ManifestError, merge_patch, render, to_api_model, validate_inference_service
+from catdog.deploy import ManifestError, merge_patch, render, validate_inference_service
+from catdog.deploy.kserve import to_api_model
+from catdog.deploy.kustomize import _new_image
+from tests.helpers import REPO_ROOT
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+MANIFESTS = REPO_ROOT / "manifests"
 KUSTOMIZATIONS = sorted(p.parent.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("kustomization.yaml"))
-# manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/test_schedule_specs.py)
+# manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/pipelines/test_schedule_specs.py)
 YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml") if "schedules" not in p.parts)
 
 
@@ -246,7 +249,7 @@ def test_missing_manifest_fails(tmp_path):
 
 
 def test_images_transformer_keeps_unmatched_images():
-    assert deploy._new_image("catdog-predictor:0.1.0", [{"name": "catdog-predictor", "newTag": "0.2"}]) == "catdog-predictor:0.2"
-    assert deploy._new_image("reg:5000/catdog-predictor", [{"name": "reg:5000/catdog-predictor", "newName": "x/y"}]) == "x/y"
-    assert deploy._new_image("other:1", [{"name": "catdog-predictor", "newTag": "0.2"}]) == "other:1"
-    assert deploy._new_image("catdog-predictor:1", [{"name": "catdog-predictor", "digest": "sha256:ab"}]) == "catdog-predictor@sha256:ab"
+    assert _new_image("catdog-predictor:0.1.0", [{"name": "catdog-predictor", "newTag": "0.2"}]) == "catdog-predictor:0.2"
+    assert _new_image("reg:5000/catdog-predictor", [{"name": "reg:5000/catdog-predictor", "newName": "x/y"}]) == "x/y"
+    assert _new_image("other:1", [{"name": "catdog-predictor", "newTag": "0.2"}]) == "other:1"
+    assert _new_image("catdog-predictor:1", [{"name": "catdog-predictor", "digest": "sha256:ab"}]) == "catdog-predictor@sha256:ab"
