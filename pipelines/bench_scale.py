@@ -27,11 +27,13 @@ from pathlib import Path
 import psutil
 from PIL import Image, ImageOps
 
+from catdog import REPO_ROOT
 from catdog.benchmarks import machine_description, today, update_section
 from pipelines.bench import step_times
 from pipelines.config import build_config
-from pipelines.run import REPO_ROOT, absolute_local_paths, parse_arguments, run_local
+from pipelines.local import absolute_local_paths, run_local
 from pipelines.training_pipeline import STEPS
+from pipelines.words import parse_arguments
 
 SAMPLE_S = 0.2
 SHORT_TRAINING = {"frozen_epochs": "1", "finetune_epochs": "1"}

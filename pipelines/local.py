@@ -1,86 +1,46 @@
-"""`make run`: build the typed config from key=value overrides and run the pipeline on a target.
+"""TARGET=local: the up-front checks, the run under kfp.local, its short terminal, and the crontab line.
 
-    python -m pipelines.run [TARGET=local|kubeflow|vertex] [DATA=...] [key=value ...]
+    main_local(config, settings)   `make run` (TARGET=local): checks, then the run; its exit code
+    run_local(config, output_root) the whole pipeline under kfp.local's SubprocessRunner
+    crontab_line(cron, argv, name) `make schedule TARGET=local`: the line to add with `crontab -e`
 
-Lower-case keys are pipeline parameters (pipelines/config.py); upper-case keys are settings of
-the runner (remote ones: pipelines/submit.py). Anything unknown or invalid fails here, before
-anything runs, with one `error: ...` line that says what to pass (exit code 2); so does every input
-of a local run that can be checked up front (DATA exists and has files, WEIGHTS is a file or, for
-imagenet, is in the Keras cache or can be downloaded, the DATA archive downloads).
+Every input of a local run that can be checked up front is checked before anything runs, with one
+`error: ...` line that says what to pass (exit code 2): DATA exists and has files, WEIGHTS is a file
+or, for imagenet, is in the Keras cache or can be downloaded, the DATA archive downloads.
 
-Every run has an id (the `run_id` parameter; '' = a uuid4 hex made here, printed first as `run id: ...`),
-which select-champion records with its decision in the registry's history: when the run ended, its
-decision is read from there by that id (catdog/registry.py decision_of_run), for local runs and for
-remote ones with WAIT=1 alike. A run that finished without recording one says so.
-
-A local run (pipelines/local_run.py) prints one line per step with its time, the train step's
-phases and epochs, then the test metrics and the champion decision; the full log goes to
-OUTPUT_ROOT/logs/run-<time>.log (its path printed first), or to the terminal with VERBOSE=1.
-Its progress is a JSON-lines file (catdog/progress.py): PROGRESS_FILE, else beside the log. A failed
-step ends the run with `error: step <name> failed: <its last error line>` (exit code 1).
+A local run prints one line per step with its time, the train step's phases and epochs
+(pipelines/local_run.py: the terminal, the step events, the links), then the test metrics and the
+champion decision; the full log goes to OUTPUT_ROOT/logs/run-<time>.log (its path printed first), or
+to the terminal with VERBOSE=1. Its progress is a JSON-lines file (catdog/progress.py): PROGRESS_FILE,
+else beside the log. RUNNER=container runs the compiled pipeline's steps in the component image
+instead (pipelines/container_run.py). A failed step ends the run with `error: step <name> failed:
+<its last error line>` (exit code 1). The run's decision is read from the registry by its run id.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
-from catdog.sources import IngestError, default_cache_dir, download_once, download_path, is_archive
+from catdog import REPO_ROOT
 from catdog.progress import ENV_VAR as PROGRESS_ENV_VAR
-from catdog.progress import ProgressWriter
-from catdog.progress import read_progress
+from catdog.progress import ProgressWriter, read_progress
 from catdog.registry import decision_of_run, describe_decision
-from pipelines.config import ConfigError, PipelineConfig, build_config, did_you_mean
-from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
-from pipelines.container_run import CONTAINER_SETTINGS, RUNNERS, ContainerRunError
+from catdog.sources import IngestError, default_cache_dir, download_once, download_path, is_archive
+from pipelines.config import ConfigError, PipelineConfig
+from pipelines.container_run import ContainerRunError
 from pipelines.container_run import run_pipeline as run_in_containers
-from pipelines.submit import (
-    REMOTE_SETTINGS,
-    REMOTE_TARGETS,
-    RemoteRunFailed,
-    SubmitError,
-    submit,
-)
+from pipelines.cron import validate_cron
+from pipelines.local_run import Console, ErrorLines, browsable, quiet_known_warnings, step_events, verbose_output
+from pipelines.words import ALIASES, PATH_PARAMETERS, SCHEDULE_SETTINGS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ALIASES = {"DATA": "data_uri", "REGISTRY": "registry_uri", "WEIGHTS": "weights"}
-# local runs: PROGRESS_FILE: the run's progress events (default: beside the log); VERBOSE=1: the full
-# log on the terminal. (The run's decision is read from the registry by its run id: no result file.)
-RUNNER_SETTINGS = {"TARGET": "local", "OUTPUT_ROOT": str(REPO_ROOT / "local_outputs"),
-                   "PROGRESS_FILE": "", "VERBOSE": "0", **CONTAINER_SETTINGS, **REMOTE_SETTINGS}
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 PROBE_TIMEOUT_S = 10
-PATH_PARAMETERS = ("data_uri", "feedback_uri", "registry_uri", "weights")
-
-
-def parse_arguments(
-    argv: list[str], known: dict[str, str] | None = None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Split key=value words into (pipeline overrides, runner settings); upper-case = setting.
-
-    `known` maps the accepted settings to their defaults (RUNNER_SETTINGS unless given).
-    """
-    known = RUNNER_SETTINGS if known is None else known
-    overrides, settings = {}, dict(known)
-    for word in argv:
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {word!r}")
-        if key in ALIASES:
-            overrides[ALIASES[key]] = value
-        elif key.isupper():
-            if key not in known:
-                hint = did_you_mean([key], [*ALIASES, *known])
-                raise ConfigError(f"unknown setting {key}{hint}; known: {', '.join([*ALIASES, *known])}")
-            settings[key] = value
-        else:
-            overrides[key] = value
-    return overrides, settings
 
 
 def absolute_local_paths(config: PipelineConfig) -> PipelineConfig:
@@ -230,9 +190,6 @@ def metrics_line(evaluation: dict) -> str:
     return line
 
 
-def with_run_id(config: PipelineConfig) -> PipelineConfig:
-    """The config with its run id: the one given, else a new uuid4 hex (module docstring)."""
-    return config if config.run_id else config.model_copy(update={"run_id": uuid.uuid4().hex})
 
 
 def describe_outputs(run_dir: Path, decision_text: list[str] = ()) -> str:
@@ -250,13 +207,6 @@ def describe_outputs(run_dir: Path, decision_text: list[str] = ()) -> str:
     lines.extend(decision_text)
     return "\n".join(lines)
 
-
-def with_vertex_defaults(overrides: dict[str, str], settings: dict[str, str]) -> dict[str, str]:
-    """On TARGET=vertex, deploy to the project and region the pipeline runs in unless told otherwise."""
-    if settings.get("TARGET") != "vertex":
-        return overrides
-    defaults = {"vertex_project": settings.get("PROJECT", ""), "vertex_region": settings.get("REGION", "")}
-    return {**{k: v for k, v in defaults.items() if v}, **overrides}
 
 
 def fail(message: str, code: int, progress: ProgressWriter | None = None) -> int:
@@ -311,33 +261,20 @@ def main_local(config: PipelineConfig, settings: dict[str, str]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    try:
-        overrides, settings = parse_arguments(argv)
-    except ConfigError as exc:
-        return fail(str(exc), 2)
-    progress = ProgressWriter(settings["PROGRESS_FILE"] or None)
-    try:
-        config = build_config(with_vertex_defaults(overrides, settings))
-    except ConfigError as exc:
-        return fail(str(exc), 2, progress)
-    config = with_run_id(config)
-    target = settings["TARGET"]
-    if settings["RUNNER"] not in RUNNERS or (settings["RUNNER"] == "container" and target != "local"):
-        return fail(f"RUNNER={settings['RUNNER']}: choose {' or '.join(RUNNERS)} (TARGET=local)", 2, progress)
-    if target == "local":
-        print(f"run id: {config.run_id}", flush=True)
-        return main_local(config, settings)
-    if target in REMOTE_TARGETS:
-        try:
-            submit(target, config, settings)
-        except SubmitError as exc:
-            return fail(str(exc), 2)
-        except RemoteRunFailed as exc:
-            return fail(str(exc), 1)
-        return 0
-    return fail(f"unknown TARGET={target}; choose local, kubeflow or vertex", 2)
+# --- a schedule: the crontab line ---------------------------------------------------------------
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def crontab_line(cron: str, argv: list[str], name: str, repo: Path = REPO_ROOT) -> str:
+    """The crontab line that runs `make run <argv>` in the repository on `cron` (local paths made absolute)."""
+    path_keys = {*PATH_PARAMETERS, *[k for k, v in ALIASES.items() if v in PATH_PARAMETERS], "OUTPUT_ROOT"}
+    words = []
+    for word in argv:
+        key, _, value = word.partition("=")
+        if key in SCHEDULE_SETTINGS or key == "TARGET":
+            continue
+        if key in path_keys and "://" not in value and value.lower() not in ("imagenet", "none"):
+            value = str(Path(value).expanduser().resolve())
+        words.append(shlex.quote(f"{key}={value}"))
+    command = " ".join(["make run", *words]).rstrip()
+    line = (f"{validate_cron(cron)} cd {shlex.quote(str(repo))} && mkdir -p local_outputs && "
+            f"{command} >> local_outputs/retraining.log 2>&1 # {name}")
+    return line.replace("%", "\\%")  # cron turns a bare % into a newline

@@ -1,20 +1,22 @@
-"""Submit the compiled pipeline to Vertex AI Pipelines (TARGET=vertex) or a KFP host (TARGET=kubeflow).
+"""What TARGET=kubeflow and TARGET=vertex share: their settings, the checks made before any client is
+built, and the compiled pipeline with the pushed image. The targets themselves: pipelines/kubeflow.py
+and pipelines/vertex.py (each submits a run and creates or deletes a schedule).
 
 Everything that can be checked here is checked before a client is built, so a missing setting, a
 local data path, absent Google credentials or an unreachable KFP host fail within seconds, naming
-the setting to fix. The compiled YAML keeps the placeholder image (`make compile` stays
-machine-independent); each submission rewrites it to IMAGE in a temporary copy, and sizes the train
-step there when TRAIN_CPU, TRAIN_MEMORY or TRAIN_ACCELERATOR(_COUNT) are given (pipelines/hardware.py).
+the setting to fix (check_remote: every problem in one SubmitError). The compiled YAML keeps the
+placeholder image (`make compile` stays machine-independent); each submission rewrites it to IMAGE
+in a temporary copy (pipeline_package), and sizes the train step there when TRAIN_CPU, TRAIN_MEMORY
+or TRAIN_ACCELERATOR(_COUNT) are given (pipelines/hardware.py).
 
 The run's id (config.run_id, made by pipelines/run.py when not given) is printed with the submission;
 with WAIT=1, once the run succeeded, its champion decision is read from the registry by that id
-(catdog/registry.py decision_of_run) and printed, or that it recorded none.
+(catdog/registry.py decision_of_run) and printed (print_decision), or that it recorded none.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from catdog import REPO_ROOT
 from components import BASE_IMAGE
 from pipelines.config import PipelineConfig
 from pipelines.hardware import (
@@ -38,7 +41,7 @@ from pipelines.hardware import (
 
 PLACEHOLDER_IMAGE = BASE_IMAGE
 PIPELINE_NAME = "catdog-training"  # pipelines/training_pipeline.py (a test keeps them equal)
-PIPELINE_YAML = Path(__file__).resolve().parent.parent / "compiled" / "training_pipeline.yaml"
+PIPELINE_YAML = REPO_ROOT / "compiled" / "training_pipeline.yaml"
 REMOTE_TARGETS = ("vertex", "kubeflow")
 # Upper-case `make run` settings of the remote targets, with their defaults.
 REMOTE_SETTINGS = {
@@ -56,8 +59,6 @@ REMOTE_SETTINGS = {
     "WAIT": "0",
     **HARDWARE_SETTINGS,  # the train step's CPU, memory and accelerator ('' = as compiled: 4 CPUs, 8G)
 }
-KFP_PROBE_TIMEOUT_S = 3.0
-KFP_WAIT_TIMEOUT_S = 7 * 24 * 3600
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -234,150 +235,6 @@ def pipeline_package(image: str, hardware: TrainHardware = AS_COMPILED, source: 
         yield dest
 
 
-# --- Vertex AI ----------------------------------------------------------------------------------
-
-def google_credentials():
-    """Application Default Credentials, or a SubmitError saying how to get them (checked up front)."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    except DefaultCredentialsError as exc:
-        raise SubmitError(
-            "no Google Cloud credentials: run `gcloud auth application-default login`, or set "
-            f"GOOGLE_APPLICATION_CREDENTIALS to a service-account key file ({exc})"
-        ) from None
-    return credentials
-
-
-def init_vertex(s: RemoteSettings):
-    """aiplatform, initialised for PROJECT/REGION with the checked credentials."""
-    credentials = google_credentials()
-    from google.cloud import aiplatform
-
-    aiplatform.init(project=s.project, location=s.region, credentials=credentials)
-    return aiplatform
-
-
-def vertex_console_url(s: RemoteSettings, job) -> str:
-    try:
-        return str(job._dashboard_uri())
-    except Exception:  # no resource name yet
-        return (f"https://console.cloud.google.com/vertex-ai/locations/{s.region}/pipelines/runs/"
-                f"{job.job_id}?project={s.project}")
-
-
-def vertex_job(aiplatform, s: RemoteSettings, config: PipelineConfig, template: Path, *,
-               display_name: str, labels: dict[str, str], enable_caching: bool):
-    return aiplatform.PipelineJob(
-        display_name=display_name,
-        template_path=str(template),
-        pipeline_root=s.pipeline_root,
-        parameter_values=config.pipeline_arguments(),
-        labels=labels,
-        enable_caching=enable_caching,
-        project=s.project,
-        location=s.region,
-    )
-
-
-def submit_vertex(config: PipelineConfig, s: RemoteSettings) -> str:
-    """Submit one Vertex AI PipelineJob; with WAIT, block until it ends. Returns the console URL."""
-    aiplatform = init_vertex(s)
-    with pipeline_package(s.image, s.train_hardware) as template:
-        job = vertex_job(aiplatform, s, config, template, display_name=s.run_name,
-                         labels={**s.labels, "trigger": "manual"}, enable_caching=s.enable_caching)
-    from google.api_core.exceptions import GoogleAPICallError
-
-    try:
-        job.submit(service_account=s.service_account or None)
-    except GoogleAPICallError as exc:  # permission denied, API not enabled, bad bucket...
-        raise SubmitError(f"Vertex AI refused the job: {exc}") from None
-    url = vertex_console_url(s, job)
-    print(f"submitted {s.run_name} (run id {config.run_id}) to Vertex AI Pipelines: {url}", flush=True)
-    if s.wait:
-        try:
-            job.wait()
-        except RuntimeError as exc:  # the SDK raises when the job fails or is cancelled
-            raise RemoteRunFailed(f"Vertex AI run {s.run_name} did not succeed: {exc} ({url})") from None
-        print(f"run {s.run_name} succeeded")
-    return url
-
-
-# --- Kubeflow Pipelines -------------------------------------------------------------------------
-
-def check_kfp_host(host: str, token: str = "", timeout_s: float = KFP_PROBE_TIMEOUT_S) -> None:
-    """Probe the KFP API once, briefly: kfp.Client's constructor retries healthz for ~25 s."""
-    import requests
-
-    url = f"{host}/apis/v2beta1/healthz"
-    auth = {"headers": {"Authorization": f"Bearer {token}"}} if token else {}
-    try:
-        response = requests.get(url, timeout=timeout_s, allow_redirects=False, **auth)
-    except requests.RequestException as exc:
-        raise SubmitError(
-            f"KFP_HOST={host} is unreachable ({type(exc).__name__}): check the URL, or port-forward "
-            "the API: kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80 and set "
-            "KFP_HOST=http://localhost:8080"
-        ) from None
-    if response.status_code in (301, 302, 303, 307, 308, 401, 403):
-        raise SubmitError(
-            f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: it needs a login "
-            f"(multi-user Kubeflow): {'the KFP_TOKEN given was refused' if token else 'export KFP_TOKEN'}"
-            " (a bearer token the API accepts, e.g. `kubectl create token default-editor -n <profile>` "
-            "where the cluster authenticates service-account tokens), or run from inside the cluster"
-        )
-    if response.status_code >= 400:
-        raise SubmitError(f"KFP_HOST={host} answered HTTP {response.status_code} at {url}: is it the KFP API?")
-
-
-@contextlib.contextmanager
-def kfp_refusal(what: str) -> Iterator[None]:
-    """A KFP API error (bad spec, no permission in the namespace...) as a SubmitError."""
-    from kfp_server_api import ApiException
-
-    try:
-        yield
-    except ApiException as exc:
-        raise SubmitError(f"KFP refused {what}: HTTP {exc.status} {exc.reason}: {exc.body}") from None
-
-
-def kfp_client(s: RemoteSettings):
-    check_kfp_host(s.kfp_host, s.kfp_token)
-    import kfp
-
-    options = {"namespace": s.kfp_namespace} if s.kfp_namespace else {}
-    if s.kfp_token:
-        options["existing_token"] = s.kfp_token  # sent as Authorization: Bearer
-    return kfp.Client(host=s.kfp_host, **options)
-
-
-def submit_kubeflow(config: PipelineConfig, s: RemoteSettings) -> str:
-    """Create one KFP run; with WAIT, block until it ends. Returns the run's URL in the KFP UI."""
-    client = kfp_client(s)
-    with pipeline_package(s.image, s.train_hardware) as package, kfp_refusal("the run"):
-        result = client.create_run_from_pipeline_package(
-            pipeline_file=str(package),
-            arguments=config.pipeline_arguments(),
-            run_name=s.run_name,
-            experiment_name=s.experiment,
-            namespace=s.kfp_namespace or None,
-            pipeline_root=s.pipeline_root or None,
-            enable_caching=s.enable_caching,
-            service_account=s.service_account or None,
-        )
-    url = f"{s.kfp_host}/#/runs/details/{result.run_id}"
-    print(f"submitted {s.run_name} (run id {config.run_id}) to {s.kfp_host}: {url}", flush=True)
-    if s.wait:
-        run = client.wait_for_run_completion(result.run_id, timeout=KFP_WAIT_TIMEOUT_S)
-        state = str(getattr(run, "state", "")).lower()
-        if state != "succeeded":
-            raise RemoteRunFailed(f"KFP run {s.run_name} ended {state or 'in an unknown state'} ({url})")
-        print(f"run {s.run_name} succeeded")
-    return url
-
-
 def check_remote(target: str, config: PipelineConfig, settings: dict[str, str]) -> RemoteSettings:
     """Settings and parameter paths for a remote run, every problem reported in one SubmitError."""
     problems = remote_path_problems(config)
@@ -388,15 +245,6 @@ def check_remote(target: str, config: PipelineConfig, settings: dict[str, str]) 
     if problems:
         raise SubmitError("; ".join(problems))
     return s
-
-
-def submit(target: str, config: PipelineConfig, settings: dict[str, str]) -> str:
-    """Check everything local first (settings, paths, image), then submit to `target`."""
-    s = check_remote(target, config, settings)
-    url = submit_vertex(config, s) if target == "vertex" else submit_kubeflow(config, s)
-    if s.wait:
-        print_decision(config)
-    return url
 
 
 def print_decision(config: PipelineConfig) -> None:
@@ -412,6 +260,13 @@ def print_decision(config: PipelineConfig) -> None:
     print("\n".join(describe_decision(config.run_id, config.registry_uri, decision)), flush=True)
 
 
-def kfp_name_filter(name: str) -> str:
-    """A KFP list filter matching display_name == name (EQUALS is 1 in the v2beta1 API)."""
-    return json.dumps({"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]})
+@contextlib.contextmanager
+def replaced_warning(new_id: str) -> Iterator[None]:
+    """Deleting the schedules the new one replaces failed: say that both now run, then re-raise."""
+    try:
+        yield
+    except Exception:
+        print(f"error: the new schedule {new_id} was created, but deleting the one(s) it replaces "
+              f"failed: both run until you delete the old one (make unschedule deletes all of that name)",
+              file=sys.stderr)
+        raise

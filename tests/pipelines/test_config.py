@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import Augmentation, ConfigError, PipelineConfig, build_config
-from pipelines.run import absolute_local_paths, check_local_inputs, parse_arguments
+from pipelines.local import absolute_local_paths, check_local_inputs
+from pipelines.words import parse_arguments
 
 
 def test_defaults_are_valid():

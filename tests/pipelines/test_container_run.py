@@ -20,8 +20,8 @@ import yaml
 from pipelines import container_run, run
 from pipelines.config import build_config
 from pipelines.container_run import ContainerRunError, Mount
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def config_for(tmp_path: Path, **overrides):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import build_config
-from pipelines.run import describe_outputs, run_local
+from pipelines.local import describe_outputs, run_local
 from tests.helpers import CLASS_COLORS, LOOPBACK, image_bytes, make_class_folders
 
 PER_CLASS = {"cat": 12, "dog": 12}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from pipelines import submit as sub
+from pipelines import remote as sub
 from pipelines.compile import PIPELINE_YAML
 from pipelines.hardware import (
     AS_COMPILED,

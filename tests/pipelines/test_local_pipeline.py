@@ -17,7 +17,7 @@ import pytest
 from catdog.dataset import SplitRatios, feedback_split
 from catdog.progress import ProgressWriter, read_events, read_progress
 from pipelines.config import PipelineConfig, build_config
-from pipelines.run import describe_outputs, run_local
+from pipelines.local import describe_outputs, run_local
 from tests.helpers import CLASS_COLORS, image_bytes, make_class_folders
 
 PER_CLASS = {"cat": 12, "dog": 12}

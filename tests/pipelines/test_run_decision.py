@@ -1,10 +1,10 @@
 """One contract for a run's result: a run's id is recorded with its champion decision in the registry's
 history (local folder and gs://), and "the decision of run X" is read back by that id.
 
-Covered elsewhere: the launchers (tests/test_feedback_remote_runs.py: two overlapping KFP and Vertex
-runs; tests/test_feedback_runs.py: a local run), `make run TARGET=vertex|kubeflow WAIT=1`
-(tests/test_submit.py), the whole pipeline (tests/test_pipeline_twice.py: ids given and made by
-make run; tests/test_local_pipeline.py: no id, the service's; tests/test_gcs_pipeline.py: gs://).
+Covered elsewhere: the launchers (tests/feedback/retraining/test_remote_runs.py: two overlapping KFP and Vertex
+runs; tests/feedback/retraining/test_runs.py: a local run), `make run TARGET=vertex|kubeflow WAIT=1`
+(tests/pipelines/test_submit.py), the whole pipeline (tests/pipelines/test_pipeline_twice.py: ids given and made by
+make run; tests/pipelines/test_local_pipeline.py: no id, the service's; tests/pipelines/test_gcs_pipeline.py: gs://).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 from catdog import storage
 from catdog.registry import ModelRegistry, RegistryError, decision_of_run, no_decision_reason
-from pipelines import run
+from pipelines import local, run, words
 from pipelines.config import ConfigError, build_config
 
 
@@ -117,7 +117,7 @@ def select_champion_inputs(spec: dict) -> dict:
 
 def test_the_compiled_pipeline_and_the_schedules_pass_the_run_id_and_the_services_job_id():
     from pipelines.schedule import SPECS_DIR
-    from pipelines.submit import PIPELINE_YAML
+    from pipelines.remote import PIPELINE_YAML
 
     compiled = yaml.safe_load(PIPELINE_YAML.read_text())
     assert compiled["root"]["inputDefinitions"]["parameters"]["run_id"]["defaultValue"] == ""
@@ -163,7 +163,7 @@ def test_make_run_reads_its_own_decision_by_the_id_it_made(tmp_path, image_folde
                                                             "registry_uri": config.registry_uri})
         return real(config, output_root, progress, errors)
 
-    monkeypatch.setattr(run, "run_local", run_local)
+    monkeypatch.setattr(local, "run_local", run_local)
     assert run.main(make_run(tmp_path, image_folder)) == 0
     [run_id] = made
     out = capsys.readouterr().out
@@ -176,7 +176,7 @@ def test_make_run_reads_its_own_decision_by_the_id_it_made(tmp_path, image_folde
 def test_make_run_that_finished_without_a_decision_says_so(tmp_path, image_folder, monkeypatch, capsys):
     from catdog.progress import read_events
 
-    monkeypatch.setattr(run, "run_local", fake_run(decision("another-run", 2)))
+    monkeypatch.setattr(local, "run_local", fake_run(decision("another-run", 2)))
     assert run.main(make_run(tmp_path, image_folder, "run_id=mine-1")) == 0
     reason = f"the run finished but recorded no champion decision for run mine-1 in {tmp_path / 'registry'}"
     assert capsys.readouterr().out.rstrip().endswith(reason)
@@ -186,4 +186,4 @@ def test_make_run_that_finished_without_a_decision_says_so(tmp_path, image_folde
 
 def test_result_file_is_gone():
     with pytest.raises(ConfigError, match="unknown setting RESULT_FILE"):
-        run.parse_arguments(["RESULT_FILE=x.json"])
+        words.parse_arguments(["RESULT_FILE=x.json"])

@@ -1,5 +1,5 @@
 """A local run's progress file, its terminal, its up-front checks and its failures (no pipeline run here:
-tests/test_local_pipeline.py checks the progress of a real run)."""
+tests/pipelines/test_local_pipeline.py checks the progress of a real run)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from catdog.progress import ProgressWriter, read_events, read_progress
-from pipelines import run
+from pipelines import local, run, words
 from pipelines.config import ConfigError, build_config
 from pipelines.local_run import Console, ErrorLines, step_events, verbose_output
-from pipelines.run import url_problem as real_url_problem  # conftest answers for it in every test
+from pipelines.local import url_problem as real_url_problem  # conftest answers for it in every test
 
 
 STEPS = ["ingest", "preprocess", "train", "evaluate", "select-champion", "deploy"]
@@ -130,7 +130,7 @@ def test_make_run_ends_a_failed_step_with_one_error_line(tmp_path, image_folder,
         progress.emit("step", step="train", status="failed", seconds=1, error="ValueError: boom")
         raise RuntimeError("Pipeline 'catdog-training' finished with status FAILURE. Inner task failed: 'train'.")
 
-    monkeypatch.setattr(run, "run_local", failing_run)
+    monkeypatch.setattr(local, "run_local", failing_run)
     progress = tmp_path / "progress.jsonl"
     assert run.main([f"DATA={image_folder}", "WEIGHTS=none", f"OUTPUT_ROOT={tmp_path / 'out'}",
                      f"PROGRESS_FILE={progress}"]) == 1
@@ -149,11 +149,11 @@ def test_a_mistyped_parameter_or_setting_gets_did_you_mean(capsys):
     assert run.main(["frozen_epoch=3"]) == 2
     assert "unknown parameter(s) ['frozen_epoch'] (did you mean frozen_epochs?)" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"unknown setting WEIGTHS \(did you mean WEIGHTS\?\)"):
-        run.parse_arguments(["WEIGTHS=x.h5"])
+        words.parse_arguments(["WEIGTHS=x.h5"])
 
 
 def test_an_empty_data_folder_fails_up_front_with_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(run, "run_local", lambda *a: pytest.fail("must not run"))
+    monkeypatch.setattr(local, "run_local", lambda *a: pytest.fail("must not run"))
     (tmp_path / "data" / "cat").mkdir(parents=True)
     assert run.main([f"DATA={tmp_path / 'data'}", "WEIGHTS=none", f"OUTPUT_ROOT={tmp_path / 'out'}"]) == 2
     assert capsys.readouterr().err == (f"error: DATA={tmp_path / 'data'} has no files: put the photos in one "
@@ -162,9 +162,9 @@ def test_an_empty_data_folder_fails_up_front_with_one_line(tmp_path, monkeypatch
 
 def test_imagenet_weights_offline_and_not_cached_fail_up_front(tmp_path, image_folder, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(run, "keras_cache_dirs", lambda: [tmp_path / "keras" / "models"])
-    monkeypatch.setattr(run, "url_problem", lambda url: "[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(run, "run_local", lambda *a: pytest.fail("must not run"))
+    monkeypatch.setattr(local, "keras_cache_dirs", lambda: [tmp_path / "keras" / "models"])
+    monkeypatch.setattr(local, "url_problem", lambda url: "[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(local, "run_local", lambda *a: pytest.fail("must not run"))
     assert run.main([f"DATA={image_folder}", "backbone_alpha=0.35", f"OUTPUT_ROOT={tmp_path / 'out'}"]) == 2
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"  # 256 px uses the 224 weights
     url = f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{name}"
@@ -173,7 +173,7 @@ def test_imagenet_weights_offline_and_not_cached_fail_up_front(tmp_path, image_f
     assert f"Pass WEIGHTS=path/to/{name} (download it from {url})" in err
     (tmp_path / "keras" / "models").mkdir(parents=True)
     (tmp_path / "keras" / "models" / name).write_bytes(b"cached")
-    run.check_local_inputs(build_config({"data_uri": str(image_folder)}))  # in the cache: no question asked
+    local.check_local_inputs(build_config({"data_uri": str(image_folder)}))  # in the cache: no question asked
 
 
 def test_url_problem_asks_with_a_head_request(http_server):
@@ -185,7 +185,7 @@ def test_url_problem_asks_with_a_head_request(http_server):
 
 
 def test_retrain_now_fails_at_request_time_with_the_same_checks(tmp_path, monkeypatch):
-    from feedback.retrain_config import parse_training_words
+    from feedback.retraining.config import parse_training_words
 
     (tmp_path / "data").mkdir()
     training = parse_training_words([f"DATA={tmp_path / 'data'}", "WEIGHTS=none"], str(tmp_path / "store"))
@@ -193,6 +193,6 @@ def test_retrain_now_fails_at_request_time_with_the_same_checks(tmp_path, monkey
         training.run_config(training.default, {})
     training = parse_training_words(["DATA=https://example.com/photos.zip", "WEIGHTS=none"], str(tmp_path / "store"))
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(run, "url_problem", lambda url: "timed out")
+    monkeypatch.setattr(local, "url_problem", lambda url: "timed out")
     with pytest.raises(ConfigError, match=r"DATA=https://example.com/photos.zip cannot be downloaded \(timed out\)"):
         training.run_config(training.default, {})

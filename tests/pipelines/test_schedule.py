@@ -13,9 +13,10 @@ from unittest import mock
 import pytest
 
 from pipelines import schedule as sch
+from pipelines.cron import kfp_cron, validate_cron
+from pipelines.local import crontab_line
 from pipelines.config import ConfigError, build_config
-from pipelines.run import REPO_ROOT
-from tests.helpers import free_port
+from tests.helpers import REPO_ROOT, free_port
 from tests.remote_fixtures import IMAGE, REMOTE_ARGS, REMOTE_OVERRIDES, VERTEX_ARGS, kubeflow_args, executor_images, kfp_api, vertex  # noqa: F401
 
 NAME = "catdog-retraining"
@@ -26,7 +27,7 @@ NAME = "catdog-retraining"
 @pytest.mark.parametrize("cron", ["0 3 * * 1", "*/15 * * * *", "0 0 1,15 * MON-FRI", "30 2 * jan-mar 0",
                                   "0 22 * * 7", "  5  4 * * *  "])
 def test_validate_cron_accepts_five_fields(cron):
-    assert sch.validate_cron(cron) == " ".join(cron.split())
+    assert validate_cron(cron) == " ".join(cron.split())
 
 
 @pytest.mark.parametrize("cron, expected", [
@@ -44,14 +45,14 @@ def test_validate_cron_accepts_five_fields(cron):
 ])
 def test_validate_cron_rejects_with_a_clear_message(cron, expected):
     with pytest.raises(ConfigError, match="CRON") as err:
-        sch.validate_cron(cron)
+        validate_cron(cron)
     assert expected in str(err.value)
     assert 'CRON="0 3 * * 1"' in str(err.value)
 
 
 def test_kfp_cron_prefixes_seconds():
-    assert sch.kfp_cron("0 3 * * 1") == "0 0 3 * * 1"
-    assert sch.kfp_cron(" */30  * * * * ") == "0 */30 * * * *"
+    assert kfp_cron("0 3 * * 1") == "0 0 3 * * 1"
+    assert kfp_cron(" */30  * * * * ") == "0 */30 * * * *"
 
 
 # --- Vertex AI ----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_schedule_kubeflow_creates_the_exact_recurring_run_and_replaces_by_name(
 def test_kfp_name_filter_is_the_v2beta1_equals_predicate():
     import json
 
-    from pipelines.submit import kfp_name_filter
+    from pipelines.kubeflow import kfp_name_filter
 
     assert json.loads(kfp_name_filter(NAME)) == {
         "predicates": [{"operation": 1, "key": "display_name", "stringValue": NAME}]
@@ -204,7 +205,7 @@ def test_schedule_local_prints_a_crontab_line(image_folder, monkeypatch, capsys)
 
 
 def test_crontab_line_quotes_and_escapes_percent(tmp_path):
-    line = sch.crontab_line("0 3 * * *", ["RUN_NAME=a b", "label_map=x%y=cat", "REGISTRY=gs://b/r"], "n",
+    line = crontab_line("0 3 * * *", ["RUN_NAME=a b", "label_map=x%y=cat", "REGISTRY=gs://b/r"], "n",
                             repo=tmp_path)
     assert "'RUN_NAME=a b'" in line and "label_map=x\\%y=cat" in line and "REGISTRY=gs://b/r" in line
 
@@ -241,10 +242,10 @@ def test_make_schedule_passes_a_cron_with_spaces(image_folder):
 
 
 def test_kfp_cron_uses_sunday_zero_and_reversed_ranges_fail():
-    assert sch.kfp_cron("0 22 * * 7") == "0 0 22 * * 0"
-    assert sch.kfp_cron("0 22 * * 1,7") == "0 0 22 * * 1,0"
+    assert kfp_cron("0 22 * * 7") == "0 0 22 * * 0"
+    assert kfp_cron("0 22 * * 1,7") == "0 0 22 * * 1,0"
     with pytest.raises(ConfigError, match="day-of-week"):
-        sch.validate_cron("0 3 * * 5-1")
+        validate_cron("0 3 * * 5-1")
 
 
 def test_an_api_refusal_is_one_error_line_and_a_failed_replace_says_both_run(vertex, capsys):

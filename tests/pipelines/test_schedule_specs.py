@@ -15,10 +15,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from pipelines import kubeflow, vertex
 from pipelines import schedule as sch
 from pipelines.config import build_config
-from pipelines.run import REPO_ROOT, parse_arguments, with_vertex_defaults
-from pipelines.submit import PIPELINE_YAML, check_remote
+from pipelines.cron import validate_cron
+from pipelines.remote import PIPELINE_YAML, check_remote
+from pipelines.words import parse_arguments, with_vertex_defaults
+from tests.helpers import REPO_ROOT
 
 KFP_FILE, VERTEX_FILE = "kfp-recurring-run.yaml", "vertex-schedule.yaml"
 REGENERATE = "run make compile (it also runs python -m pipelines.schedule examples)"
@@ -86,8 +89,8 @@ def test_kfp_spec_is_a_v2beta1_recurring_run():
     run = ApiClient().deserialize(SimpleNamespace(data=json.dumps(body)), "V2beta1RecurringRun")
     assert isinstance(run, V2beta1RecurringRun)
     assert ApiClient().sanitize_for_serialization(run) == body  # nothing dropped or retyped
-    assert sch.check_kfp_body(body) == body
-    assert run.display_name == "catdog-retraining" and run.experiment_id == sch.KFP_EXPERIMENT_ID
+    assert kubeflow.check_kfp_body(body) == body
+    assert run.display_name == "catdog-retraining" and run.experiment_id == kubeflow.KFP_EXPERIMENT_ID
     assert run.trigger.cron_schedule.cron == "0 0 3 * * 1"
     assert run.trigger.periodic_schedule is None
     assert (run.max_concurrency, run.no_catchup, run.mode) == ("1", True, "ENABLE")
@@ -101,7 +104,7 @@ def test_vertex_spec_is_an_aiplatform_v1_schedule():
 
     body = checked_in(VERTEX_FILE)
     schedule = json_format.ParseDict(body, Schedule.pb(Schedule()))
-    assert json_format.MessageToDict(schedule) == body and sch.check_vertex_body(body) == body
+    assert json_format.MessageToDict(schedule) == body and vertex.check_vertex_body(body) == body
     assert schedule.display_name == "catdog-retraining" and schedule.cron == "0 3 * * 1"
     assert schedule.max_concurrent_run_count == 1 and schedule.max_run_count == 0  # 0: unset, no end
     request = schedule.create_pipeline_job_request
@@ -135,7 +138,7 @@ def _edit(body: dict, path: str, value) -> dict:
 ])
 def test_kfp_validation_refuses_a_bad_field(path, value):
     with pytest.raises(ValueError, match="not a valid V2beta1RecurringRun: bad or unknown field"):
-        sch.check_kfp_body(_edit(checked_in(KFP_FILE), path, value))
+        kubeflow.check_kfp_body(_edit(checked_in(KFP_FILE), path, value))
 
 
 @pytest.mark.parametrize("path, value", [
@@ -148,7 +151,7 @@ def test_vertex_validation_refuses_a_bad_field(path, value):
     from google.protobuf.json_format import ParseError
 
     with pytest.raises(ParseError):
-        sch.check_vertex_body(_edit(checked_in(VERTEX_FILE), path, value))
+        vertex.check_vertex_body(_edit(checked_in(VERTEX_FILE), path, value))
 
 
 # --- what `make schedule` promises --------------------------------------------------------------
@@ -157,7 +160,7 @@ def test_cron_fields():
     kfp_cron = checked_in(KFP_FILE)["trigger"]["cron_schedule"]["cron"]
     vertex_cron = checked_in(VERTEX_FILE)["cron"]
     assert kfp_cron.split() == ["0", *sch.EXAMPLE_CRON.split()]  # seconds first, 6 fields
-    assert vertex_cron == sch.validate_cron(vertex_cron) == sch.EXAMPLE_CRON  # 5 fields, UTC
+    assert vertex_cron == validate_cron(vertex_cron) == sch.EXAMPLE_CRON  # 5 fields, UTC
 
 
 def test_one_run_at_a_time():
@@ -190,10 +193,10 @@ def test_kfp_spec_equals_what_make_schedule_sends(monkeypatch):
     client = object.__new__(kfp.Client)  # no __init__: it would probe the host
     client._recurring_run_api = SimpleNamespace(recurring_run_service_create_recurring_run=lambda recurring_run: (
         sent.append(recurring_run) or SimpleNamespace(recurring_run_id="rr-1")))
-    client.create_experiment = lambda name, namespace: SimpleNamespace(experiment_id=sch.KFP_EXPERIMENT_ID)
+    client.create_experiment = lambda name, namespace: SimpleNamespace(experiment_id=kubeflow.KFP_EXPERIMENT_ID)
     client.list_recurring_runs = lambda **_: SimpleNamespace(recurring_runs=[], next_page_token="")
-    monkeypatch.setattr(sch, "kfp_client", lambda _: client)
-    sch.schedule_kubeflow(config, s, "catdog-retraining", sch.EXAMPLE_CRON)
+    monkeypatch.setattr(kubeflow, "kfp_client", lambda _: client)
+    kubeflow.schedule_kubeflow(config, s, "catdog-retraining", sch.EXAMPLE_CRON)
     body = ApiClient().sanitize_for_serialization(sent[0])
     assert body["max_concurrency"] == 1  # the SDK sends the int64 as a number; the spec, as "1"
     assert {**body, "max_concurrency": "1"} == checked_in(KFP_FILE)
@@ -220,10 +223,10 @@ def test_vertex_spec_equals_what_make_schedule_sends(monkeypatch):
         return aiplatform
 
     monkeypatch.setattr(initializer, "global_config", initializer._Config())  # leave no global state behind
-    monkeypatch.setattr(sch, "init_vertex", init_vertex)
+    monkeypatch.setattr(vertex, "init_vertex", init_vertex)
     monkeypatch.setattr(aiplatform.PipelineJobSchedule, "list", classmethod(lambda cls, **_: []))
     monkeypatch.setattr(ScheduleServiceClient, "create_schedule", create_schedule)
-    sch.schedule_vertex(config, s, "catdog-retraining", sch.EXAMPLE_CRON)
+    vertex.schedule_vertex(config, s, "catdog-retraining", sch.EXAMPLE_CRON)
     assert json_format.MessageToDict(Schedule.pb(sent[0])) == checked_in(VERTEX_FILE)
 
 
@@ -233,8 +236,8 @@ def test_vertex_spec_equals_what_make_schedule_sends(monkeypatch):
 def no_clients(monkeypatch):
     def refuse(*_):
         raise AssertionError("a dry run builds no client")
-    monkeypatch.setattr(sch, "kfp_client", refuse)
-    monkeypatch.setattr(sch, "init_vertex", refuse)
+    monkeypatch.setattr(kubeflow, "kfp_client", refuse)
+    monkeypatch.setattr(vertex, "init_vertex", refuse)
 
 
 @pytest.mark.parametrize("filename", [KFP_FILE, VERTEX_FILE])

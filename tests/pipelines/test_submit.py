@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from catdog.registry import ModelRegistry
-from pipelines import submit as sub
+from pipelines import kubeflow
+from pipelines import remote as sub
 from pipelines.compile import PIPELINE_YAML
 from pipelines.config import build_config
 from pipelines.run import main as run_main
@@ -275,7 +276,7 @@ def test_run_kubeflow_namespace_root_and_wait(kfp_api, gcs, capsys):
     kfp_api.client_cls.assert_called_once_with(host=kfp_api.host, namespace="team-a")
     kwargs = kfp_api.client.create_run_from_pipeline_package.call_args.kwargs
     assert kwargs["namespace"] == "team-a" and kwargs["pipeline_root"] == "gs://bucket/root"
-    kfp_api.client.wait_for_run_completion.assert_called_once_with("run-123", timeout=sub.KFP_WAIT_TIMEOUT_S)
+    kfp_api.client.wait_for_run_completion.assert_called_once_with("run-123", timeout=kubeflow.KFP_WAIT_TIMEOUT_S)
 
     kfp_api.client.wait_for_run_completion.return_value = mock.Mock(state="FAILED")
     assert run_main(args) == 1
@@ -305,8 +306,8 @@ def test_check_kfp_host_treats_redirects_and_401_as_a_login(monkeypatch):
     for status in (302, 401):
         monkeypatch.setattr(requests, "get", mock.Mock(return_value=mock.Mock(status_code=status)))
         with pytest.raises(sub.SubmitError, match=f"HTTP {status}.*needs a login"):
-            sub.check_kfp_host("http://127.0.0.1:1")
-        assert requests.get.call_args.kwargs == {"timeout": sub.KFP_PROBE_TIMEOUT_S, "allow_redirects": False}
+            kubeflow.check_kfp_host("http://127.0.0.1:1")
+        assert requests.get.call_args.kwargs == {"timeout": kubeflow.KFP_PROBE_TIMEOUT_S, "allow_redirects": False}
 
 
 def test_run_kubeflow_needs_a_host_and_remote_paths(kfp_api, capsys):
@@ -324,14 +325,14 @@ def test_bare_kfp_host_gets_https_like_kfp_client():
 # --- TARGET=local fails fast on missing local inputs --------------------------------------------
 
 def test_run_local_missing_data_fails_before_running(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("pipelines.run.run_local", mock.Mock(side_effect=AssertionError("must not run")))
+    monkeypatch.setattr("pipelines.local.run_local", mock.Mock(side_effect=AssertionError("must not run")))
     missing = tmp_path / "nope"
     assert run_main([f"DATA={missing}"]) == 2
     assert f"DATA={missing} does not exist" in capsys.readouterr().err
 
 
 def test_run_local_missing_weights_fails_before_running(tmp_path, image_folder, monkeypatch, capsys):
-    monkeypatch.setattr("pipelines.run.run_local", mock.Mock(side_effect=AssertionError("must not run")))
+    monkeypatch.setattr("pipelines.local.run_local", mock.Mock(side_effect=AssertionError("must not run")))
     assert run_main([f"DATA={image_folder}", f"WEIGHTS={tmp_path / 'w.h5'}"]) == 2
     assert "is not a file" in capsys.readouterr().err
 
@@ -361,7 +362,7 @@ def test_run_kubeflow_api_refusal_is_one_clear_line(kfp_api, capsys):
 
 def test_vertex_deploy_defaults_to_the_run_project_and_region():
     from pipelines.config import build_config
-    from pipelines.run import parse_arguments, with_vertex_defaults
+    from pipelines.words import parse_arguments, with_vertex_defaults
 
     words = ["TARGET=vertex", "PROJECT=proj-1", "REGION=europe-west4", "deploy_target=vertex",
              "serving_image=img:1", "REGISTRY=gs://b/registry"]
@@ -391,4 +392,4 @@ def test_refused_kfp_token_is_named(monkeypatch):
 
     monkeypatch.setattr(requests, "get", mock.Mock(return_value=mock.Mock(status_code=403)))
     with pytest.raises(sub.SubmitError, match="the KFP_TOKEN given was refused"):
-        sub.check_kfp_host("http://127.0.0.1:1", "bad")
+        kubeflow.check_kfp_host("http://127.0.0.1:1", "bad")
