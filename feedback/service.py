@@ -35,12 +35,12 @@ from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
 from feedback import store
 from feedback.db import Database, migrate, open_database, ping, probe_write
-from feedback.launchers import LocalLauncher
 from feedback.models import NEITHER, Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus, ood_threshold
-from feedback.retrain_config import TrainingConfig, parse_training_words
-from feedback.runs import RunService
+from feedback.retraining.config import TrainingConfig, parse_training_words
+from feedback.retraining.launchers.local import LocalLauncher
+from feedback.retraining.runs import RunService
 from feedback.settings import Settings, redact
 
 logger = logging.getLogger("catdog.feedback")
@@ -89,7 +89,8 @@ def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
         if name == "local":
             launchers[name] = LocalLauncher(Path(settings.runs_dir), target)
         else:
-            from feedback.remote_launchers import KubeflowLauncher, VertexLauncher
+            from feedback.retraining.launchers.kubeflow import KubeflowLauncher
+            from feedback.retraining.launchers.vertex import VertexLauncher
 
             launchers[name] = (VertexLauncher if name == "vertex" else KubeflowLauncher)(target)
     return launchers
@@ -120,7 +121,7 @@ class UploadReport:
 class FeedbackService:
     def __init__(self, settings: Settings, predictor: PredictorClient | None = None,
                  training: TrainingConfig | None = None, launchers: Mapping | None = None):
-        """training: where retraining runs go (feedback/retrain_config.py; default: TARGET=local with
+        """training: where retraining runs go (feedback/retraining/config.py; default: TARGET=local with
         `make run`'s defaults); launchers: target -> launcher (default: the real ones)."""
         if NEITHER in settings.labels:
             raise ValueError(f"LABELS may not hold {NEITHER!r}: it is the verdict for a photo of none of them")

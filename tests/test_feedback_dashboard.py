@@ -27,7 +27,7 @@ from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
 from feedback import dashboard
-from feedback.launchers import Observation, RunHandle
+from feedback.retraining.launchers.base import Observation, RunHandle
 from feedback.models import Prediction
 from feedback.predictor_metrics import (
     PredictorMetrics,
@@ -35,7 +35,7 @@ from feedback.predictor_metrics import (
     read_sample,
     request_rate,
 )
-from feedback.retrain_config import parse_training_words
+from feedback.retraining.config import parse_training_words
 from tests.feedback_fixtures import (  # noqa: F401
     FakePredictor,
     database_url,
@@ -92,7 +92,7 @@ def make_registry(root: Path) -> ModelRegistry:
 
 
 class FakeLauncher:
-    """A launcher (feedback/launchers.py's interface) whose runs stay at `observation` until cancelled."""
+    """A launcher (feedback/retraining/launchers/base.py's interface) whose runs stay at `observation` until cancelled."""
 
     def __init__(self, observation: Observation | None = None):
         self.observation = observation or Observation("running", "train", 2)

@@ -25,9 +25,9 @@ from playwright.sync_api import expect
 from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
-from feedback.launchers import Observation
+from feedback.retraining.launchers.base import Observation
 from feedback.models import Prediction, utcnow
-from feedback.retrain_config import TrainingConfig
+from feedback.retraining.config import TrainingConfig
 from tests.feedback_fixtures import (
     FakePredictor,
     feedback_settings,

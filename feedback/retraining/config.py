@@ -3,7 +3,7 @@
     python -m feedback.server TARGET=local,vertex DATA=... REGISTRY=... frozen_epochs=2 \
         VERTEX_DATA=gs://bucket/data VERTEX_REGISTRY=gs://bucket/registry PROJECT=... IMAGE=...
 
-The words are `make run`'s (pipelines/run.py): upper-case ones are runner settings (TARGET,
+The words are `make run`'s (pipelines/words.py): upper-case ones are runner settings (TARGET,
 OUTPUT_ROOT, WEIGHTS and the remote ones: IMAGE, PROJECT, REGION, PIPELINE_ROOT, KFP_HOST, ...),
 DATA/REGISTRY/WEIGHTS name the data, the registry and the backbone weights, lower-case ones are
 pipeline parameters every run starts from. TARGET may list several targets (the first is the
@@ -18,16 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig, build_config
-from pipelines.run import (
-    ALIASES,
-    RUNNER_SETTINGS,
-    absolute_local_paths,
-    check_data_download,
-    check_local_inputs,
-    parse_arguments,
-    with_vertex_defaults,
-)
-from pipelines.submit import REMOTE_TARGETS, RemoteSettings, SubmitError, check_remote
+from pipelines.local import absolute_local_paths, check_data_download, check_local_inputs
+from pipelines.remote import REMOTE_TARGETS, RemoteSettings, SubmitError, check_remote
+from pipelines.words import ALIASES, RUNNER_SETTINGS, parse_arguments, with_vertex_defaults
 
 TARGETS = ("local", *REMOTE_TARGETS)
 # set by the app and its settings, never by a request

@@ -1,6 +1,6 @@
 """`make retrain-if-needed`: start a retraining run when enough photos were validated (for cron).
 
-    python -m feedback.retrain [--if-needed] [--database-url URL] [--feedback-uri DIR] [KEY=value ...]
+    python -m feedback.retraining.cron [--if-needed] [--database-url URL] [--feedback-uri DIR] [KEY=value ...]
 
 Uses the app's settings (DATABASE_URL, FEEDBACK_URI, RETRAIN_MIN_NEW, RUNS_DIR, ...) and the same
 KEY=value words as `make app`. --if-needed starts a run only when RETRAIN_MIN_NEW photos were
@@ -18,7 +18,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m feedback.retrain", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m feedback.retraining.cron", description=__doc__.split("\n\n")[0])
     parser.add_argument("--if-needed", action="store_true", help="only when RETRAIN_MIN_NEW photos are new")
     parser.add_argument("--database-url")
     parser.add_argument("--feedback-uri")
@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     from feedback.db import migrate, open_database
-    from feedback.launchers import LaunchError
-    from feedback.retrain_config import parse_training_words
-    from feedback.runs import RunConflict, RunService
+    from feedback.retraining.config import parse_training_words
+    from feedback.retraining.launchers.base import LaunchError
+    from feedback.retraining.runs import RunConflict, RunService
     from feedback.service import default_launchers
     from feedback.settings import SettingsError, load_settings
     from pipelines.config import ConfigError

@@ -31,7 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from feedback.db import Database
-from feedback.launchers import Launcher, LaunchError, Observation, read_tail
+from feedback.retraining.launchers.base import Launcher, LaunchError, Observation
+from feedback.retraining.launchers.local import read_tail
 from feedback.models import (
     ACTIVE_STATES,
     NEITHER,
@@ -40,7 +41,7 @@ from feedback.models import (
     Validation,
     utcnow,
 )
-from feedback.retrain_config import TrainingConfig
+from feedback.retraining.config import TrainingConfig
 from feedback.settings import Settings
 
 logger = logging.getLogger("catdog.feedback")

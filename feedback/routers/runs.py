@@ -23,11 +23,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from catdog import REPO_ROOT
 from feedback.deps import get_service, require_writer
-from feedback.launchers import REPO_ROOT, LaunchError
 from feedback.models import TrainingRun
-from feedback.retrain_config import output_root
-from feedback.runs import (
+from feedback.retraining.config import output_root
+from feedback.retraining.launchers.base import LaunchError
+from feedback.retraining.runs import (
     RunConflict,
     RunFinished,
     RunNotFound,

@@ -1,4 +1,4 @@
-"""feedback/remote_launchers.py: the exact requests the KubeflowLauncher and the VertexLauncher send
+"""feedback/retraining/launchers/ (kubeflow.py, vertex.py): the exact requests the KubeflowLauncher and the VertexLauncher send
 to the (mocked) clients, how they read a run's state, step and failure back, and the champion
 decision they take from the registry once a run succeeded: the decision recorded with the app's run
 id, passed as the pipeline's run_id (two overlapping runs each get their own; no time windows).
@@ -20,16 +20,12 @@ import pytest
 import yaml
 
 from catdog.registry import ModelRegistry
-from feedback.launchers import RunHandle
 from feedback.models import TrainingRun
-from feedback.remote_launchers import (
-    KFP_STATES,
-    VERTEX_STATES,
-    KubeflowLauncher,
-    VertexLauncher,
-)
-from feedback.retrain_config import parse_training_words
-from pipelines.submit import SubmitError
+from feedback.retraining.config import parse_training_words
+from feedback.retraining.launchers.base import RunHandle
+from feedback.retraining.launchers.kubeflow import KFP_STATES, KubeflowLauncher
+from feedback.retraining.launchers.vertex import VERTEX_STATES, VertexLauncher
+from pipelines.remote import SubmitError
 from tests.remote_fixtures import (  # noqa: F401
     IMAGE,
     VERTEX_ARGS,
@@ -398,8 +394,8 @@ def test_two_overlapping_vertex_runs_each_report_their_own_decision(vertex, vert
 
 def test_compiled_pipeline_steps_are_the_ones_counted():
     """The task names the services report are the compiled pipeline's: a renamed step would never count."""
-    from feedback.runs import PIPELINE_STEPS
-    from pipelines.submit import PIPELINE_YAML
+    from feedback.retraining.runs import PIPELINE_STEPS
+    from pipelines.remote import PIPELINE_YAML
 
     spec = yaml.safe_load(PIPELINE_YAML.read_text())
     tasks = set(spec["root"]["dag"]["tasks"])

@@ -1,4 +1,4 @@
-"""`make app`/`make up`/`make retrain-if-needed` words and `python -m feedback.retrain` as cron runs it."""
+"""`make app`/`make up`/`make retrain-if-needed` words and `python -m feedback.retraining.cron` as cron runs it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from feedback.settings import ENVIRONMENT
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_dry_run(*words: str) -> str:
@@ -46,7 +46,7 @@ def test_make_up_gives_the_app_the_predictor_s_registry():
 def retrain(tmp_path, *args: str, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
                "FEEDBACK_URI": str(tmp_path / "store"), "RUNS_DIR": str(tmp_path / "runs"), **env}
-    return subprocess.run([sys.executable, "-m", "feedback.retrain", *args], cwd=tmp_path, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "feedback.retraining.cron", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env=environ)
 
 

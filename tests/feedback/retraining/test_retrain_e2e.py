@@ -49,7 +49,7 @@ def wait_served(app, version: str) -> dict:
 
 @pytest.mark.slow
 def test_upload_validate_retrain_and_the_new_champion_is_served(tmp_path):
-    from feedback.retrain_config import parse_training_words
+    from feedback.retraining.config import parse_training_words
 
     registry = ModelRegistry(tmp_path / "registry")
     data = make_class_folders(tmp_path / "data", {"cat": 16, "dog": 16})

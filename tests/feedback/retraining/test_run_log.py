@@ -11,11 +11,12 @@ import pytest
 from playwright.sync_api import expect
 
 from catdog.registry import ModelRegistry
-from feedback.launchers import REPO_ROOT, Observation, RunHandle
-from feedback.retrain_config import TrainingConfig
+from feedback.retraining.config import TrainingConfig
+from feedback.retraining.launchers.base import Observation, RunHandle
 from feedback.routers.runs import LOG_LIMIT_BYTES, shorten_paths
 from tests.feedback_fixtures import FakePredictor, feedback_settings, running_app
 from tests.test_feedback_dashboard import FakeLauncher, training_config
+from tests.helpers import REPO_ROOT
 
 CONSOLE = "https://console.example.test/runs/r-1"
 

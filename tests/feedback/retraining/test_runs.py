@@ -2,7 +2,7 @@
 
 A FakeLauncher stands in for the pipeline where the run service is under test; the LocalLauncher is
 tested on real child processes (a short script in place of `python -m pipelines.run`, so each test
-takes a second, not minutes). tests/test_feedback_retrain_e2e.py runs the real pipeline.
+takes a second, not minutes). tests/feedback/retraining/test_retrain_e2e.py runs the real pipeline.
 """
 
 from __future__ import annotations
@@ -17,15 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
-from feedback.launchers import (
-    REPO_ROOT,
-    LocalLauncher,
-    Observation,
-    RunHandle,
-    failure_reason,
-)
 from feedback.models import RunValidation, TrainingRun, Validation
-from feedback.retrain_config import parse_training_words
+from feedback.retraining.config import parse_training_words
+from feedback.retraining.launchers.base import Observation, RunHandle
+from feedback.retraining.launchers.local import LocalLauncher, failure_reason
 from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
     DATABASES,
     FakePredictor,
@@ -33,10 +28,11 @@ from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
     photo,
     started_service,
 )
+from tests.helpers import REPO_ROOT
 
 
 class FakeLauncher:
-    """start/observe/cancel as feedback/launchers.py defines them; states set by the test."""
+    """start/observe/cancel as feedback/retraining/launchers/base.py defines them; states set by the test."""
 
     def __init__(self):
         self.started: list[tuple[str, dict]] = []
@@ -159,7 +155,7 @@ def test_the_lock_is_released_when_the_run_ends_and_survives_a_restart(tmp_path,
 
 
 def test_a_launch_that_fails_is_recorded_and_frees_the_lock(tmp_path, training):
-    from feedback.launchers import LaunchError
+    from feedback.retraining.launchers.base import LaunchError
 
     launcher = FakeLauncher()
     launcher.fail_start = LaunchError("no such command")
@@ -177,7 +173,7 @@ def test_a_launch_that_fails_is_recorded_and_frees_the_lock(tmp_path, training):
 
 
 def test_a_queued_run_left_by_a_crash_is_failed_after_a_while(tmp_path, training, monkeypatch):
-    from feedback import runs as runs_module
+    from feedback.retraining import runs as runs_module
 
     launcher = FakeLauncher()
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
@@ -197,7 +193,7 @@ def test_a_queued_run_left_by_a_crash_is_failed_after_a_while(tmp_path, training
 
 
 def test_cancel_records_cancelled_and_a_finished_run_cannot_be_cancelled(tmp_path, training):
-    from feedback.runs import RunFinished, RunNotFound
+    from feedback.retraining.runs import RunFinished, RunNotFound
 
     launcher = FakeLauncher()
     service = service_with(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training, launcher)
@@ -353,7 +349,7 @@ def test_progress_only_moves_forward(tmp_path, training):
 
 
 def test_the_service_and_the_pipeline_name_the_same_steps():
-    from feedback.runs import PIPELINE_STEPS
+    from feedback.retraining.runs import PIPELINE_STEPS
     from pipelines.training_pipeline import STEPS
 
     assert PIPELINE_STEPS == STEPS
@@ -590,7 +586,7 @@ def test_a_local_run_of_another_host_is_left_to_that_host(tmp_path, training, mo
     """A replica on another machine cannot see the process: it must not fail the run for that."""
     url = f"sqlite:///{tmp_path}/db.sqlite"
     run = run_whose_process_died_while_no_app_watched(tmp_path, url, training)
-    monkeypatch.setattr("feedback.launchers.socket.gethostname", lambda: "another-host")
+    monkeypatch.setattr("feedback.retraining.launchers.local.socket.gethostname", lambda: "another-host")
     elsewhere = service_with(tmp_path, url, training, ScriptLauncher(tmp_path / "runs", training.default))
     try:
         elsewhere.runs.refresh()

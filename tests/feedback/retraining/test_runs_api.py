@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.feedback_fixtures import feedback_settings, photo, predictor, running_app  # noqa: F401 (fixtures)
-from tests.test_feedback_runs import FakeLauncher, succeed
+from tests.feedback.retraining.test_runs import FakeLauncher, succeed
 
 
 @pytest.fixture
 def training(tmp_path, image_folder):
-    from feedback.retrain_config import parse_training_words
+    from feedback.retraining.config import parse_training_words
 
     return parse_training_words([f"DATA={image_folder}", f"REGISTRY={tmp_path / 'registry'}"], str(tmp_path / "store"))
 
@@ -95,7 +95,7 @@ def test_stop_cancels_the_run(app, launcher):
 
 
 def test_a_launch_failure_is_502_and_recorded(app, launcher):
-    from feedback.launchers import LaunchError
+    from feedback.retraining.launchers.base import LaunchError
 
     launcher.fail_start = LaunchError("cannot start the local pipeline process: no python")
     answer = app.post("/api/retrain")
