@@ -111,7 +111,7 @@ up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app
 	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.web.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 
 retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were validated since the last (for cron); same words as make app
-	set -f; $(PY) -m feedback.retrain --if-needed $(APP_WORDS)
+	set -f; $(PY) -m feedback.retraining.cron --if-needed $(APP_WORDS)
 
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache

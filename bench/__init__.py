@@ -12,7 +12,3 @@ components, feedback) and never copied into its images.
 
 Run them from the repository root (the Makefile does: ``python -m bench.<module>``).
 """
-
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent

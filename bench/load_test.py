@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench import REPO_ROOT
+from catdog import REPO_ROOT
 from bench.load_client import check_loopback
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import REPO_ROOT
+from catdog import REPO_ROOT
 from bench.report import machine_description, today, update_section
 from pipelines.config import build_config
-from pipelines.run import absolute_local_paths, describe_outputs, parse_arguments, run_local
+from pipelines.local import absolute_local_paths, describe_outputs, run_local
+from pipelines.words import parse_arguments
 
 
 def step_times(run_dir: Path, started: float) -> dict[str, float]:

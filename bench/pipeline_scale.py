@@ -27,12 +27,13 @@ from pathlib import Path
 import psutil
 from PIL import Image, ImageOps
 
-from bench import REPO_ROOT
+from catdog import REPO_ROOT
 from bench.report import machine_description, today, update_section
 from bench.pipeline import step_times
 from pipelines.config import build_config
-from pipelines.run import absolute_local_paths, parse_arguments, run_local
+from pipelines.local import absolute_local_paths, run_local
 from pipelines.training_pipeline import STEPS
+from pipelines.words import parse_arguments
 
 SAMPLE_S = 0.2
 SHORT_TRAINING = {"frozen_epochs": "1", "finetune_epochs": "1"}

@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import REPO_ROOT
+from catdog import REPO_ROOT
 
 BENCHMARKS_MD = REPO_ROOT / "docs" / "BENCHMARKS.md"
 

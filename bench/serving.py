@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import REPO_ROOT
+from catdog import REPO_ROOT
 from bench.report import machine_description, update_section
 from bench.load_client import LoadResult, photo_files, prepare, prepare_v2_binary, run_load, v1_body
 

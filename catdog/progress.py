@@ -14,7 +14,7 @@ Writers append one JSON object a line ("t": Unix time, "event": its kind) to the
        "eta_s": 9, "accuracy": ..., "val_accuracy": ..., ...}
 
 Readers fold the events into a RunProgress (`read_progress`): pipelines.run's terminal lines and
-feedback/launchers.py's LocalLauncher. Progress only moves forward: the file is only appended to,
+feedback/retraining/launchers/local.py's LocalLauncher. Progress only moves forward: the file is only appended to,
 and `done` is the set of steps that finished (a later event never removes one). A line not yet
 complete (a writer mid-write) is left for the next read.
 """

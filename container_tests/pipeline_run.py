@@ -26,7 +26,7 @@ from pathlib import Path
 
 from container_tests.common import USER_ID, Failure, check, say, timed
 from container_tests.build import Podman
-from pipelines.submit import PIPELINE_YAML
+from pipelines.remote import PIPELINE_YAML
 from pipelines.training_pipeline import STEPS
 
 TINY = {"image_size": "32", "weights": "none", "frozen_epochs": "1", "finetune_epochs": "0", "batch_size": "8",

@@ -83,7 +83,7 @@ class Settings(BaseModel):
     max_pixels: Annotated[int, Field(ge=1, le=DEFAULT_MAX_PIXELS)] = APP_MAX_PIXELS
     min_image_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
     repair_interval_s: Annotated[float, Field(ge=0)] = 60.0  # 0: repair at start-up only
-    # retraining (feedback/runs.py): local runs' logs and results; the automatic trigger
+    # retraining (feedback/retraining/runs.py): local runs' logs and results; the automatic trigger
     runs_dir: str = f"{DEFAULT_DATA_DIR}/runs"
     retrain_min_new: Annotated[int, Field(ge=0)] = 100  # photos validated since the last run; 0 = never automatic
     retrain_check_interval_s: Annotated[float, Field(gt=0)] = 300.0

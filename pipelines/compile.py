@@ -4,9 +4,10 @@ from pathlib import Path
 
 from kfp import compiler
 
+from catdog import REPO_ROOT
 from pipelines.training_pipeline import training_pipeline
 
-COMPILED_DIR = Path(__file__).resolve().parent.parent / "compiled"
+COMPILED_DIR = REPO_ROOT / "compiled"
 PIPELINE_YAML = COMPILED_DIR / "training_pipeline.yaml"
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from catdog.deploy import DNS_LABEL, MAX_SERVICE_NAME
+from catdog.k8s_names import DNS_LABEL, MAX_SERVICE_NAME
 from catdog.labels import DEFAULT_LABEL_MAP, LabelFrom, parse_label_map
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from catdog.registry import RegistryError, check_run_id
@@ -72,7 +72,7 @@ class PipelineConfig(BaseModel):
     # one: `make run` makes a uuid4 hex (printed first), the feedback app passes its run id, and a
     # scheduled run (which cannot know its id up front) records the service's id of the run
     run_id: str = Field("", description="the run's id, recorded with its champion decision ('' = make one)")
-    # deployment (runs only when the challenger is promoted; see catdog/deploy.py and manifests/).
+    # deployment (runs only when the challenger is promoted; see catdog/deploy/ and manifests/).
     # local: the registry's champion alias (`make serve` follows it); kserve: an InferenceService;
     # vertex: a Vertex AI endpoint. kserve and vertex read the model from a gs:// registry.
     deploy_target: Literal["local", "kserve", "vertex"] = "local"

@@ -36,16 +36,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from catdog import REPO_ROOT
 from catdog.sources import default_cache_dir, is_archive
 from pipelines.config import PipelineConfig
-from pipelines.submit import PIPELINE_YAML
+from pipelines.remote import PIPELINE_YAML
 
-REPO = Path(__file__).resolve().parent.parent
-DOCKERFILE = REPO / "components" / "Dockerfile"
+DOCKERFILE = REPO_ROOT / "components" / "Dockerfile"
 IMAGE_NAME = "localhost/catdog-components"
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 SERVICE_READY_TIMEOUT_S = 60
-# make run's settings of this runner (pipelines/run.py), with their defaults
+# make run's settings of this runner (pipelines/words.py), with their defaults
 CONTAINER_SETTINGS = {"RUNNER": "subprocess", "IMAGE_CACHE": "", "IMAGE_STORAGE_DRIVER": ""}
 RUNNERS = ("subprocess", "container")
 PASSED_ENVIRONMENT = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "NO_GCE_CHECK")
@@ -78,7 +78,7 @@ def planned_mounts(config: PipelineConfig, output_root: Path) -> list[Mount]:
     data = config.data_uri
     if "://" not in data:
         wanted.append(Mount(data, True))
-    elif is_archive(data):  # the host downloaded it into the cache (pipelines/run.py); ingest reads it there
+    elif is_archive(data):  # the host downloaded it into the cache (pipelines/local.py); ingest reads it there
         wanted.append(Mount(str(default_cache_dir().resolve()), True))
     if config.feedback_uri and "://" not in config.feedback_uri and Path(config.feedback_uri).exists():
         wanted.append(Mount(config.feedback_uri, True))
@@ -140,7 +140,7 @@ def copied_paths(dockerfile: Path = DOCKERFILE) -> list[str]:
     return paths
 
 
-def source_hash(dockerfile: Path = DOCKERFILE, repo: Path = REPO) -> str:
+def source_hash(dockerfile: Path = DOCKERFILE, repo: Path = REPO_ROOT) -> str:
     """12 hex digits over the Dockerfile and every file its COPY lines take (caches left out)."""
     digest = hashlib.sha256(dockerfile.read_bytes())
     for copied in sorted(copied_paths(dockerfile)):
@@ -191,7 +191,7 @@ def local_image(settings: dict[str, str]):
         note(f"building the component image {tag} with podman (the sources it copies changed; a few minutes)")
         start = time.monotonic()
         ensure_wheelhouse(sys.executable)
-        build(podman, str(DOCKERFILE.relative_to(REPO)), tag, layers=False)
+        build(podman, str(DOCKERFILE.relative_to(REPO_ROOT)), tag, layers=False)
     except Failure as exc:
         raise ContainerRunError(f"building the component image: {exc}") from None
     old = [line for line in podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_NAME).stdout.split()
@@ -308,14 +308,14 @@ def run_pipeline(config: PipelineConfig, settings: dict[str, str], output_root: 
                  user: str | None = None, progress=None, errors=None) -> Path:
     """Run the compiled pipeline with every step in the component image; return the run's folder.
 
-    `config`'s local paths are absolute (pipelines.run.absolute_local_paths). Raises
+    `config`'s local paths are absolute (pipelines.local.absolute_local_paths). Raises
     ContainerRunError before any step for what the caller can fix. progress, errors: as
-    pipelines.run.run_local's (the step events; the steps write theirs to the progress file,
+    pipelines.local.run_local's (the step events; the steps write theirs to the progress file,
     mounted with its folder).
     """
     from kfp import components, local
 
-    from pipelines.submit import substitute_image
+    from pipelines.remote import substitute_image
 
     if not PIPELINE_YAML.is_file():
         raise ContainerRunError(f"{PIPELINE_YAML} is missing: run make compile")
@@ -341,7 +341,7 @@ def run_pipeline(config: PipelineConfig, settings: dict[str, str], output_root: 
         package = Path(tmp) / PIPELINE_YAML.name
         substitute_image(PIPELINE_YAML, image, package)
         pipeline = components.load_component_from_file(str(package))
-        note(f"running {PIPELINE_YAML.relative_to(REPO)} with every step in {image} ({url}), as {user}; "
+        note(f"running {PIPELINE_YAML.relative_to(REPO_ROOT)} with every step in {image} ({url}), as {user}; "
              f"mounted: {', '.join(m.path + (' (ro)' if m.read_only else '') for m in mounts)}")
         # kfp's DockerRunner calls docker.from_env(): the engine chosen above
         previous = os.environ.get("DOCKER_HOST")

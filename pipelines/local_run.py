@@ -1,4 +1,4 @@
-"""A local run's progress, terminal and links (TARGET=local in pipelines/run.py).
+"""A local run's progress, terminal and links (TARGET=local: pipelines/local.py).
 
 - Step events: `step_events(writer)` wraps kfp.local's one entry point for running a task
   (kfp.local.orchestrator.task_executor.execute_single_task, kfp 2.17: called by both of its DAG

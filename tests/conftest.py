@@ -140,10 +140,10 @@ def image_folder(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _download_addresses_answer(monkeypatch):
-    """pipelines.run's up-front checks ask the WEIGHTS=imagenet download address (and the app a DATA
+    """pipelines.local's up-front checks ask the WEIGHTS=imagenet download address (and the app a DATA
     URL not cached yet) with a HEAD request: no test may reach the network, so here they answer.
     tests/test_run_checks.py checks the real url_problem on loopback and patches it to refuse."""
-    monkeypatch.setattr("pipelines.run.url_problem", lambda url: None)
+    monkeypatch.setattr("pipelines.local.url_problem", lambda url: None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Fixtures for the remote-target tests (tests/test_submit.py, tests/test_schedule.py).
+"""Fixtures for the remote-target tests (tests/pipelines/test_submit.py, tests/pipelines/test_schedule.py).
 
 Mocks sit at the client boundary only: ``google.auth.default``, ``aiplatform.init``,
 ``aiplatform.PipelineJob``, ``aiplatform.PipelineJobSchedule`` and ``kfp.Client``. The KFP host is

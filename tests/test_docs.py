@@ -56,8 +56,7 @@ def _make_commands() -> list[tuple[str, str]]:
 
 def _known_upper_words() -> set[str]:
     from feedback.settings import ENVIRONMENT
-    from pipelines.run import ALIASES, RUNNER_SETTINGS
-    from pipelines.schedule import SCHEDULE_SETTINGS
+    from pipelines.words import ALIASES, RUNNER_SETTINGS, SCHEDULE_SETTINGS
 
     return set(ALIASES) | set(RUNNER_SETTINGS) | set(SCHEDULE_SETTINGS) | set(ENVIRONMENT) | _makefile_variables()
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
-from feedback import runs
 from feedback.labelling.publisher import DatasetPublisher
-from feedback.launchers import LocalLauncher
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold
-from feedback.retrain_config import TrainingConfig, parse_training_words
+from feedback.retraining import runs
+from feedback.retraining.config import TrainingConfig, parse_training_words
+from feedback.retraining.launchers.local import LocalLauncher
 from feedback.settings import Settings, redact
 from feedback.store import queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
@@ -88,7 +88,8 @@ def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
         if name == "local":
             launchers[name] = LocalLauncher(Path(settings.runs_dir), target)
         else:
-            from feedback.remote_launchers import KubeflowLauncher, VertexLauncher
+            from feedback.retraining.launchers.kubeflow import KubeflowLauncher
+            from feedback.retraining.launchers.vertex import VertexLauncher
 
             launchers[name] = (VertexLauncher if name == "vertex" else KubeflowLauncher)(target)
     return launchers
@@ -119,7 +120,7 @@ class UploadReport:
 class FeedbackService:
     def __init__(self, settings: Settings, predictor: PredictorClient | None = None,
                  training: TrainingConfig | None = None, launchers: Mapping | None = None):
-        """training: where retraining runs go (feedback/retrain_config.py; default: TARGET=local with
+        """training: where retraining runs go (feedback/retraining/config.py; default: TARGET=local with
         `make run`'s defaults); launchers: target -> launcher (default: the real ones)."""
         if NEITHER in settings.labels:
             raise ValueError(f"LABELS may not hold {NEITHER!r}: it is the verdict for a photo of none of them")

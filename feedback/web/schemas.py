@@ -172,7 +172,7 @@ class RunOut(BaseModel):
 
     @classmethod
     def of(cls, run: TrainingRun, log_tail: str | None = None) -> RunOut:
-        from feedback.runs import PIPELINE_STEPS
+        from feedback.retraining.runs import PIPELINE_STEPS
 
         return cls(id=run.id, state=run.state, target=run.target, trigger=run.trigger, created_at=run.created_at,
                    started_at=run.started_at, finished_at=run.finished_at, step=run.step,

@@ -15,7 +15,7 @@ arrived whole within BODY_TIMEOUT_S (default 120 s) is answered 408 and its conn
 
 KEY=value words say where retraining runs go, as for `make run` (TARGET=local|kubeflow|vertex,
 possibly several: TARGET=local,vertex; DATA, REGISTRY, OUTPUT_ROOT, WEIGHTS, the remote settings,
-pipeline parameters): feedback/retrain_config.py.
+pipeline parameters): feedback/retraining/config.py.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from feedback.store.db import SchemaError
-    from feedback.retrain_config import parse_training_words
+    from feedback.retraining.config import parse_training_words
     from feedback.settings import SettingsError, load_settings
     from pipelines.config import ConfigError
 

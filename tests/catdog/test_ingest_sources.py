@@ -20,7 +20,7 @@ from catdog.sources import (
     download_once,
     download_path,
 )
-from pipelines import run
+from pipelines import local, run, words
 from pipelines.config import PipelineConfig
 from tests.helpers import free_port, make_source_with_splits, zip_folder
 
@@ -49,7 +49,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def local_run(monkeypatch, tmp_path):
-    """run.run_local replaced by the ingest step alone (reading the same cache); the configs it got."""
+    """local.run_local replaced by the ingest step alone (reading the same cache); the configs it got."""
     configs = []
 
     def ingest_only(config, output_root, *progress_and_errors):
@@ -58,8 +58,8 @@ def local_run(monkeypatch, tmp_path):
         (tmp_path / "run").mkdir(exist_ok=True)
         return tmp_path / "run"
 
-    monkeypatch.setattr(run, "run_local", ingest_only)
-    monkeypatch.setitem(run.RUNNER_SETTINGS, "OUTPUT_ROOT", str(tmp_path / "outputs"))  # its log, not the repo's
+    monkeypatch.setattr(local, "run_local", ingest_only)
+    monkeypatch.setitem(words.RUNNER_SETTINGS, "OUTPUT_ROOT", str(tmp_path / "outputs"))  # its log, not the repo's
     return configs
 
 

@@ -1,6 +1,6 @@
 """manifests/feedback (the feedback web app on Kubernetes) and feedback/Dockerfile, checked statically.
 
-tests/test_manifests.py already renders every kustomization (and compares it with `kubectl
+tests/manifests/test_manifests.py already renders every kustomization (and compares it with `kubectl
 kustomize` where one is installed) and validates every object against the Kubernetes API models.
 Here: what those models cannot see. The probes hit the app's real routes on the container's port,
 the Service reaches that port, no secret value is in a manifest, SQLite gets one pod on its PVC,
@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 
 from catdog.deploy import ManifestError, render
 from tests.helpers import REPO_ROOT
-from tests.test_manifests import MANIFESTS, _validate
+from tests.manifests.test_manifests import MANIFESTS, _validate
 
 REPO = REPO_ROOT
 DOCKERFILE = REPO / "feedback" / "Dockerfile"

@@ -23,10 +23,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from catdog import REPO_ROOT
 from feedback.labelling.service import FeedbackService
-from feedback.launchers import REPO_ROOT, LaunchError
-from feedback.retrain_config import output_root
-from feedback.runs import RunConflict, RunFinished, RunNotFound
+from feedback.retraining.config import output_root
+from feedback.retraining.launchers.base import LaunchError
+from feedback.retraining.runs import RunConflict, RunFinished, RunNotFound
 from feedback.store.tables import TrainingRun
 from feedback.web.deps import get_service, require_writer
 from feedback.web.schemas import MAX_OFFSET, RetrainIn, RunList, RunOut, TrainingStatus

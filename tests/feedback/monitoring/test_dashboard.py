@@ -27,7 +27,6 @@ from scipy.stats import ks_2samp
 from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
-from feedback.launchers import Observation, RunHandle
 from feedback.monitoring import dashboard
 from feedback.predictor_client.metrics import (
     PredictorMetrics,
@@ -35,7 +34,8 @@ from feedback.predictor_client.metrics import (
     read_sample,
     request_rate,
 )
-from feedback.retrain_config import parse_training_words
+from feedback.retraining.config import parse_training_words
+from feedback.retraining.launchers.base import Observation, RunHandle
 from feedback.store import dashboard_queries
 from feedback.store.tables import Prediction
 from tests.feedback_fixtures import (  # noqa: F401
@@ -94,7 +94,7 @@ def make_registry(root: Path) -> ModelRegistry:
 
 
 class FakeLauncher:
-    """A launcher (feedback/launchers.py's interface) whose runs stay at `observation` until cancelled."""
+    """A launcher (feedback/retraining/launchers/base.py's interface) whose runs stay at `observation` until cancelled."""
 
     def __init__(self, observation: Observation | None = None):
         self.observation = observation or Observation("running", "train", 2)

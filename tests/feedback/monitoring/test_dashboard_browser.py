@@ -25,8 +25,8 @@ from playwright.sync_api import expect
 from sqlalchemy import update
 
 from catdog.registry import ModelRegistry
-from feedback.launchers import Observation
-from feedback.retrain_config import TrainingConfig
+from feedback.retraining.config import TrainingConfig
+from feedback.retraining.launchers.base import Observation
 from feedback.store.tables import Prediction, utcnow
 from tests.feedback.monitoring.test_dashboard import (
     FakeLauncher,
