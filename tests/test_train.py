@@ -142,19 +142,26 @@ def test_unknown_augmentation_is_a_clear_error(trained, tmp_path):
 def test_the_frozen_phase_trains_only_the_head_on_features_computed_once(tmp_path):
     import keras
 
-    from catdog.dataset import load_split
+    from catdog.dataset import load_split, load_split_features
     from catdog.model import BACKBONE_NAME, HEAD_NAME, build_model
     from catdog.train import pooled_features, train_head
 
     built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=1)
-    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip")
+    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip", batch_size=4)
     model = build_model(2, TINY, 0.35, "none", 0.1)
     backbone_before = [w.copy() for w in model.get_layer(BACKBONE_NAME).get_weights()]
     head_before = [w.copy() for w in model.get_layer(HEAD_NAME).get_weights()]
     features, labels = pooled_features(model, built.dataset_dir, "train", True, 4)
     n_train = built.metadata["splits"]["train"]["count"]
     assert features.shape[0] == labels.shape[0] == 2 * n_train  # each photo and its mirror image
-    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy())
+    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy(),
+                         features_dir=tmp_path / "features")
+    # the features it computed, written for the label-issues step: the photos themselves, in file order
+    saved = load_split_features(tmp_path / "features")
+    originals, _ = pooled_features(model, built.dataset_dir, "train", False, 4)
+    np.testing.assert_allclose(saved["train_features"], originals, atol=1e-5)
+    assert saved["train_sha256"].tolist() == built.metadata["splits"]["train"]["sha256"]
+    assert saved["validation_features"].shape[0] == built.metadata["splits"]["validation"]["count"]
     assert len(history["loss"]) == 3 and {"val_loss", "val_accuracy", "accuracy"} <= set(history)
     assert all(np.array_equal(a, b) for a, b in zip(backbone_before, model.get_layer(BACKBONE_NAME).get_weights()))
     assert not np.array_equal(head_before[0], model.get_layer(HEAD_NAME).get_weights()[0])
