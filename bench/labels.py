@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,9 +96,12 @@ def run_seed(features: np.ndarray, labels: np.ndarray, files: list[Path], class_
 
 
 def table(rows: list[dict], summary: dict, command: str) -> str:
+    load = os.getloadavg()[0]
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in rows[-1]["parts"].items())
     lines = [
         "## Label issues: planted label flips found (`make bench-labels`)", "",
-        f"Command: `{command}`. Machine: {machine_description()}. Date: {today()}.", "",
+        f"Command: `{command}`. Machine: {machine_description()}; load average {load:.1f} when it ended "
+        f"(other work on the machine inflates the seconds). Date: {today()}.", "",
         f"{FLIP_FRACTION:.0%} of the train photos' labels flipped (seeded, in memory); the label-issues step "
         "(catdog.label_issues: out-of-fold logistic heads on the frozen backbone's pooled features, "
         f"cleanlab ranked by {li.RANKED_BY}) ranks every photo; a flip is caught when it is in the list of "
@@ -113,7 +117,7 @@ def table(rows: list[dict], summary: dict, command: str) -> str:
               f"| {r['duplicate_pairs']} | {r['outliers']} | {r['seconds']} |" for r in rows]
     lines += ["", f"Overall: {summary['caught']} of {summary['flips']} flips caught ({summary['recall']:.1%}; goal "
               f">= 80 %), {summary['false_alarms']} false alarms; the step took {summary['seconds']} s a run "
-              f"(its parts, last seed: {rows[-1]['parts']}) on top of the features' "
+              f"(last seed: {parts}) on top of the features' "
               f"{summary['features_seconds']} s, which the frozen phase computes anyway."]
     return "\n".join(lines)
 

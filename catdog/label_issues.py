@@ -21,14 +21,15 @@ Method (find_issues):
 - Near duplicates: pairs whose feature vectors' cosine similarity is at least DUPLICATE_SIMILARITY
   (scikit-learn's radius neighbours, chunked: no n x n matrix is held). Exact copies never get here:
   ingest drops photos with the same content.
-- Outliers: cleanlab's OutOfDistribution on the features (mean cosine distance to the k nearest
-  neighbours mapped to a score in [0, 1], lower = more atypical); the OUTLIER_FRACTION lowest-scoring
-  photos (at least one) are listed.
+- Outliers: cleanlab's OutOfDistribution on the features (mean distance to the k nearest
+  neighbours, cosine for features of more than 3 dimensions, mapped to a score in [0, 1], lower =
+  more atypical); the OUTLIER_FRACTION lowest-scoring photos (at least one) are listed.
 
-Outputs: suspects_json, the JSON list (one entry per listed photo, `rank` from 1: label issues
-first, lowest quality first, then near duplicates, most similar first, then outliers, most atypical
-first; a photo listed for several reasons is one entry with every reason), and report_html, one
-self-contained page (thumbnails as JPEG data URIs, every text escaped, as catdog.gallery's).
+Outputs (from_artifacts; the step writes them as its `suspects` Artifact and `report` HTML): the
+JSON list (suspects(): one entry per listed photo, `rank` from 1: label issues first, lowest
+quality first, then near duplicates, most similar first, then outliers, most atypical first; a
+photo listed for several reasons is one entry with every reason), and the page (report_html: one
+self-contained page, thumbnails as JPEG data URIs, every text escaped, as catdog.gallery's).
 Entry fields: rank, sha256 (the key the feedback app and ingest use), split, origin, source (path
 relative to the data source; feedback photos: feedback:<label>/<file>), file (path in the ingest
 snapshot), given_label, probabilities ({class: out-of-sample probability}), label_quality,
@@ -227,7 +228,8 @@ def report_html(entries: list[dict], thumbnail: Callable[[dict], bytes], n_photo
     pairs.sort(key=lambda p: -p[0])
 
     def shown(items: list, what: str) -> str:
-        return f"{len(items)} {what}" + (f" (the first {max_shown} shown)" if len(items) > max_shown else "")
+        return (f"{len(items)} {what}{'' if len(items) == 1 else 's'}"
+                + (f" (the first {max_shown} shown)" if len(items) > max_shown else ""))
 
     cards = "".join(_figure(e, thumbnail, _label_caption(e)) for e in labels[:max_shown])
     outlier_cards = "".join(_figure(e, thumbnail, f"outlier score {e['outlier_score']:.3f}<br/>"
@@ -238,9 +240,9 @@ def report_html(entries: list[dict], thumbnail: Callable[[dict], bytes], n_photo
         for similarity, a, b in pairs[:max_shown])
     body = (f"<p>Out of {n_photos} train and validation photos, out-of-fold predictions from heads on the backbone's "
             "features. The JSON list beside this page has every one.</p>"
-            f"<h2>Labels that may be wrong: {shown(labels, 'photos')}</h2><div class=\"cards\">{cards}</div>"
-            f"<h2>Near-duplicate pairs: {shown(pairs, 'pairs')}</h2><div class=\"cards\">{pair_html}</div>"
-            f"<h2>Outliers: {shown(outliers, 'photos')}</h2><div class=\"cards\">{outlier_cards}</div>")
+            f"<h2>Labels that may be wrong: {shown(labels, 'photo')}</h2><div class=\"cards\">{cards}</div>"
+            f"<h2>Near-duplicate pairs: {shown(pairs, 'pair')}</h2><div class=\"cards\">{pair_html}</div>"
+            f"<h2>Outliers: {shown(outliers, 'photo')}</h2><div class=\"cards\">{outlier_cards}</div>")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"/><title>{TITLE}</title>'
             f"<style>{_STYLE}</style></head><body><h1>{TITLE}</h1>{body}</body></html>")
 

@@ -89,7 +89,7 @@ def test_the_page_escapes_names_and_shows_pairs_side_by_side():
     shown = int(entries[0]["source"].split("(")[1].split(")")[0])
     assert f"&lt;script&gt;alert({shown})&lt;/script&gt;&amp;.jpg" in page and "&lt;b&gt;cat&lt;/b&gt;" in page
     assert page.count('<div class="pair conflict">') == 1  # photo 5 (a cat) and 40 (a dog)
-    assert "Near-duplicate pairs: 1 pairs" in page and "data:image/jpeg;base64," in page
+    assert "Near-duplicate pairs: 1 pair<" in page and "data:image/jpeg;base64," in page
 
 
 def _jpeg() -> bytes:
