@@ -21,6 +21,7 @@ USERS ?= 8
 DURATION ?= 30
 LOAD_PORT ?= 8089
 N ?= 3000,12000,25000
+SEEDS ?= 0,1,2
 BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
 # the feedback app: PORT=... on `make app`/`make up` is the app's port (8000 unless given)
 APP_PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8000)
@@ -94,6 +95,9 @@ bench-scale: ## The pipeline on N distinct photos made from ../shared (short tra
 profile-train: ## Where a training epoch's time goes (input, each augmentation, network step) on ../shared -> docs/BENCHMARKS.md
 	$(PY) -m bench.profile_training --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS)
 
+bench-labels: ## Label issues: flip a seeded 5 % of ../shared's train labels, count the flips the label-issues step lists [SEEDS=0,1,2] -> docs/BENCHMARKS.md
+	$(PY) -m bench.labels --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --seeds $(SEEDS)
+
 bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model of make bench) -> docs/BENCHMARKS.md
 	$(PY) -m bench.serving --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
@@ -116,7 +120,7 @@ retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were va
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench bench-scale profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
+.PHONY: help install lock compile run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

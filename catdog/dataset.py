@@ -16,6 +16,9 @@ when there is no feedback; each feedback photo goes to train/validation/test by 
 
 dataset.json: per split, "count", "class_counts", "shards", "sha256" (the photos in file order),
 "origins" (parallel to "sha256": "data" or "feedback") and "feedback_count".
+
+features.npz (save_split_features; the train step's `features` artifact, read by the label-issues
+step): pooled features of the train and validation photos in file order, with labels and sha256.
 """
 
 from __future__ import annotations
@@ -260,3 +263,40 @@ def split_features(extractor, dataset_dir: Path, split: str, batch_size: int, mi
     if not features:
         raise ValueError(f"the {split} split of {dataset_dir} is empty")
     return np.concatenate(features), np.concatenate(labels)
+
+
+FEATURES_NAME = "features.npz"
+
+
+def original_rows(count: int, batch_size: int, mirrored: bool) -> np.ndarray:
+    """The rows of split_features' output that hold the photos themselves, in file order: with
+    `mirrored` each batch of b photos gives b rows of them, then b rows of their mirror images."""
+    if not mirrored:
+        return np.arange(count)
+    return np.concatenate([np.arange(start, min(start + batch_size, count)) + start
+                           for start in range(0, count, batch_size)])
+
+
+def save_split_features(output_dir: Path, dataset_dir: Path, features: dict[str, tuple[np.ndarray, np.ndarray]],
+                        extractor: str) -> Path:
+    """Write <output_dir>/features.npz: per split of `features` ({split: (features, labels)}, file
+    order), "<split>_features" (float32), "<split>_labels" and "<split>_sha256" (dataset.json's), plus
+    "class_names" and "extractor" (what computed them). ValueError when a split's count differs."""
+    metadata = load_metadata(dataset_dir)
+    arrays = {"class_names": np.array(metadata["class_names"]), "extractor": np.array(extractor)}
+    for split, (x, y) in features.items():
+        shas = metadata["splits"][split]["sha256"]
+        if len(x) != len(shas) or len(y) != len(shas):
+            raise ValueError(f"{len(x)} {split} features for {len(shas)} {split} photos")
+        arrays |= {f"{split}_features": np.asarray(x, np.float32), f"{split}_labels": np.asarray(y, np.int64),
+                   f"{split}_sha256": np.array(shas)}
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(output_dir) / FEATURES_NAME
+    np.savez(path, **arrays)
+    return path
+
+
+def load_split_features(features_dir: Path) -> dict:
+    """features.npz as a dict of arrays (save_split_features)."""
+    with np.load(Path(features_dir) / FEATURES_NAME) as data:
+        return {key: data[key] for key in data.files}

@@ -126,19 +126,34 @@ def pooled_features(model: keras.Model, dataset_dir: Path, split: str, mirrored:
                                on_batch=None if count is None else count.add)
 
 
+FEATURES_EXTRACTOR = "the frozen ImageNet backbone's pooled features (global average of out_relu), before training"
+
+
+def save_features(features_dir: Path, dataset_dir: Path, train: tuple[np.ndarray, np.ndarray],
+                  validation: tuple[np.ndarray, np.ndarray], mirrored: bool, batch_size: int) -> None:
+    """features.npz (catdog.dataset.save_split_features) of the train photos themselves (their
+    mirror images left out) and the validation photos: what the label-issues step reads."""
+    rows = data.original_rows(len(train[0]) // (2 if mirrored else 1), batch_size, mirrored)
+    data.save_split_features(features_dir, dataset_dir, {"train": (train[0][rows], train[1][rows]),
+                                                         "validation": validation}, FEATURES_EXTRACTOR)
+
+
 def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss,
-               progress: ProgressWriter | None = None) -> dict[str, list[float]]:
+               progress: ProgressWriter | None = None, features_dir: Path | None = None) -> dict[str, list[float]]:
     """The frozen phase on features computed once: the backbone is frozen and its BatchNorm in
     inference mode, so the head's inputs change only with the augmentation. Augmenting every epoch
     costs a backbone pass per photo per epoch (4 epochs: about 60 s of the 2,000-photo benchmark);
     this passes each photo once (twice with "flip": it and its mirror image) and then trains the
-    head in well under a second an epoch. The other augmentations apply in fine-tuning."""
+    head in well under a second an epoch. The other augmentations apply in fine-tuning.
+    features_dir: where those features are also written (save_features), for the label-issues step."""
     progress = progress or ProgressWriter(None)
     mirrored = "flip" in params.augmentations.split(",")
     splits = data.load_metadata(dataset_dir)["splits"]
     count = FeatureCount(progress, splits["train"]["count"] * (2 if mirrored else 1) + splits["validation"]["count"])
     train_x, train_y = pooled_features(model, dataset_dir, "train", mirrored, params.batch_size, count)
     val_x, val_y = pooled_features(model, dataset_dir, "validation", False, params.batch_size, count)
+    if features_dir is not None:
+        save_features(features_dir, dataset_dir, (train_x, train_y), (val_x, val_y), mirrored, params.batch_size)
     dense = model.get_layer(HEAD_NAME)
     head = keras.Sequential([keras.Input(train_x.shape[1:]), keras.layers.Dropout(model.get_layer("dropout").rate),
                              keras.layers.Dense(dense.units, activation="softmax")])
@@ -164,11 +179,13 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 
 def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
-                progress: ProgressWriter | None = None) -> dict:
+                progress: ProgressWriter | None = None, features_dir: Path | None = None) -> dict:
     """Train and write model.keras, model.onnx and metadata.json to output_dir (the serving model:
     probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the metadata.
 
-    progress: where the phases and epochs go (default: $CATDOG_PROGRESS, as the train step runs it)."""
+    progress: where the phases and epochs go (default: $CATDOG_PROGRESS, as the train step runs it).
+    features_dir: where the frozen phase's features go (save_features); with frozen_epochs=0 there is
+    no frozen phase, and they are computed for it (the one extra backbone pass)."""
     progress = progress or ProgressWriter.from_environment("train")
     keras.utils.set_random_seed(params.seed)
     meta = data.load_metadata(dataset_dir)
@@ -181,9 +198,13 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     checkpoint = Path(output_dir).parent / f"{Path(output_dir).name}-best.keras"
     started = time.monotonic()
     if params.frozen_epochs:  # outside the scope: predict_on_batch would run the whole batch on every replica
-        frozen = train_head(model, dataset_dir, params, loss, progress)
+        frozen = train_head(model, dataset_dir, params, loss, progress, features_dir)
         history += [{"phase": "frozen", "epoch": i + 1, **{k: float(v[i]) for k, v in frozen.items()}}
                     for i in range(len(frozen["loss"]))]
+    elif features_dir is not None:
+        save_features(features_dir, dataset_dir, pooled_features(model, dataset_dir, "train", False, params.batch_size),
+                      pooled_features(model, dataset_dir, "validation", False, params.batch_size), False,
+                      params.batch_size)
     if params.finetune_epochs:
         print(f"fine-tuning: {unfreeze_top(model, params.finetune_layers)} backbone layers trainable")
         with strategy.scope():  # the optimizer's variables too; fit splits each batch across the replicas

@@ -24,8 +24,10 @@ def train(
     test_time_flip: bool,
     model: Output[Model],
     curves: Output[HTML],
+    features: Output[Dataset],
 ):
-    """Train on the preprocessed splits; write model.keras, model.onnx, metadata.json and curves."""
+    """Train on the preprocessed splits; write model.keras, model.onnx, metadata.json and curves, and
+    the frozen phase's pooled features of the train and validation photos (for label-issues)."""
     from pathlib import Path
 
     from catdog.train import TrainParams, curves_html, train_model
@@ -37,7 +39,7 @@ def train(
         finetune_layers=finetune_layers, dropout=dropout,
         early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
     )
-    metadata = train_model(Path(dataset.path), Path(model.path), params)
+    metadata = train_model(Path(dataset.path), Path(model.path), params, features_dir=Path(features.path))
     Path(curves.path).write_text(curves_html(metadata["history"]))
     model.metadata.update({
         "framework": "keras+onnx", "class_names": metadata["class_names"],

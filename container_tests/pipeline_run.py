@@ -109,7 +109,7 @@ def run_pipelines(podman: Podman, image: str, work: Path, emulator: str) -> tupl
         world_writable(outputs)
         config = build_config({**TINY, "data_uri": f"{bucket}/data", "registry_uri": f"{bucket}/registry"})
         run_dir = quietly(run_pipeline, work / "gcs-run.log", config, settings, outputs, user=user)
-        say(f"  all six steps in {image}; kfp.local's output: {work / 'gcs-run.log'}")
+        say(f"  every step in {image}; kfp.local's output: {work / 'gcs-run.log'}")
         decision = run_checks("gs://", run_dir, promoted=True)
         alias = (json.loads(storage.read_text(f"{bucket}/registry/champion.json"))
                  if storage.exists(f"{bucket}/registry/champion.json") else {})

@@ -1,4 +1,5 @@
-"""The training pipeline: ingest -> preprocess -> train -> evaluate -> select_champion -> deploy.
+"""The training pipeline: ingest -> preprocess -> train -> evaluate -> select_champion -> deploy,
+and label_issues beside evaluate (on train's features: no backbone pass of its own).
 
 Parameter defaults come from PipelineConfig, the one typed parameter set; a test checks that the
 pipeline's parameters and the config's fields are the same. run_id goes to select-champion, which
@@ -11,14 +12,16 @@ from kfp import dsl
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.ingest import ingest
+from components.label_issues import label_issues
 from components.preprocess import preprocess
 from components.select_champion import select_champion
 from components.train import train
 from pipelines.config import PipelineConfig
 
 PIPELINE_NAME = "catdog-training"
-# the steps (task names) in the order they run; deploy runs only when the challenger was promoted
-STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy")
+# the steps (task names) in the order kfp.local runs them; deploy runs only when the challenger was
+# promoted; label-issues needs only train's features (on a cluster it runs beside evaluate)
+STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy", "label-issues")
 _D = PipelineConfig()
 
 
@@ -102,6 +105,8 @@ def training_pipeline(
         seed=seed,
     )
     train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")
+    label_issues(features=train_task.outputs["features"], ingested=ingest_task.outputs["dataset"],
+                 seed=seed).set_display_name("label issues")
     evaluate_task = evaluate(model=train_task.outputs["model"], ingested=ingest_task.outputs["dataset"],
                              dataset=preprocess_task.outputs["dataset"])
     evaluate_task.set_display_name("evaluate")

@@ -157,7 +157,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     step: str | None = Field(description="the pipeline step running now")
     steps_done: int
-    steps_total: int = Field(description="6; 5 for a run that ended without a promotion (deploy runs only then)")
+    steps_total: int = Field(description="7; 6 for a run that ended without a promotion (deploy runs only then)")
     parameters: dict[str, Any]
     validated_photos: int = Field(description="photos with a verdict the run took in")
     new_validated_photos: int = Field(description="of which validated since the previous run")

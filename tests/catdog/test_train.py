@@ -141,19 +141,26 @@ def test_unknown_augmentation_is_a_clear_error(trained, tmp_path):
 def test_the_frozen_phase_trains_only_the_head_on_features_computed_once(tmp_path):
     import keras
 
-    from catdog.dataset import load_split
+    from catdog.dataset import load_split, load_split_features
     from catdog.model import BACKBONE_NAME, HEAD_NAME, build_model
     from catdog.train import pooled_features, train_head
 
     built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=1)
-    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip")
+    params = train_params(frozen_epochs=3, early_stopping_patience=5, augmentations="flip", batch_size=3)
     model = build_model(2, TINY, 0.35, "none", 0.1)
     backbone_before = [w.copy() for w in model.get_layer(BACKBONE_NAME).get_weights()]
     head_before = [w.copy() for w in model.get_layer(HEAD_NAME).get_weights()]
     features, labels = pooled_features(model, built.dataset_dir, "train", True, 4)
     n_train = built.metadata["splits"]["train"]["count"]
     assert features.shape[0] == labels.shape[0] == 2 * n_train  # each photo and its mirror image
-    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy())
+    history = train_head(model, built.dataset_dir, params, keras.losses.SparseCategoricalCrossentropy(),
+                         features_dir=tmp_path / "features")
+    # the features it computed, written for the label-issues step: the photos themselves, in file order
+    saved = load_split_features(tmp_path / "features")
+    originals, _ = pooled_features(model, built.dataset_dir, "train", False, 4)
+    np.testing.assert_allclose(saved["train_features"], originals, atol=1e-5)
+    assert saved["train_sha256"].tolist() == built.metadata["splits"]["train"]["sha256"]
+    assert saved["validation_features"].shape[0] == built.metadata["splits"]["validation"]["count"]
     assert len(history["loss"]) == 3 and {"val_loss", "val_accuracy", "accuracy"} <= set(history)
     assert all(np.array_equal(a, b) for a, b in zip(backbone_before, model.get_layer(BACKBONE_NAME).get_weights()))
     assert not np.array_equal(head_before[0], model.get_layer(HEAD_NAME).get_weights()[0])
@@ -162,3 +169,18 @@ def test_the_frozen_phase_trains_only_the_head_on_features_computed_once(tmp_pat
     dense = model.get_layer(HEAD_NAME)
     expected = dense(features[:2])
     np.testing.assert_allclose(model.predict_on_batch(x.numpy()), np.asarray(expected), atol=1e-5)
+
+
+def test_without_a_frozen_phase_the_features_are_still_written(trained, tmp_path):
+    """frozen_epochs=0: no frozen phase computes them, so train does (the label-issues step needs them)."""
+    from catdog.dataset import load_split_features
+    from catdog.train import train_model
+
+    built = trained[0]
+    train_model(built.dataset_dir, tmp_path / "model", train_params(frozen_epochs=0, finetune_epochs=1),
+                features_dir=tmp_path / "features")
+    saved = load_split_features(tmp_path / "features")
+    for split in ("train", "validation"):
+        assert saved[f"{split}_sha256"].tolist() == built.metadata["splits"][split]["sha256"]
+        assert saved[f"{split}_labels"].shape == (built.metadata["splits"][split]["count"],)
+        assert saved[f"{split}_features"].shape[0] == built.metadata["splits"][split]["count"]

@@ -156,7 +156,7 @@ def test_the_compiled_yaml_runs_with_the_image_under_a_docker_runner(tmp_path, m
                                          user="10001:0")
     assert run_dir == tmp_path / "out" / "catdog-training-run"
     executors = seen["spec"]["deploymentSpec"]["executors"]
-    assert len(executors) == 6 and {e["container"]["image"] for e in executors.values()} == {
+    assert len(executors) == 7 and {e["container"]["image"] for e in executors.values()} == {
         "localhost/catdog-components:t"}
     assert seen["spec"]["root"] == yaml.safe_load((REPO_ROOT / "compiled" / "training_pipeline.yaml").read_text())["root"]
     assert seen["arguments"] == config.pipeline_arguments() and seen["root"] == str(tmp_path / "out")

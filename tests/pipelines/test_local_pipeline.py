@@ -134,6 +134,28 @@ def test_local_run_evaluate_writes_the_gallery(local_run):
 
 
 @pytest.mark.slow
+def test_local_run_lists_label_issues_from_the_train_steps_features(local_run):
+    """train writes the frozen phase's features of every train and validation photo; label-issues
+    reads them (no backbone of its own) and writes the JSON list and the page."""
+    from catdog.dataset import load_split_features
+
+    run_dir, _ = local_run
+    metadata = json.loads((task_dir(run_dir, "preprocess") / "dataset" / "dataset.json").read_text())
+    features = load_split_features(task_dir(run_dir, "train") / "features")
+    for split in ("train", "validation"):
+        assert features[f"{split}_sha256"].tolist() == metadata["splits"][split]["sha256"]
+        assert features[f"{split}_features"].shape == (metadata["splits"][split]["count"], 1280)
+    entries = json.loads((task_dir(run_dir, "label-issues") / "suspects").read_text())
+    assert entries, "at least the outliers are listed"
+    splits = {sha: split for split in ("train", "validation") for sha in metadata["splits"][split]["sha256"]}
+    for entry in entries:
+        assert splits[entry["sha256"]] == entry["split"] and entry["reasons"]
+        assert set(entry["probabilities"]) == {"cat", "dog"}
+    page = (task_dir(run_dir, "label-issues") / "report").read_text()
+    assert "<title>Training photos to check</title>" in page and "data:image/jpeg;base64," in page
+
+
+@pytest.mark.slow
 def test_local_run_without_a_run_id_records_the_services_id_of_the_run(local_run):
     """run_id '' (as a schedule passes it): select-champion records the id kfp.local gives the run
     ({{$.pipeline_job_uuid}}), and the decision is found by it, as a scheduled run's on KFP/Vertex."""
@@ -155,7 +177,8 @@ def test_local_run_describe_outputs(local_run):
     assert f"preprocess.dataset: {run_dir / 'preprocess' / 'dataset'}" in text
     # HTML and Markdown outputs through a link with their extension, so a browser renders them
     for task, output, suffix in [("ingest", "report", ".md"), ("evaluate", "gallery", ".html"),
-                                 ("train", "curves", ".html"), ("select-champion", "decision", ".md")]:
+                                 ("train", "curves", ".html"), ("select-champion", "decision", ".md"),
+                                 ("label-issues", "report", ".html")]:
         link = run_dir / task / f"{output}{suffix}"
         assert f"{task}.{output}: {link}\n" in text + "\n"
         assert link.is_symlink() and link.resolve() == (run_dir / task / output).resolve()

@@ -79,10 +79,10 @@ def test_upload_validate_retrain_and_the_new_champion_is_served(tmp_path):
             assert run["state"] == "succeeded", run["log_tail"]
             assert (run["promoted"], run["version"], run["champion_version"]) == (True, 1, 1), run["reason"]
             # progress was visible while it ran and only moved forward (a short step such as ingest may
-            # end between two polls; train takes seconds); the finished run counts all six steps
+            # end between two polls; train takes seconds); the finished run counts all seven steps
             done = [steps_done for steps_done, _ in seen]
             assert done == sorted(done) and ("train" in {step for _, step in seen}), seen
-            assert run["steps_done"] == run["steps_total"] == 6, run
+            assert run["steps_done"] == run["steps_total"] == 7, run
             split_counts = registry.read_json(1, "metadata.json")["split_counts"]
             assert sum(split_counts.values()) == 32 + 8  # DATA's photos and the 8 from the app
             assert registry.versions() == [1] and registry.champion_version() == 1
