@@ -33,7 +33,7 @@ from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
-from feedback import store
+from feedback import app_metrics, store
 from feedback.db import Database, migrate, open_database, ping, probe_write
 from feedback.launchers import LocalLauncher
 from feedback.models import NEITHER, Prediction
@@ -201,6 +201,7 @@ class FeedbackService:
             row = store.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
             prediction = store.add_prediction(session, row, answer, source)
             self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
+        app_metrics.count_upload(source)
         return prediction
 
     def explain(self, prediction_id: str) -> Prediction:
@@ -260,7 +261,9 @@ class FeedbackService:
             sha256 = prediction.photo_sha256
         self.publish_or_defer(sha256)
         self._manifest_dirty.set()
-        return self.get(prediction_id)
+        prediction = self.get(prediction_id)
+        app_metrics.count_verdict(label, prediction.label)
+        return prediction
 
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
         """Photos with their labels straight into the dataset; bad ones are listed with the reason."""
@@ -292,6 +295,7 @@ class FeedbackService:
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
                 continue
             self.publish_or_defer(photo.sha256)
+            app_metrics.count_upload("upload-data")
             if label == NEITHER:
                 outcome = "neither: not in the dataset"
             else:
