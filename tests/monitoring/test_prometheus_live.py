@@ -96,3 +96,18 @@ def test_every_dashboard_query_is_valid_promql_with_data_where_traffic_went(prom
     answered = {expr: query(prometheus, expr) for expr in queries}  # raises on a query Prometheus refuses
     assert answered['sum(up{job="catdog-predictor"})'][0]["value"][1] == "1"
     assert float(answered['time() - max(process_start_time_seconds{job="catdog-feedback"})'][0]["value"][1]) > 0
+
+
+def test_trends_from_prometheus_match_the_recording_rules(prometheus, feedback_app):
+    from feedback import trends
+
+    wait_for(prometheus, "job:catdog_inference_requests:rate5m", lambda r: r and float(r[0]["value"][1]) > 0,
+             lambda: feedback_app.predict(photo(3002)))
+    result = trends.prometheus_trends(prometheus, window_s=120, step_s=2)
+    assert result["source"] == "prometheus"
+    for service in ("predictor", "app"):
+        answer = result["services"][service]
+        assert answer["error"] is None and answer["uptime_s"] > 0
+        assert answer["points"] and answer["points"][-1]["rate"] > 0
+        assert answer["points"][-1]["error_ratio"] == 0
+    assert result["services"]["predictor"]["points"][-1]["p99_s"] > 0
