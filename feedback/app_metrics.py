@@ -23,7 +23,7 @@ that runs both keeps their /metrics apart). Every name starts with `catdog_app_`
 | catdog_app_drift_recent_predictions | gauge | | the champion's recent predictions the test used |
 | catdog_app_verdict_accuracy | gauge | model_version | the champion's accuracy on people's cat/dog verdicts (absent without any) |
 | catdog_app_verdict_predictions | gauge | model_version | the champion's predictions with such a verdict (the accuracy's n) |
-| catdog_app_state_up | gauge | | 1 when the gauges above could be read from the database and registry, 0 when not (logged) |
+| catdog_app_state_up | gauge | part | 1 when that part (database: queue, runs; registry: drift, accuracy) could be read, 0 when not (logged) |
 | process_* | | | the app process (start time: uptime) |
 
 The gauges are read from the database at scrape time (so every replica reports the same numbers:
@@ -148,51 +148,57 @@ class StateCollector:
             return list(self._cached[1])
 
     def _read(self) -> list:
-        up = GaugeMetricFamily("catdog_app_state_up", "1 when the app's state gauges could be read, else 0 (logged)")
-        try:
-            families = self._families()
-        except Exception as exc:  # a database or registry that cannot be read now: say so, keep the counters
-            logger.warning("/metrics: cannot read the app's state: %s: %s", type(exc).__name__, _short(exc))
-            up.add_metric([], 0)
-            return [up]
-        up.add_metric([], 1)
+        up = GaugeMetricFamily("catdog_app_state_up", "1 when this part of the app's state (database, registry) "
+                               "could be read for the gauges, else 0 (logged)", labels=["part"])
+        families: list = []
+        context: dict = {}
+        for part, read in (("database", self._database), ("registry", self._registry)):
+            try:
+                families += read(context)
+            except Exception as exc:  # cannot be read now: say so, keep the other part and the counters
+                logger.warning("/metrics: cannot read the app's %s: %s: %s", part, type(exc).__name__, _short(exc))
+                up.add_metric([part], 0)
+            else:
+                up.add_metric([part], 1)
         return [*families, up]
 
-    def _families(self) -> list:
-        service = self.service
-        with service.db.read() as session:
+    def _database(self, context: dict) -> list:
+        with self.service.db.read() as session:
             queue = store.queue_length(session)
             runs = dict(session.execute(select(TrainingRun.state, func.count()).group_by(TrainingRun.state)).all())
-            accuracy = {row["model_version"]: row for row in dashboard.validated_accuracy(session)}
-        registry = ModelRegistry(service.registry_uri)
-        champion = registry.champion()
-        recent, reference = [], []
-        if champion is not None:
-            with service.db.read() as session:
-                recent = [c for _, c, _ in dashboard.recent_predictions(session, str(champion["version"]))]
-            evaluation = dashboard.version_json(registry, champion["version"], EVALUATION_FILE) or {}
-            reference = evaluation.get("test_confidences") or []
-        drift = dashboard.drift_test(recent, reference)
-
-        families = [GaugeMetricFamily("catdog_app_review_queue_size", "Photos with a prediction and no verdict",
-                                      value=queue)]
+            context["accuracy"] = {row["model_version"]: row for row in dashboard.validated_accuracy(session)}
         by_state = GaugeMetricFamily("catdog_app_training_runs", "Retraining runs in the database, by state",
                                      labels=["state"])
         for state in RUN_STATES:
             by_state.add_metric([state], runs.get(state, 0))
-        families.append(by_state)
-        families.append(GaugeMetricFamily(
-            "catdog_app_drift_flagged", "1 when the dashboard's drift test (Kolmogorov-Smirnov, champion's recent "
-            "confidences vs its test split) flags drift, else 0", value=1 if drift["drift"] else 0))
-        families.append(GaugeMetricFamily("catdog_app_drift_recent_predictions",
-                                          "The champion's recent predictions the drift test used",
-                                          value=drift["n_recent"]))
+        return [GaugeMetricFamily("catdog_app_review_queue_size", "Photos with a prediction and no verdict",
+                                  value=queue), by_state]
+
+    def _registry(self, context: dict) -> list:
+        """The champion's drift test and accuracy (the database part read first: its accuracy rows)."""
+        if "accuracy" not in context:
+            raise RuntimeError("the database part failed")
+        registry = ModelRegistry(self.service.registry_uri)
+        champion = registry.champion()
+        recent, reference = [], []
+        if champion is not None:
+            with self.service.db.read() as session:
+                recent = [c for _, c, _ in dashboard.recent_predictions(session, str(champion["version"]))]
+            evaluation = dashboard.version_json(registry, champion["version"], EVALUATION_FILE) or {}
+            reference = evaluation.get("test_confidences") or []
+        drift = dashboard.drift_test(recent, reference)
+        families = [
+            GaugeMetricFamily("catdog_app_drift_flagged", "1 when the dashboard's drift test (Kolmogorov-Smirnov, "
+                              "champion's recent confidences vs its test split) flags drift, else 0",
+                              value=1 if drift["drift"] else 0),
+            GaugeMetricFamily("catdog_app_drift_recent_predictions",
+                              "The champion's recent predictions the drift test used", value=drift["n_recent"])]
         if drift["p_value"] is not None:
             families.append(GaugeMetricFamily("catdog_app_drift_p_value", "The drift test's p-value",
                                               value=drift["p_value"]))
         version = str(champion["version"]) if champion is not None else None
-        if version in accuracy:
-            row = accuracy[version]
+        if version in context["accuracy"]:
+            row = context["accuracy"][version]
             value = GaugeMetricFamily("catdog_app_verdict_accuracy",
                                       "The champion's accuracy on people's cat/dog verdicts", labels=["model_version"])
             value.add_metric([version], row["accuracy"])

@@ -60,7 +60,7 @@ def test_uploads_verdicts_queue_and_requests_by_route_template(app):
     assert delta("catdog_app_request_seconds_count", method="GET", route="unmatched", status_class="4xx") == 1
     assert not [key for key in after if key[0] == "catdog_app_request_seconds_count"
                 and any(ids[0] in v or "/no/such" in v for _, v in key[1])]  # raw paths never become labels
-    assert value(after, "catdog_app_state_up") == 1
+    assert value(after, "catdog_app_state_up", part="database") == value(after, "catdog_app_state_up", part="registry") == 1
     assert {state: value(after, "catdog_app_training_runs", state=state)
             for state in ("queued", "running", "succeeded", "failed", "cancelled")} == dict.fromkeys(
         ("queued", "running", "succeeded", "failed", "cancelled"), 0)
@@ -118,10 +118,10 @@ def test_state_gauges_drift_accuracy_and_runs(tmp_path):
     assert state[("catdog_app_verdict_predictions", "1")] == 4
     assert state[("catdog_app_training_runs", "failed")] == 1 and state[("catdog_app_training_runs", "running")] == 0
     assert state["catdog_app_review_queue_size"] == 36
-    assert state["catdog_app_state_up"] == 1
+    assert state[("catdog_app_state_up", "database")] == state[("catdog_app_state_up", "registry")] == 1
 
 
-def test_an_unreadable_registry_is_state_up_0_not_a_broken_scrape(tmp_path):
+def test_an_unreadable_registry_is_state_up_0_not_a_broken_scrape_and_the_database_part_stays(tmp_path):
     training = parse_training_words([f"REGISTRY={tmp_path}/registry"], str(tmp_path / "store"))
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training=training)
     (tmp_path / "registry").mkdir()
@@ -130,7 +130,8 @@ def test_an_unreadable_registry_is_state_up_0_not_a_broken_scrape(tmp_path):
         state = samples_of(app_metrics.StateCollector(service))
     finally:
         service.close()
-    assert state == {"catdog_app_state_up": 0}
+    assert state[("catdog_app_state_up", "registry")] == 0 and state[("catdog_app_state_up", "database")] == 1
+    assert state["catdog_app_review_queue_size"] == 0 and "catdog_app_drift_flagged" not in state
 
 
 def samples_of(collector) -> dict:
