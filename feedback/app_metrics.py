@@ -1,6 +1,6 @@
 """The feedback app's own Prometheus metrics, served on GET /metrics (text exposition format).
 
-    install(app, service)         the /metrics route + the request middleware (outermost), on one app
+    install(app, service, routes) the /metrics route + the request middleware (outermost), on one app
     count_upload(source)          a photo stored with its prediction (api, page, endpoint) or a labelled
                                   photo added by upload-data (source "upload-data")
     count_verdict(verdict, predicted)   a person's verdict on a prediction
