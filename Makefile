@@ -59,6 +59,9 @@ compile: ## Write compiled/training_pipeline.yaml and the schedule specs in mani
 	$(PY) -m pipelines.compile
 	$(PY) -m pipelines.schedule examples
 
+monitoring: ## Write manifests/monitoring/grafana-dashboard.json (grafanalib) and prometheusrule.yaml (from rules.yaml)
+	$(PY) -m ops.monitoring_manifests
+
 run: ## Run the pipeline: [TARGET=local|kubeflow|vertex] [RUNNER=subprocess|container [IMAGE=...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m pipelines.run $(MAKEOVERRIDES)
 
@@ -120,7 +123,7 @@ retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were va
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
+.PHONY: help install lock compile monitoring run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

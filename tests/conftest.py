@@ -30,7 +30,8 @@ Throwaway servers and a browser (tests/db_servers.py, tests/browser.py; imported
 ``mariadb_db_url``, ``browser`` / ``page``. Without the server binaries or Chromium they skip.
 
 Markers: ``slow`` (slow tests still run by default); ``needs_postgres``, ``needs_mariadb``,
-``needs_browser``, added automatically to a test that uses the matching fixtures. With CI=true (or
+``needs_browser``, ``needs_prometheus`` (tests/prometheus_server.py), added automatically to a test
+that uses the matching fixtures. With CI=true (or
 1) a test carrying one of these markers that is skipped is reported as FAILED ("CI must run this
 test, but it was skipped: <reason>"), so CI can never pass by skipping them.
 """
@@ -52,7 +53,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests import browser as _browser  # noqa: E402
 from tests import db_servers as _db_servers  # noqa: E402
+from tests import prometheus_server as _prometheus  # noqa: E402
 from tests.browser import browser, page  # noqa: E402,F401 (fixtures)
+from tests.prometheus_server import prometheus_binary, promtool  # noqa: E402,F401 (fixtures)
 from tests.db_servers import (  # noqa: E402,F401 (fixtures)
     mariadb_db_url,
     mariadb_server,
@@ -79,8 +82,9 @@ NEEDS_MARKERS = {
     "needs_mariadb": "a throwaway MariaDB server (tests/db_servers.py; apt-get install mariadb-server)",
     "needs_browser": "headless Chromium via Playwright (tests/browser.py; apt-get install chromium)",
     "needs_podman": "podman and runc, as root (container_tests/image_test.py; apt-get install podman runc debootstrap)",
+    "needs_prometheus": "Prometheus and promtool (tests/prometheus_server.py; apt-get install prometheus)",
 }
-FIXTURE_MARKERS = {**_db_servers.FIXTURE_MARKERS, **_browser.FIXTURE_MARKERS}
+FIXTURE_MARKERS = {**_db_servers.FIXTURE_MARKERS, **_browser.FIXTURE_MARKERS, **_prometheus.FIXTURE_MARKERS}
 
 
 def pytest_configure(config):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
+from feedback import app_metrics
 from feedback.labelling.publisher import DatasetPublisher
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold
@@ -176,6 +177,7 @@ class FeedbackService:
             row = queries.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension), original_name)
             prediction = queries.add_prediction(session, row, answer, source)
             self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
+        app_metrics.count_upload(source)
         return prediction
 
     def explain(self, prediction_id: str) -> Prediction:
@@ -261,7 +263,9 @@ class FeedbackService:
             sha256 = prediction.photo_sha256
         self.publisher.publish_or_defer(sha256)
         self.publisher.changed()
-        return self.get(prediction_id)
+        prediction = self.get(prediction_id)
+        app_metrics.count_verdict(label, prediction.label)
+        return prediction
 
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
         """Photos with their labels straight into the dataset; bad ones are listed with the reason."""
@@ -293,6 +297,7 @@ class FeedbackService:
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")
                 continue
             self.publisher.publish_or_defer(photo.sha256)
+            app_metrics.count_upload("upload-data")
             if label == NEITHER:
                 outcome = "neither: not in the dataset"
             else:

@@ -32,6 +32,7 @@ from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from catdog.body_limit import BodyLimitMiddleware
+from feedback import app_metrics
 from feedback.labelling.service import (
     FeedbackService,
     InvalidText,
@@ -158,4 +159,5 @@ def create_app(service: FeedbackService) -> FastAPI:
     if is_loopback(settings.host):  # a web page on another name (DNS rebinding) is refused
         app.add_middleware(LoopbackHost, bound=settings.host)
     app.add_middleware(SecurityHeaders)
+    app_metrics.install(app, service, routes)  # GET /metrics (no token: a read route) + request times, outermost
     return app

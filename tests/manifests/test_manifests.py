@@ -21,8 +21,11 @@ from tests.helpers import REPO_ROOT
 
 MANIFESTS = REPO_ROOT / "manifests"
 KUSTOMIZATIONS = sorted(p.parent.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("kustomization.yaml"))
-# manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/pipelines/test_schedule_specs.py)
-YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml") if "schedules" not in p.parts)
+# manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/pipelines/test_schedule_specs.py);
+# manifests/monitoring/ Prometheus rule files and their promtool tests (tests/monitoring/)
+PROMETHEUS_FILES = {"monitoring/rules.yaml", "monitoring/tests/rules_test.yaml"}
+YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml")
+                    if "schedules" not in p.parts and p.relative_to(MANIFESTS).as_posix() not in PROMETHEUS_FILES)
 
 
 def _kustomize_command() -> list[str] | None:
@@ -47,9 +50,34 @@ K8S_KINDS = {
 }
 
 
+# the Prometheus Operator's kinds (manifests/monitoring/): no client models exist; their spec fields
+# and scrape-endpoint fields are checked by name (a typo'd field fails)
+MONITORING_KINDS = {
+    "PodMonitor": {"selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel", "podTargetLabels"},
+    "ServiceMonitor": {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels"},
+    "PrometheusRule": {"groups"},
+}
+SCRAPE_ENDPOINT_FIELDS = {"port", "targetPort", "portNumber", "path", "scheme", "interval", "scrapeTimeout",
+                          "relabelings", "metricRelabelings", "honorLabels"}
+
+
+def _validate_monitoring(doc: dict) -> dict:
+    name = f"{doc['kind']} {doc.get('metadata', {}).get('name')}"
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1":
+        raise ManifestError(f"{name}: apiVersion {doc.get('apiVersion')!r}, expected 'monitoring.coreos.com/v1'")
+    unknown = set(doc["spec"]) - MONITORING_KINDS[doc["kind"]]
+    for endpoint in doc["spec"].get("podMetricsEndpoints", []) + doc["spec"].get("endpoints", []):
+        unknown |= set(endpoint) - SCRAPE_ENDPOINT_FIELDS
+    if unknown:
+        raise ManifestError(f"{name}: unknown fields {sorted(unknown)}")
+    return doc
+
+
 def _validate(doc: dict):
     if doc["kind"] == "InferenceService":
         return validate_inference_service(doc)
+    if doc["kind"] in MONITORING_KINDS:
+        return _validate_monitoring(doc)
     if doc["kind"] not in K8S_KINDS:
         raise ManifestError(f"no validation for kind {doc['kind']!r} (add it to K8S_KINDS; never a Secret)")
     api_version, model = K8S_KINDS[doc["kind"]]
