@@ -3,11 +3,11 @@
     python -m ops.monitoring_manifests [--out manifests/monitoring]     (`make monitoring`)
     dashboard() -> grafanalib Dashboard      dashboard_json() -> str      prometheus_rule(rules_text) -> str
 
-Both are checked in and drift-tested (tests/monitoring/test_manifests.py regenerates them in a
+Both are checked in and drift-tested (tests/manifests/test_monitoring.py regenerates them in a
 temporary folder and compares), as compiled/ is for the pipeline:
 - grafana-dashboard.json: built with grafanalib; every panel queries the recording rules of
   rules.yaml (request rate, error ratio, p50/p90/p99 over 5 minutes) or the raw metrics of
-  serving/metrics.py and feedback/app_metrics.py. Its datasource is a dashboard variable
+  serving/metrics.py and feedback/monitoring/metrics.py. Its datasource is a dashboard variable
   (`datasource`, any Prometheus), so it imports into any Grafana.
 - prometheusrule.yaml: rules.yaml (the one hand-written source, tested with promtool) wrapped into
   a PrometheusRule for the Prometheus Operator.

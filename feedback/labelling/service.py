@@ -31,7 +31,7 @@ from pathlib import Path
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
-from feedback import app_metrics
+from feedback.monitoring import metrics as app_metrics
 from feedback.labelling.publisher import DatasetPublisher
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold

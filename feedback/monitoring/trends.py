@@ -37,7 +37,7 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from feedback.app_metrics import APP_REGISTRY
+from feedback.monitoring.metrics import APP_REGISTRY
 from feedback.predictor_client.metrics import histogram_quantile
 
 logger = logging.getLogger("catdog.feedback")

@@ -32,7 +32,7 @@ from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from catdog.body_limit import BodyLimitMiddleware
-from feedback import app_metrics
+from feedback.monitoring import metrics as app_metrics
 from feedback.labelling.service import (
     FeedbackService,
     InvalidText,

@@ -22,7 +22,7 @@ from tests.helpers import REPO_ROOT
 MANIFESTS = REPO_ROOT / "manifests"
 KUSTOMIZATIONS = sorted(p.parent.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("kustomization.yaml"))
 # manifests/schedules/ holds REST request bodies, not Kubernetes objects (tests/pipelines/test_schedule_specs.py);
-# manifests/monitoring/ Prometheus rule files and their promtool tests (tests/monitoring/)
+# manifests/monitoring/ Prometheus rule files and their promtool tests (tests/manifests/test_monitoring.py)
 PROMETHEUS_FILES = {"monitoring/rules.yaml", "monitoring/tests/rules_test.yaml"}
 YAML_FILES = sorted(p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml")
                     if "schedules" not in p.parts and p.relative_to(MANIFESTS).as_posix() not in PROMETHEUS_FILES)

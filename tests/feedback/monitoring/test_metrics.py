@@ -1,4 +1,4 @@
-"""The feedback app's /metrics (feedback/app_metrics.py): counters, the request histogram by route
+"""The feedback app's /metrics (feedback/monitoring/metrics.py): counters, the request histogram by route
 template, the state gauges read from the database and registry, and what /metrics does not need or show."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from feedback import app_metrics
+from feedback.monitoring import metrics as app_metrics
 from feedback.retraining.config import parse_training_words
 from tests.feedback_fixtures import FakePredictor, app, feedback_settings, photo, predictor, running_app, started_service  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""feedback/trends.py: samples from /metrics text, trend points between scrapes (restarts, bounds),
+"""feedback/monitoring/trends.py: samples from /metrics text, trend points between scrapes (restarts, bounds),
 the recorder, and the Prometheus source's failure answer (the live source: test_prometheus_live.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from feedback import app_metrics, trends
+from feedback.monitoring import metrics as app_metrics, trends
 from tests.helpers import free_port
 
 

@@ -99,7 +99,7 @@ def test_every_dashboard_query_is_valid_promql_with_data_where_traffic_went(prom
 
 
 def test_trends_from_prometheus_match_the_recording_rules(prometheus, feedback_app):
-    from feedback import trends
+    from feedback.monitoring import trends
 
     wait_for(prometheus, "job:catdog_inference_requests:rate5m", lambda r: r and float(r[0]["value"][1]) > 0,
              lambda: feedback_app.predict(photo(3002)))
