@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.preprocessing import EXTENSIONS
 from feedback import store
@@ -39,6 +41,7 @@ from feedback.launchers import LocalLauncher
 from feedback.models import NEITHER, Prediction
 from feedback.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.predictor import PredictorClient, PredictorError, PredictorStatus, ood_threshold
+from feedback.store import PredictorAnswer
 from feedback.retrain_config import TrainingConfig, parse_training_words
 from feedback.runs import RunService
 from feedback.settings import Settings, redact
@@ -61,6 +64,10 @@ class ModelChanged(RuntimeError):
 
 class InvalidText(ValueError):
     """Text a client sent that cannot be stored (a NUL character): 422."""
+
+
+class DuplicateEvent(LookupError):
+    """The predictions of this payload-logger event id are stored already."""
 
 
 def check_text(value: str | None, what: str) -> str | None:
@@ -202,6 +209,41 @@ class FeedbackService:
             prediction = store.add_prediction(session, row, answer, source)
             self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
         return prediction
+
+    def add_endpoint_predictions(self, items: list[tuple[CheckedPhoto, PredictorAnswer]], inference_service: str | None,
+                                 event_id: str) -> list[Prediction]:
+        """Photos and predictions made at the serving endpoint (feedback/endpoint_events.py: source
+        "endpoint"), all in one transaction: every one of them or none. Files written for photos the
+        store did not hold are removed again when the transaction fails. DuplicateEvent when the
+        predictions of `event_id` are stored already (also when another replica stores them first)."""
+        answers = [replace(a, ood_threshold=self._ood_threshold_of(a.model_version)) if a.ood_score is not None else a
+                   for _, a in items]
+        written: list[CheckedPhoto] = []
+        try:
+            with self.db.writing() as session:
+                if store.event_stored(session, event_id):
+                    raise DuplicateEvent(event_id)
+                predictions = []
+                for index, ((photo, _), answer) in enumerate(zip(items, answers)):
+                    uri = self.photos.original_uri(photo.sha256, photo.extension)
+                    row = store.add_photo(session, photo, uri, None)
+                    predictions.append(store.add_prediction(session, row, answer, "endpoint", inference_service,
+                                                            event_id, index))
+                for photo, _ in items:  # after the rows: a database that cannot write leaves no file
+                    if self.photos.save_new(photo):
+                        written.append(photo)
+        except Exception as exc:
+            self.photos.remove_unreferenced(written, self._stored_photos)
+            if isinstance(exc, IntegrityError):
+                with self.db.read() as session:
+                    if store.event_stored(session, event_id):  # another replica stored the same event first
+                        raise DuplicateEvent(event_id) from None
+            raise
+        return predictions
+
+    def _stored_photos(self, sha256s: list[str]) -> set[str]:
+        with self.db.read() as session:
+            return store.existing_photos(session, sha256s)
 
     def explain(self, prediction_id: str) -> Prediction:
         """Ask the predictor for an explanation of a stored prediction that has none yet."""
