@@ -119,10 +119,11 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> LoggedEvent:
 class PendingEvents:
     """Events waiting for their partner: bounded in number, each for at most `timeout_s`."""
 
-    def __init__(self, timeout_s: float, max_pending: int, counts: Counter, clock=time.monotonic):
+    def __init__(self, timeout_s: float, max_pending: int, count, clock=time.monotonic):
+        """count(outcome): called with "expired" or "evicted" for each event dropped unpaired."""
         self.timeout_s = timeout_s
         self.max_pending = max_pending
-        self.counts = counts
+        self.count = count
         self.clock = clock
         self._waiting: OrderedDict[str, tuple[float, LoggedEvent]] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -139,7 +140,7 @@ class PendingEvents:
         deadline = self.clock() - self.timeout_s
         while self._waiting and next(iter(self._waiting.values()))[0] < deadline:
             event_id, (_, event) = self._waiting.popitem(last=False)
-            self.counts["expired"] += 1
+            self.count("expired")
             logger.warning("logger event %s (%s) expired: its partner did not come within %g s "
                            "(LOGGER_PAIR_TIMEOUT_S)", event_id[:40], event.type.rsplit(".", 1)[-1], self.timeout_s)
 
@@ -160,7 +161,7 @@ class PendingEvents:
             self._waiting[event.id] = (self.clock(), event)
             while len(self._waiting) > self.max_pending:
                 dropped, _ = self._waiting.popitem(last=False)
-                self.counts["evicted"] += 1
+                self.count("evicted")
                 logger.warning("logger event %s dropped unpaired: more than %d wait (LOGGER_MAX_PENDING)",
                                dropped[:40], self.max_pending)
             return "pending"
@@ -187,11 +188,13 @@ class EndpointEvents:
         self.service = service
         self.counts: Counter = Counter()
         settings = service.settings
-        self.pending = PendingEvents(settings.logger_pair_timeout_s, settings.logger_max_pending, self.counts, clock)
+        self.pending = PendingEvents(settings.logger_pair_timeout_s, settings.logger_max_pending, self.count, clock)
 
-    def count(self, outcome: str) -> None:
-        """One more event with this outcome (the hook for the app's Prometheus counter of events)."""
-        self.counts[outcome] += 1
+    def count(self, outcome: str, n: int = 1) -> None:
+        """`n` more of this outcome: every count of the sink passes here (the hook for the app's
+        Prometheus counter catdog_app_logger_events_total{outcome}; "predictions" counts rows, the
+        others events)."""
+        self.counts[outcome] += n
 
     def reject(self, status: int, reason: str, detail: str, event_id: str | None = None) -> Outcome:
         self.count(reason)
@@ -244,7 +247,7 @@ class EndpointEvents:
             self.pending.forget(request.id)  # the pair may be sent again
             raise
         self.count("stored")
-        self.counts["predictions"] += len(stored)
+        self.count("predictions", len(stored))
         return Outcome(201, "stored", predictions=tuple(p.id for p in stored))
 
     def _read(self, request: LoggedEvent, response: LoggedEvent) -> list:

@@ -290,14 +290,14 @@ def test_parse_event_reads_kserve_attributes():
 
 
 def test_pending_events_pair_in_either_order():
-    counts = Counter()
-    pending = PendingEvents(60, 10, counts, clock=Clock())
+    dropped = []
+    pending = PendingEvents(60, 10, dropped.append, clock=Clock())
     request = parse_event(*event("request", "p", v1_json(PHOTOS[0])))
     response = parse_event(*event("response", "p", v1_answer("cat")))
     assert pending.offer(response) == "pending"
     assert pending.offer(response) == "duplicate"
     assert pending.offer(request) == (request, response)
-    assert pending.offer(request) == "duplicate" and len(pending) == 0
+    assert pending.offer(request) == "duplicate" and len(pending) == 0 and dropped == []
 
 
 def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(database_url):  # noqa: F811
