@@ -13,8 +13,8 @@ logger.metadataHeaders names); serving/payload_logger.py adds ce-modelversion. T
 content-type is the REQUEST's in both events (KServe's agent does so).
 
 Pairing: the first event of a ce-id waits (answer 202) for the other, which may come first or
-second, at most LOGGER_PAIR_TIMEOUT_S; at most LOGGER_MAX_PENDING wait (the oldest is dropped,
-counted "evicted"); one that waits too long is dropped and counted "expired" (KServe sends no
+second, at most LOGGER_PAIR_TIMEOUT_S; at most LOGGER_MAX_PENDING events and PENDING_BYTES of
+bodies wait (the oldest is dropped, counted "evicted"); one that waits too long is dropped and counted "expired" (KServe sends no
 response for a failed inference, so its request ends so). The pending map is this process's: with
 several app replicas, both events of an inference must reach the same one (the Service's
 sessionAffinity: ClientIP, since both come from the same predictor pod).
@@ -57,6 +57,7 @@ REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 MAX_EVENT_ID = 128  # feedback.models.EVENT_ID_LENGTH
 RECENT_IDS = 4096  # ce-ids finished lately: a late duplicate of either event is known at once
+PENDING_BYTES = 256 * 1024 * 1024  # the bodies waiting for their partner, at most (the oldest go first)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> LoggedEvent:
     data = event.get_data()
     if isinstance(data, str):
         data = data.encode()
+    elif isinstance(data, (dict, list)):  # structured content mode: the data was JSON inside the event
+        data = json.dumps(data).encode()
+    elif data is not None and not isinstance(data, (bytes, bytearray)):
+        raise Unreadable(f"the event's data is a {type(data).__name__}, not a body")
     metadata = attributes.get("metadata")
     try:
         metadata = json.loads(metadata) if metadata else None
@@ -119,10 +124,13 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> LoggedEvent:
 class PendingEvents:
     """Events waiting for their partner: bounded in number, each for at most `timeout_s`."""
 
-    def __init__(self, timeout_s: float, max_pending: int, count, clock=time.monotonic):
+    def __init__(self, timeout_s: float, max_pending: int, count, clock=time.monotonic,
+                 max_bytes: int = PENDING_BYTES):
         """count(outcome): called with "expired" or "evicted" for each event dropped unpaired."""
         self.timeout_s = timeout_s
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self.count = count
         self.clock = clock
         self._waiting: OrderedDict[str, tuple[float, LoggedEvent]] = OrderedDict()
@@ -140,6 +148,7 @@ class PendingEvents:
         deadline = self.clock() - self.timeout_s
         while self._waiting and next(iter(self._waiting.values()))[0] < deadline:
             event_id, (_, event) = self._waiting.popitem(last=False)
+            self._bytes -= event.size
             self.count("expired")
             logger.warning("logger event %s (%s) expired: its partner did not come within %g s "
                            "(LOGGER_PAIR_TIMEOUT_S)", event_id[:40], event.type.rsplit(".", 1)[-1], self.timeout_s)
@@ -154,16 +163,17 @@ class PendingEvents:
             if waiting is not None and waiting[1].type == event.type:
                 return "duplicate"
             if waiting is not None:
-                del self._waiting[event.id]
                 self.finish(event.id, locked=True)
                 other = waiting[1]
                 return (event, other) if event.type == REQUEST_TYPE else (other, event)
             self._waiting[event.id] = (self.clock(), event)
-            while len(self._waiting) > self.max_pending:
-                dropped, _ = self._waiting.popitem(last=False)
+            self._bytes += event.size
+            while len(self._waiting) > self.max_pending or (self._bytes > self.max_bytes and len(self._waiting) > 1):
+                dropped, (_, old) = self._waiting.popitem(last=False)
+                self._bytes -= old.size
                 self.count("evicted")
-                logger.warning("logger event %s dropped unpaired: more than %d wait (LOGGER_MAX_PENDING)",
-                               dropped[:40], self.max_pending)
+                logger.warning("logger event %s dropped unpaired: more than %d events or %d MiB wait "
+                               "(LOGGER_MAX_PENDING)", dropped[:40], self.max_pending, self.max_bytes >> 20)
             return "pending"
 
     def forget(self, event_id: str) -> None:
@@ -175,7 +185,9 @@ class PendingEvents:
         if not locked:
             with self._lock:
                 return self.finish(event_id, locked=True)
-        self._waiting.pop(event_id, None)
+        waiting = self._waiting.pop(event_id, None)
+        if waiting is not None:
+            self._bytes -= waiting[1].size
         self._finished[event_id] = None
         while len(self._finished) > RECENT_IDS:
             self._finished.popitem(last=False)
@@ -213,6 +225,9 @@ class EndpointEvents:
             event = parse_event(headers, body)
         except Unreadable as exc:
             return self.reject(400, "malformed", str(exc))
+        except Exception as exc:  # a body no rule above foresaw: still the sender's, never a 5xx
+            logger.exception("logger event: unexpected error while parsing it")
+            return self.reject(400, "malformed", f"{type(exc).__name__}: {str(exc)[:200]}")
         if event.id.startswith(OWN_EVENT_PREFIX):  # the app's own call to the predictor: stored already
             self.pending.finish(event.id)
             self.count("own")
@@ -236,6 +251,9 @@ class EndpointEvents:
             return self.reject(422, "unreadable", str(exc), request.id)
         except PhotoRejected as exc:
             return self.reject(422, "photo_rejected", str(exc), request.id)
+        except Exception as exc:  # a body no rule foresaw: still the sender's, never a 5xx
+            logger.exception("logger event %s: unexpected error while reading it", request.id[:40])
+            return self.reject(422, "unreadable", f"{type(exc).__name__}: {str(exc)[:200]}", request.id)
         try:
             stored = self.service.add_endpoint_predictions(items, request.inference_service or response.inference_service,
                                                            request.id)

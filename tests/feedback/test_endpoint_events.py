@@ -289,6 +289,28 @@ def test_parse_event_reads_kserve_attributes():
     assert json.loads(parsed.data) == v1_answer("cat") and parsed.time is not None
 
 
+def test_pending_bodies_are_bounded_in_bytes_too():
+    dropped = []
+    pending = PendingEvents(60, 100, dropped.append, clock=Clock(), max_bytes=3000)
+    for i in range(3):
+        assert pending.offer(parse_event(*event("request", f"b{i}", b"x" * 1200))) == "pending"
+    assert dropped == ["evicted"] and len(pending) == 2
+    pending.finish("b1")
+    assert pending.offer(parse_event(*event("request", "b3", b"x" * 1200))) == "pending" and dropped == ["evicted"]
+
+
+def test_structured_mode_and_unexpected_bodies_are_read_or_refused_never_5xx(sink):
+    structured = {"specversion": "1.0", "id": "s1", "source": "x", "type": REQUEST_TYPE,
+                  "datacontenttype": "application/json", "data": v1_json(PHOTOS[0])}
+    answer = sink.post(ROUTE, data=json.dumps(structured), headers={"Content-Type": "application/cloudevents+json"})
+    assert answer.status_code == 202, answer.text
+    assert post(sink, "response", "s1", v1_answer("cat")).status_code == 201
+    for kind, body in (("request", {"instances": [{"image_bytes": {"b64": base64.b64encode(PHOTOS[0]).decode()}}]}),
+                       ("response", {"predictions": [{"label": "cat", "probabilities": {"cat": "high"}}]})):
+        last = post(sink, kind, "odd", body)
+    assert last.status_code == 422
+
+
 def test_pending_events_pair_in_either_order():
     dropped = []
     pending = PendingEvents(60, 10, dropped.append, clock=Clock())
