@@ -177,6 +177,7 @@ def test_the_payload_logging_overlay_sends_to_the_apps_sink():
     assert url.path == ROUTE and url.port is None and service["spec"]["ports"][0]["port"] == 80
     assert logging["metadata"]["namespace"] == service["metadata"]["namespace"]
     assert url.password == "LOGGER_TOKEN"  # a placeholder: the real token is never checked in
+    assert service["spec"]["sessionAffinity"] == "ClientIP"  # both events of an inference reach one replica
     # prod plus the logger, nothing else
     assert merge_patch(prod, {"spec": {"predictor": {"logger": logger}}}) == logging
 
