@@ -6,7 +6,8 @@ Starts, as `make up` does, three processes on loopback: the predictor without a 
 predictor with --logger-url pointing at the feedback app's sink, and the feedback app (a fresh
 store in a temporary folder). One client sends V1 :predict requests of one photo each, alternating
 between the two predictors (so drift of the machine hits both alike), after a warm-up; prints p50
-and p90 of each and, last, one JSON line. The app stores every logged photo meanwhile, as it would.
+and p90 of each and, last, one JSON line with the predictor's logger counts (queued, sent, dropped:
+the queue was full, failed) and the app sink's. The app stores every logged photo meanwhile, as it would.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                         times[name].append(elapsed * 1000)
             time.sleep(2)  # the last events reach the app
             sink = session.get(f"http://127.0.0.1:{app_port}/api/events/inference", timeout=10).json()
+            metrics = session.get(f"http://127.0.0.1:{on_port}/metrics", timeout=10).text
+            sent = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("catdog_logger_events_total{")}
         finally:
             for process in processes:
                 process.terminate()
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         "p90_ms": round(values[int(0.9 * (len(values) - 1))], 2), "n": len(values)}
         print(f"logging {name:3}: p50 {result[name]['p50_ms']:.2f} ms, p90 {result[name]['p90_ms']:.2f} ms "
               f"({len(values)} requests)")
-    result["sink"] = sink["counts"]
+    result["predictor_logger"], result["sink"] = sent, sink["counts"]
     print(json.dumps(result))
     return 0
 
