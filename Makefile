@@ -26,13 +26,17 @@ BENCH_WEIGHTS ?= $(SHARED)/weights/mobilenet_v2_0.35_224_no_top_imagenet.h5
 # the feedback app: PORT=... on `make app`/`make up` is the app's port (8000 unless given)
 APP_PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8000)
 PREDICTOR_PORT ?= 8080
+# make up: the predictor's payload logger sends to the app's sink (token: LOGGER_TOKEN, else APP_TOKEN, from
+# the environment); `make serve` logs only when LOGGER_URL is set
+UP_LOGGER_URL := $(if $(filter undefined,$(origin LOGGER_URL)),http://127.0.0.1:$(APP_PORT)/api/events/inference,$(LOGGER_URL))
 # where the app's retraining runs go: `make run`'s words (TARGET, DATA, WEIGHTS, remote settings, key=value),
 # minus the app's own; REGISTRY is always passed: the predictor of `make up` serves its champion
 # (the app's own settings reach it as environment variables: feedback/settings.py, kept equal by a test)
 APP_ENVIRONMENT := APP_HOST APP_PORT PREDICTOR_URL PREDICTOR_MODEL PREDICTOR_PROTOCOL PREDICTOR_TIMEOUT_S DATABASE_URL \
   FEEDBACK_URI APP_TOKEN LABELS MAX_PHOTO_BYTES MAX_REQUEST_BYTES REPAIR_INTERVAL_S RUNS_DIR RETRAIN_MIN_NEW \
-  RETRAIN_CHECK_INTERVAL_S RUN_POLL_INTERVAL_S MAX_PIXELS HEADER_TIMEOUT_S BODY_TIMEOUT_S READY_TIMEOUT_S
-APP_WORDS = $(filter-out PORT=% HOST=% MODEL=% PREDICTOR_PORT=% REGISTRY=% $(addsuffix =%,$(APP_ENVIRONMENT)),$(MAKEOVERRIDES)) \
+  RETRAIN_CHECK_INTERVAL_S RUN_POLL_INTERVAL_S MAX_PIXELS HEADER_TIMEOUT_S BODY_TIMEOUT_S READY_TIMEOUT_S \
+  LOGGER_TOKEN LOGGER_MAX_BODY_BYTES LOGGER_PAIR_TIMEOUT_S LOGGER_MAX_PENDING
+APP_WORDS = $(filter-out PORT=% HOST=% MODEL=% PREDICTOR_PORT=% REGISTRY=% LOGGER_URL=% $(addsuffix =%,$(APP_ENVIRONMENT)),$(MAKEOVERRIDES)) \
   REGISTRY=$(REGISTRY)
 
 help: ## List the targets
@@ -111,9 +115,10 @@ bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, the
 app: ## The feedback app on 127.0.0.1:8000: [PORT=8000] [TARGET=local|kubeflow|vertex[,...]] [DATA=...] [key=value ...]
 	set -f; $(PY) -m feedback.web.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 
-up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app (PORT=8000); Ctrl-C stops both
+up: ## Predictor (champion of REGISTRY, port PREDICTOR_PORT=8080) + feedback app (PORT=8000); Ctrl-C stops both; the predictor's payload logger sends to the app (LOGGER_URL=...; LOGGER_URL= turns it off)
 	@set -e; \
-	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 --port $(PREDICTOR_PORT) & predictor=$$!; \
+	LOGGER_URL=$(UP_LOGGER_URL) $(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host 127.0.0.1 \
+	  --port $(PREDICTOR_PORT) & predictor=$$!; \
 	trap 'kill $$predictor 2>/dev/null; wait $$predictor 2>/dev/null || true' EXIT; \
 	PREDICTOR_URL=http://127.0.0.1:$(PREDICTOR_PORT) $(PY) -m feedback.web.server --host $(HOST) --port $(APP_PORT) $(APP_WORDS)
 

@@ -52,6 +52,10 @@ ENVIRONMENT = {
     "HEADER_TIMEOUT_S": "header_timeout_s",
     "BODY_TIMEOUT_S": "body_timeout_s",
     "READY_TIMEOUT_S": "ready_timeout_s",
+    "LOGGER_TOKEN": "logger_token",
+    "LOGGER_MAX_BODY_BYTES": "logger_max_body_bytes",
+    "LOGGER_PAIR_TIMEOUT_S": "logger_pair_timeout_s",
+    "LOGGER_MAX_PENDING": "logger_max_pending",
 }
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
@@ -93,6 +97,12 @@ class Settings(BaseModel):
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # a 200 MB zip at 1.7 MB/s
     # /ready and /api/status wait at most this long for the database and the predictor
     ready_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # the KServe payload logger's sink (feedback/labelling/endpoint_events.py): its own token (else APP_TOKEN),
+    # the cap of one event's body, how long a request waits for its response (and back), how many wait
+    logger_token: SecretStr | None = None
+    logger_max_body_bytes: Annotated[int, Field(ge=1)] = 16 * MiB
+    logger_pair_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    logger_max_pending: Annotated[int, Field(ge=1)] = 256
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -118,7 +128,7 @@ class Settings(BaseModel):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("app_token")
+    @field_validator("app_token", "logger_token")
     @classmethod
     def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None

@@ -58,6 +58,7 @@ from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 from catdog.body_limit import BODY_TIMEOUT_S, BodyLimitMiddleware
 from serving import metrics
 from serving.kserve_model import CatDogModel
+from serving.payload_logger import PayloadLogger, PayloadLoggingMiddleware
 
 logger = logging.getLogger("catdog.serving")
 # KServe's V1 route answers with fastapi's ORJSONResponse, deprecated in this FastAPI: one warning
@@ -257,8 +258,10 @@ def create_app(
     vertex_predict_route: Optional[str] = None,
     vertex_health_route: Optional[str] = None,
     body_timeout_s: Optional[float] = BODY_TIMEOUT_S,
+    payload_logger: Optional[PayloadLogger] = None,
 ) -> FastAPI:
-    """A new app serving `model` (call model.start() or model.load() to load it)."""
+    """A new app serving `model` (call model.start() or model.load() to load it); with a started
+    `payload_logger`, inference requests and answers are also sent to it (serving.payload_logger)."""
     repository = ModelRepository()
     repository.update(model)
     dataplane = CatDogDataPlane(model_registry=repository)
@@ -344,4 +347,7 @@ def create_app(
     app.add_exception_handler(Exception, _server_error)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, setting="--max-body-bytes",
                        on_status=_count_status, body_timeout_s=body_timeout_s)
+    if payload_logger is not None:  # outermost: sees only bodies the limits let through
+        app.add_middleware(PayloadLoggingMiddleware, payload_logger=payload_logger,
+                           extra_routes=(vertex_predict_route or "",))
     return app

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra readiness route (env AIP_HEALTH_ROUTE)")
     parser.add_argument("--log-level", default=env("CATDOG_LOG_LEVEL", "info"),
                         choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--logger-url", default=env("LOGGER_URL") or None,
+                        help="send every inference's request and answer as KServe payload-logger CloudEvents to "
+                             "this URL, e.g. the feedback app's http://127.0.0.1:8000/api/events/inference; token: "
+                             "env LOGGER_TOKEN, else APP_TOKEN (env LOGGER_URL; default: off)")
+    parser.add_argument("--logger-queue", type=int, default=int(env("LOGGER_QUEUE_SIZE", 100)),
+                        help="events waiting to be sent; more are dropped and counted (env LOGGER_QUEUE_SIZE)")
+    parser.add_argument("--inference-service", default=env("INFERENCE_SERVICE", "catdog"),
+                        help="the name the logger's events give as ce-inferenceservicename (env INFERENCE_SERVICE)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: /metrics counts them)")
     return parser
 
@@ -83,15 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     from catdog.body_limit import header_timeout_protocol
     from serving.app import create_app
     from serving.kserve_model import CatDogModel
+    payload_logger = None
+    if args.logger_url:
+        from serving.payload_logger import PayloadLogger, redact_url, token_from_environment
+
+        payload_logger = PayloadLogger(args.logger_url, token_from_environment(os.environ),
+                                       inference_service=args.inference_service,
+                                       source=f"http://{args.host}:{args.port}", queue_size=args.logger_queue)
+        payload_logger.start()
     model = CatDogModel(source, name=args.model_name, max_instances=args.max_instances, max_pixels=args.max_pixels,
                         inference_threads=args.threads, reload_interval=args.reload_interval)
     app = create_app(model, max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout,
-                     vertex_predict_route=args.predict_route, vertex_health_route=args.health_route)
+                     vertex_predict_route=args.predict_route, vertex_health_route=args.health_route,
+                     payload_logger=payload_logger)
     model.start()  # loads in the background: live at once, ready (200) once the model is loaded
     logging.getLogger("catdog.serving").info(
         "model %r from %s; http://%s:%d/v1/models/%s:predict, /v2/models/%s/infer%s",
         args.model_name, source.describe(), args.host, args.port, args.model_name, args.model_name,
         f", Vertex {args.predict_route}" if args.predict_route else "")
+    if payload_logger is not None:  # the URL without user:password@ (no token is ever printed)
+        logging.getLogger("catdog.serving").info("payload logging to %s", redact_url(args.logger_url))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=args.access_log, timeout_keep_alive=65, timeout_graceful_shutdown=30,
                             http=header_timeout_protocol(args.header_timeout))
@@ -99,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.Server(config).run()
     finally:
         model.stop()
+        if payload_logger is not None:
+            payload_logger.stop()
     return 0
 
 

@@ -29,12 +29,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
-from feedback.monitoring import metrics as app_metrics
 from feedback.labelling.publisher import DatasetPublisher
+from feedback.monitoring import metrics as app_metrics
 from feedback.monitoring.dashboard import build_dashboard
-from feedback.predictor_client.client import PredictorClient, PredictorError, PredictorStatus, ood_threshold
+from feedback.predictor_client.client import PredictorAnswer, PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
 from feedback.retraining.launchers.local import LocalLauncher
@@ -61,6 +63,10 @@ class ModelChanged(RuntimeError):
 
 class InvalidText(ValueError):
     """Text a client sent that cannot be stored (a NUL character): 422."""
+
+
+class DuplicateEvent(LookupError):
+    """The predictions of this payload-logger event id are stored already."""
 
 
 def check_text(value: str | None, what: str) -> str | None:
@@ -179,6 +185,41 @@ class FeedbackService:
             self.photos.save(photo)  # after the rows: a database that cannot write leaves no file
         app_metrics.count_upload(source)
         return prediction
+
+    def add_endpoint_predictions(self, items: list[tuple[CheckedPhoto, PredictorAnswer]], inference_service: str | None,
+                                 event_id: str) -> list[Prediction]:
+        """Photos and predictions made at the serving endpoint (feedback/labelling/endpoint_events.py: source
+        "endpoint"), all in one transaction: every one of them or none. Files written for photos the
+        store did not hold are removed again when the transaction fails. DuplicateEvent when the
+        predictions of `event_id` are stored already (also when another replica stores them first)."""
+        answers = [replace(a, ood_threshold=self._ood_threshold_of(a.model_version)) if a.ood_score is not None else a
+                   for _, a in items]
+        written: list[CheckedPhoto] = []
+        try:
+            with self.db.writing() as session:
+                if queries.event_stored(session, event_id):
+                    raise DuplicateEvent(event_id)
+                predictions = []
+                for index, ((photo, _), answer) in enumerate(zip(items, answers)):
+                    uri = self.photos.original_uri(photo.sha256, photo.extension)
+                    row = queries.add_photo(session, photo, uri, None)
+                    predictions.append(queries.add_prediction(session, row, answer, "endpoint", inference_service,
+                                                            event_id, index))
+                for photo, _ in items:  # after the rows: a database that cannot write leaves no file
+                    if self.photos.save_new(photo):
+                        written.append(photo)
+        except Exception as exc:
+            self.photos.remove_unreferenced(written, self._stored_photos)
+            if isinstance(exc, IntegrityError):
+                with self.db.read() as session:
+                    if queries.event_stored(session, event_id):  # another replica stored the same event first
+                        raise DuplicateEvent(event_id) from None
+            raise
+        return predictions
+
+    def _stored_photos(self, sha256s: list[str]) -> set[str]:
+        with self.db.read() as session:
+            return queries.existing_photos(session, sha256s)
 
     def explain(self, prediction_id: str) -> Prediction:
         """Ask the predictor for an explanation of a stored prediction that has none yet."""

@@ -27,12 +27,14 @@ import base64
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import httpx
 
 from feedback.settings import Settings, redact
 
+OWN_EVENT_PREFIX = "catdog-feedback-"  # the Ce-Id of the app's own calls to the predictor
 VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 STATUS_TIMEOUT_S = 3.0
 
@@ -120,7 +122,10 @@ class PredictorClient:
         return self.protocol == "kserve"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token()}"} if self._token else {}
+        # Ce-Id: a payload logger (KServe's agent, serving.payload_logger) names its events after it,
+        # so the app's sink (feedback/labelling/endpoint_events.py) knows the app's own calls, stored already
+        own = {"Ce-Id": f"{OWN_EVENT_PREFIX}{uuid.uuid4().hex}"}
+        return {**own, "Authorization": f"Bearer {self._token()}"} if self._token else own
 
     def _call(self, method: str, url: str, timeout: float | None = None, **kwargs) -> httpx.Response:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -87,6 +88,28 @@ class PhotoStore:
         if not storage.exists(uri):
             storage.write_bytes(uri, photo.data)
         return uri
+
+    def save_new(self, photo: CheckedPhoto) -> bool:
+        """save(); True when this call wrote the file (it was not stored before)."""
+        uri = self.original_uri(photo.sha256, photo.extension)
+        if storage.exists(uri):
+            return False
+        storage.write_bytes(uri, photo.data)
+        return True
+
+    def remove_unreferenced(self, photos: list[CheckedPhoto], referenced) -> None:
+        """Remove the originals of `photos` that no row references (`referenced(sha256s)` -> the
+        referenced ones): files written by a transaction that then failed. Never raises: a file
+        left behind is harmless (same bytes, same name next time)."""
+        if not photos:
+            return
+        try:
+            keep = referenced([p.sha256 for p in photos])
+            for photo in photos:
+                if photo.sha256 not in keep:
+                    storage.delete(self.original_uri(photo.sha256, photo.extension))
+        except Exception:  # the database or the storage failed again: the files stay, harmlessly
+            logging.getLogger("catdog.feedback").exception("could not remove photos of a failed transaction")
 
     def read(self, uri: str) -> bytes:
         return storage.read_bytes(uri)

@@ -44,16 +44,30 @@ def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: st
     return row
 
 
-def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, source: str) -> Prediction:
+def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, source: str,
+                   inference_service: str | None = None, event_id: str | None = None,
+                   event_index: int | None = None) -> Prediction:
+    """inference_service, event_id, event_index: a prediction made at the serving endpoint (source endpoint)."""
     prediction = Prediction(
         id=uuid.uuid4().hex, photo_sha256=photo.sha256, photo=photo, model_name=answer.model_name,
         model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
         probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
         source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
+        inference_service=inference_service, event_id=event_id, event_index=event_index,
     )
     session.add(prediction)
     session.flush()
     return prediction
+
+
+def event_stored(session: Session, event_id: str) -> bool:
+    """Whether predictions of this payload-logger event id are stored."""
+    return session.scalar(select(Prediction.id).where(Prediction.event_id == event_id).limit(1)) is not None
+
+
+def existing_photos(session: Session, sha256s: list[str]) -> set[str]:
+    """Which of these photos have a row."""
+    return set(session.scalars(select(Photo.sha256).where(Photo.sha256.in_(sha256s)))) if sha256s else set()
 
 
 def lock_photo(session: Session, sha256: str) -> Photo:

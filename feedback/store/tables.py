@@ -4,7 +4,9 @@
   `label` is the latest verdict of a person (None until someone validated it) and
   `published_label` the class folder of the feedback dataset that holds it now; they differ only
   between a validation's commit and the file move that follows (repaired at start-up).
-- predictions: every answer of the predictor for an uploaded photo, with the model that gave it.
+- predictions: every answer of the predictor for an uploaded photo, with the model that gave it
+  (source page or api), or for a photo sent straight to the serving endpoint (source endpoint:
+  KServe's payload logger, with the InferenceService and the events' id).
 - validations: every verdict, in order; a later correction is a new row (the history is kept,
   the latest wins and is copied into photos.label in the same transaction).
 A prediction's status derives from its photo's verdict: unvalidated (none yet), confirmed (the
@@ -41,6 +43,7 @@ SHA256_LENGTH = 64
 LABEL_LENGTH = 64
 NAME_LENGTH = 100
 NOTE_LENGTH = 1000
+EVENT_ID_LENGTH = 128
 NEITHER = "neither"  # the verdict "neither a cat nor a dog": accepted besides LABELS, never a class folder
 Status = Literal["unvalidated", "confirmed", "corrected", "neither"]
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -96,6 +99,7 @@ class Photo(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("event_id", "event_index", name="uq_predictions_event"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -111,6 +115,11 @@ class Prediction(Base):
     ood_score: Mapped[float | None] = mapped_column(Float)  # the predictor's out-of-distribution score
     neither: Mapped[bool | None] = mapped_column(Boolean)  # the predictor flagged it as neither label
     ood_threshold: Mapped[float | None] = mapped_column(Float)  # the model's flag threshold, when known
+    # source "endpoint" (KServe payload logger, feedback/labelling/endpoint_events.py): the InferenceService, and
+    # the events' ce-id with the instance's place in the batch (unique: a resent pair is stored once)
+    inference_service: Mapped[str | None] = mapped_column(String(253))
+    event_id: Mapped[str | None] = mapped_column(String(EVENT_ID_LENGTH))
+    event_index: Mapped[int | None]
 
     photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
 

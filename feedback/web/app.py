@@ -45,7 +45,7 @@ from feedback.predictor_client.client import PredictorError
 from feedback.settings import is_loopback, redact
 from feedback.store.photos import PhotoRejected
 from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
-from feedback.web.routers import dashboard, pages, predictions, runs, status, uploads
+from feedback.web.routers import dashboard, events, pages, predictions, runs, status, uploads
 
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -96,7 +96,8 @@ def create_app(service: FeedbackService) -> FastAPI:
     app = FastAPI(title="catdog feedback", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Predictions people can confirm or correct; validated photos become training data.")
     app.state.service = service
-    routers = (predictions.router, uploads.router, runs.router, status.router, dashboard.router, pages.router)
+    routers = (predictions.router, uploads.router, runs.router, status.router, dashboard.router, pages.router,
+               events.router)
     for router in routers:
         app.include_router(router)
     routes = [route for router in routers for route in router.routes]  # what the guards and limits match
@@ -144,6 +145,7 @@ def create_app(service: FeedbackService) -> FastAPI:
     route_limits = {  # path -> (bytes, the setting that sets them)
         "/api/predict": (predictions.json_limit(settings.max_photo_bytes), "MAX_PHOTO_BYTES, base64-encoded"),
         "/api/upload-data": (settings.max_request_bytes, "MAX_REQUEST_BYTES"),
+        events.PATH: (settings.logger_max_body_bytes, "LOGGER_MAX_BODY_BYTES"),
     }
 
     def body_limit(scope) -> tuple[int, str] | None:

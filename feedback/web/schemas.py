@@ -83,6 +83,9 @@ class PredictionOut(BaseModel):
                                  "(its ood_score is past its threshold); null for models without one")
     ood_threshold: float | None = Field(None, description="the model's threshold on ood_score, when the "
                                         "predictor's metadata gave it")
+    source: str = Field("api", description="where the photo came from: page, api, or endpoint (sent straight "
+                        "to the serving endpoint; KServe's payload logger)")
+    inference_service: str | None = Field(None, description="source endpoint: the InferenceService that answered")
     validations: list[ValidationOut] | None = Field(None, description="the photo's verdicts, oldest first "
                                                     "(single-prediction answers only)")
 
@@ -97,7 +100,8 @@ class PredictionOut(BaseModel):
             photo=PhotoOut(sha256=photo.sha256, format=photo.format, width=photo.width, height=photo.height,
                            size_bytes=photo.size_bytes, url=f"/api/predictions/{prediction.id}/photo"),
             explanation=prediction.explanation, ood_score=prediction.ood_score, neither=prediction.neither,
-            ood_threshold=prediction.ood_threshold,
+            ood_threshold=prediction.ood_threshold, source=prediction.source,
+            inference_service=prediction.inference_service,
             validations=None if validations is None else [ValidationOut.of(v) for v in validations],
         )
 

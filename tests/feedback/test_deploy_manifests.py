@@ -41,7 +41,7 @@ NAME = "catdog-feedback"  # the Deployment, Service, ConfigMap, ServiceAccount a
 APP_CONTAINER = "feedback"
 NAMESPACE = "catdog"
 DATA_DIR = "/data"
-SECRET_KEYS = {"APP_TOKEN": False, "DATABASE_URL": True}  # key -> optional
+SECRET_KEYS = {"APP_TOKEN": False, "DATABASE_URL": True, "LOGGER_TOKEN": True}  # key -> optional
 PUSHED_IMAGE = "REGION-docker.pkg.dev/PROJECT/catdog/catdog-feedback:0.1.0"
 # the training and serving stacks; kfp and aiplatform are in: the app submits remote retraining runs
 FORBIDDEN_PACKAGES = {"tensorflow", "tensorflow-cpu", "tf-keras", "keras", "kserve", "onnxruntime", "torch"}

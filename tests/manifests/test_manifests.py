@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from urllib.parse import urlsplit
+
 from catdog import deploy
 from catdog.deploy import ManifestError, merge_patch, render, validate_inference_service
 from catdog.deploy.kserve import to_api_model
 from catdog.deploy.kustomize import _new_image
+from feedback.web.routers.events import PATH as ROUTE
 from tests.helpers import REPO_ROOT
 
 MANIFESTS = REPO_ROOT / "manifests"
@@ -190,6 +193,24 @@ def test_overlays():
     # overlays patch maps and scalars only: the container list is the base's (images aside)
     base_container = _base_isvc()["spec"]["predictor"]["containers"][0]
     assert {**prod["spec"]["predictor"]["containers"][0], "image": base_container["image"]} == base_container
+
+
+def test_the_payload_logging_overlay_sends_to_the_apps_sink():
+    prod = render(MANIFESTS / "overlays" / "prod")[0]
+    (logging,) = render(MANIFESTS / "overlays" / "payload-logging")
+    validate_inference_service(logging)
+    logger = logging["spec"]["predictor"]["logger"]
+    assert logger["mode"] == "all"
+    # the feedback app's Service, in the namespace of both, and its sink's route
+    (service,) = [d for d in render(MANIFESTS / "feedback") if d["kind"] == "Service"]
+    url = urlsplit(logger["url"])
+    assert url.hostname == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    assert url.path == ROUTE and url.port is None and service["spec"]["ports"][0]["port"] == 80
+    assert logging["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert url.password == "LOGGER_TOKEN"  # a placeholder: the real token is never checked in
+    assert service["spec"]["sessionAffinity"] == "ClientIP"  # both events of an inference reach one replica
+    # prod plus the logger, nothing else
+    assert merge_patch(prod, {"spec": {"predictor": {"logger": logger}}}) == logging
 
 
 # --- a typo must fail -------------------------------------------------------------------------
