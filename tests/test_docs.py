@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import PipelineConfig
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()
 DOCS = {path.name: path.read_text() for path in sorted((REPO_ROOT / "docs").glob("*.md"))}
 ALL_DOCS = {"README.md": README, **DOCS}
@@ -133,3 +133,95 @@ def test_every_route_the_guide_lists_is_served(document):
     assert listed, f"no route found in docs/{document}"
     missing = sorted(path for path in listed if path not in served)
     assert not missing, f"docs/{document} lists routes the app does not serve: {missing}"
+
+
+# --- every repository path and module the docs name exists -------------------------------------
+# A path-like word (a/b, a/b.py, a/) is a repository path when its first folder is a top-level
+# entry of the repository, or when it ends in a source or config suffix (so a renamed top-level
+# folder, like images/ -> container_tests/, is still caught). Relative link targets are resolved
+# from the document's folder. Paths that start with ../ outside links (../shared, a user's clone)
+# and absolute ones (/api/..., /static/...) are not repository paths.
+PATH_WORD = re.compile(r"(?<![\w/:.~$@\[-])[A-Za-z_][\w.-]*(?:/[\w.*-]+)+/?")
+LINK_TARGET = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+SOURCE_SUFFIX = re.compile(r"\.(py|js|css|html|ya?ml|toml|conf|cfg|ini|lock|sh|mako|md)$|Dockerfile(\.dockerignore)?$")
+ROOMS = ("catdog", "components", "pipelines", "serving", "feedback", "bench", "container_tests", "tests")
+DOTTED_SPAN = re.compile(rf"`((?:{'|'.join(ROOMS)})(?:\.[A-Za-z_]\w*)+)(?:\([^`]*\))?`")
+PYTHON_M = re.compile(r"python3? -m ([\w.]+)")
+NOT_REPO_PATHS = {
+    # Kubernetes <namespace>/<name> of the app's and the predictor's objects, not folders
+    "catdog/catdog-feedback": "the app's namespace/service account (Workload Identity)",
+    "catdog/catdog": "the InferenceService catdog in namespace catdog (a deploy step's message)",
+    # a folder the reader creates next to the clone, in the kustomize overlay example
+    "my-feedback/kustomization.yaml": "the reader's own overlay",
+}
+NOT_REPO_PREFIXES = {
+    "local_outputs/": "what a local run writes (git-ignored), shown in example output",
+}
+FILE_SUFFIXES = ("db", "env", "md", "py", "json", "yaml", "html", "log", "svc")  # feedback.db is a file name
+
+
+def _path_words(document: str, text: str) -> list[str]:
+    top = {path.name for path in REPO_ROOT.iterdir() if not path.name.startswith(".")}
+    words = []
+    without_links = LINK_TARGET.sub("]", text)
+    for match in PATH_WORD.finditer(without_links):
+        word = match.group(0).rstrip(".")
+        if without_links[match.end():match.end() + 3].startswith("://"):
+            continue
+        if word.split("/")[0] in top or SOURCE_SUFFIX.search(word):
+            words.append(word)
+    return words
+
+
+def _exists(path: Path) -> bool:
+    return any(path.parent.glob(path.name)) if "*" in path.name else path.exists()
+
+
+def _module_exists(dotted: str) -> bool:
+    """True when a prefix of `dotted` is a module or package of the repository and the rest (at most
+    one name, a function or class) is defined or imported in it."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = REPO_ROOT.joinpath(*parts[:cut])
+        source = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+        if source.exists():
+            rest = parts[cut:]
+            return not rest or (len(rest) == 1 and re.search(rf"\b{rest[0]}\b", source.read_text()) is not None)
+    return False
+
+
+def test_every_repository_path_the_docs_name_exists():
+    problems = []
+    for document, text in ALL_DOCS.items():
+        folder = REPO_ROOT if document == "README.md" else REPO_ROOT / "docs"
+        for target in LINK_TARGET.findall(text):
+            if "://" not in target and not target.startswith("mailto:") and not _exists(folder / target):
+                problems.append(f"{document}: link ({target})")
+        for word in _path_words(document, text):
+            if word in NOT_REPO_PATHS or word.startswith(tuple(NOT_REPO_PREFIXES)):
+                continue
+            if not _exists(REPO_ROOT / word):
+                problems.append(f"{document}: {word}")
+    assert len(problems) == 0, "paths the docs name that the repository lacks:\n" + "\n".join(sorted(set(problems)))
+
+
+def test_every_module_the_docs_name_exists():
+    problems = []
+    found = 0
+    for document, text in ALL_DOCS.items():
+        names = PYTHON_M.findall(text) + [name for name in DOTTED_SPAN.findall(text)
+                                          if name.rsplit(".", 1)[-1] not in FILE_SUFFIXES]
+        for name in names:
+            found += 1
+            if name.split(".")[0] in ROOMS and not _module_exists(name):
+                problems.append(f"{document}: {name}")
+    assert found > 5  # the patterns still find the modules the docs name
+    assert not problems, "modules the docs name that the repository lacks:\n" + "\n".join(sorted(set(problems)))
+
+
+def test_the_path_checker_catches_a_moved_file():
+    assert _path_words("x.md", "see `images/image_test.py`, catdog/deploy.py and gs://b/catdog/x") == [
+        "images/image_test.py", "catdog/deploy.py"]
+    assert not _exists(REPO_ROOT / "images/image_test.py")
+    assert _module_exists("feedback.web.server") and not _module_exists("feedback.server")
+    assert _module_exists("catdog.registry.decision_of_run") and not _module_exists("catdog.registry.no_such_name")
