@@ -10,6 +10,10 @@ What a new user reads first must be what the code does:
 - every `/api/...` route the feedback guide lists is served by the app, and the guide marks none
   as missing ("not yet");
 - where to get the backbone weights offline is written down (the Keras download address).
+- every repository path, relative link and `python -m` / dotted module the README and docs/ name
+  exists (a short allow-list, each entry with its reason, holds the words that look like paths but
+  are not: Kubernetes namespace/name pairs, a run's output folder, the reader's own overlay);
+- docs/architecture.md's route table lists every route of feedback/web/routers.
 """
 
 from __future__ import annotations
@@ -113,11 +117,9 @@ def test_readme_says_where_the_backbone_weights_come_from():
     assert "storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" in README
 
 
-@pytest.mark.parametrize("document", ["feedback.md", "retraining.md"])
-def test_every_route_the_guide_lists_is_served(document):
-    from feedback.web.app import create_app
-
+def _app():
     from feedback.settings import load_settings
+    from feedback.web.app import create_app
 
     class _Service:  # create_app reads the service's settings only, to add its middleware
         settings = load_settings(environ={})
@@ -125,7 +127,32 @@ def test_every_route_the_guide_lists_is_served(document):
         def close(self):
             pass
 
-    app = create_app(_Service())
+    return create_app(_Service())
+
+
+def test_the_architecture_page_lists_every_route_of_the_app():
+    """docs/architecture.md's route table is the one hop from a route to its code: every route of
+    every router module (feedback/web/routers/*.py) is in it (method and path, a path parameter
+    written {id})."""
+    import importlib
+
+    from fastapi.routing import APIRoute
+
+    text = DOCS["architecture.md"]
+    routes = set()
+    for path in sorted((REPO_ROOT / "feedback/web/routers").glob("[!_]*.py")):
+        router = importlib.import_module(f"feedback.web.routers.{path.stem}").router
+        routes |= {(method, re.sub(r"\{[^}]+\}", "{}", route.path)) for route in router.routes
+                   if isinstance(route, APIRoute) for method in route.methods}
+    assert len(routes) > 20
+    listed = {(method, re.sub(r"\{[^}]+\}", "{}", path)) for method, path in re.findall(r"`(GET|POST|PUT|DELETE) (/[^`\s]*)", text)}
+    missing = sorted(routes - listed)
+    assert not missing, f"docs/architecture.md's route table lacks: {missing}"
+
+
+@pytest.mark.parametrize("document", ["feedback.md", "retraining.md", "architecture.md"])
+def test_every_route_the_guide_lists_is_served(document):
+    app = _app()
     served = {re.sub(r"\{[^}]+\}", "{}", path) for path in app.openapi()["paths"]}
     text = DOCS[document]
     assert "not yet" not in text.lower(), f"docs/{document} still says a feature is 'not yet' there"
