@@ -1,7 +1,7 @@
 """The sink of KServe's payload logger: predictions made straight at the serving endpoint enter the
 loop (history, review queue, dashboard, drift) like the app's own uploads, with source "endpoint".
 
-    EndpointEvents(service).receive(headers, body) -> Outcome     (feedback/routers/events.py: the route)
+    EndpointEvents(service).receive(headers, body) -> Outcome     (feedback/web/routers/events.py: the route)
 
 The events (KServe's agent, pkg/logger; and serving/payload_logger.py, which sends the same):
 CloudEvents 1.0 in binary content mode, read with the `cloudevents` SDK. `ce-type` is
@@ -55,7 +55,7 @@ from feedback.predictor_client.client import PredictorAnswer
 logger = logging.getLogger("catdog.feedback.events")
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
-MAX_EVENT_ID = 128  # feedback.models.EVENT_ID_LENGTH
+MAX_EVENT_ID = 128  # feedback.store.tables.EVENT_ID_LENGTH
 RECENT_IDS = 4096  # ce-ids finished lately: a late duplicate of either event is known at once
 PENDING_BYTES = 256 * 1024 * 1024  # the bodies waiting for their partner, at most (the oldest go first)
 
