@@ -50,6 +50,7 @@ from feedback.labelling.endpoint_payloads import NotInference, Unreadable, reque
 from feedback.store.photos import PhotoRejected
 from feedback.predictor_client.client import OWN_EVENT_PREFIX
 from feedback.labelling.service import DuplicateEvent, FeedbackService
+from feedback.monitoring import metrics as app_metrics
 from feedback.predictor_client.client import PredictorAnswer
 
 logger = logging.getLogger("catdog.feedback.events")
@@ -57,6 +58,8 @@ REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 MAX_EVENT_ID = 128  # feedback.store.tables.EVENT_ID_LENGTH
 RECENT_IDS = 4096  # ce-ids finished lately: a late duplicate of either event is known at once
+# the outcomes catdog_app_logger_events_total counts as "rejected": events refused or dropped unstored
+REJECTED = frozenset({"malformed", "unreadable", "photo_rejected", "unauthorized", "store_failed", "expired", "evicted"})
 PENDING_BYTES = 256 * 1024 * 1024  # the bodies waiting for their partner, at most (the oldest go first)
 
 
@@ -207,6 +210,12 @@ class EndpointEvents:
         Prometheus counter catdog_app_logger_events_total{outcome}; "predictions" counts rows, the
         others events)."""
         self.counts[outcome] += n
+        if outcome == "stored":
+            app_metrics.LOGGER_EVENTS.labels("stored").inc(n)
+        elif outcome in REJECTED:
+            app_metrics.LOGGER_EVENTS.labels("rejected").inc(n)
+        elif outcome == "predictions":
+            app_metrics.UPLOADS.labels("endpoint").inc(n)
 
     def reject(self, status: int, reason: str, detail: str, event_id: str | None = None) -> Outcome:
         self.count(reason)

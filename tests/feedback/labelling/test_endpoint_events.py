@@ -367,3 +367,26 @@ def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(datab
             assert session.get(Prediction, "p1").event_id is None and session.get(Prediction, "p1").source == "endpoint"
     finally:
         database.close()
+
+
+def test_the_sinks_outcomes_reach_the_apps_prometheus_counters(sink):
+    """catdog_app_logger_events_total{outcome} counts stored pairs and refused events, and each stored
+    prediction is an upload of source endpoint (feedback/monitoring/metrics.py, read as Prometheus would)."""
+    from feedback.monitoring.metrics import APP_REGISTRY
+
+    def value(name, **labels):
+        return APP_REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (value("catdog_app_logger_events_total", outcome="stored"),
+              value("catdog_app_logger_events_total", outcome="rejected"),
+              value("catdog_app_uploads_total", source="endpoint"))
+    event_id = str(uuid.uuid4())
+    post(sink, "request", event_id, v1_json(*PHOTOS))
+    assert post(sink, "response", event_id, v1_answer("cat", "dog"), modelversion="7").status_code == 201
+    assert sink.post(ROUTE, data=b"{}", headers={"Content-Type": "application/json"}).status_code == 400
+    after = (value("catdog_app_logger_events_total", outcome="stored"),
+             value("catdog_app_logger_events_total", outcome="rejected"),
+             value("catdog_app_uploads_total", source="endpoint"))
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 2]
+    scraped = sink.get("/metrics").text
+    assert 'catdog_app_logger_events_total{outcome="stored"}' in scraped
