@@ -78,8 +78,9 @@ TEST_WORKERS ?= 2
 test: ## Run the test suite (synthetic data only; no ../shared, no network) on TEST_WORKERS=2 processes (0: one)
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-bench: ## Full pipeline on ../shared data beside the TF transfer-learning tutorial (same photos, one run): times, accuracy -> docs/BENCHMARKS.md
-	set -f; $(PY) -m bench.pipeline --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(filter-out BENCH_% SHARED=%,$(MAKEOVERRIDES))
+SEEDS ?= # make bench: the pipeline runs once per seed, comma-separated ('' = bench/pipeline.py's 42,1,2)
+bench: ## Full pipeline on ../shared data, once per seed, beside the TF transfer-learning tutorial (same photos, one run): times, accuracy, log loss, ECE, medians -> docs/BENCHMARKS.md [SEEDS=42,1,2]
+	set -f; $(PY) -m bench.pipeline --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(if $(SEEDS),SEEDS=$(SEEDS)) $(filter-out BENCH_% SHARED=% SEEDS=%,$(MAKEOVERRIDES))
 
 serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host $(HOST) --port $(PORT)

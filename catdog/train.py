@@ -41,6 +41,7 @@ class TrainParams:
     learning_rate: float
     finetune_learning_rate: float
     finetune_layers: int
+    finetune_ema_momentum: float
     dropout: float
     early_stopping_patience: int
     seed: int
@@ -166,6 +167,18 @@ def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss,
     return fit.history
 
 
+def finetune_optimizer(params: TrainParams, train_count: int) -> keras.optimizers.Optimizer:
+    """Adam at the fine-tuning rate; with finetune_ema_momentum > 0, Keras' own exponential moving
+    average of the weights (use_ema), written into the model at the last step of every epoch
+    (ema_overwrite_frequency = steps per epoch): each epoch's validation, early stopping's best
+    weights and the exported model are the averaged weights, and the next epoch continues from them."""
+    if not params.finetune_ema_momentum:
+        return keras.optimizers.Adam(params.finetune_learning_rate)
+    steps_per_epoch = max(1, -(-train_count // params.batch_size))
+    return keras.optimizers.Adam(params.finetune_learning_rate, use_ema=True, ema_momentum=params.finetune_ema_momentum,
+                                 ema_overwrite_frequency=steps_per_epoch)
+
+
 def distribution_strategy() -> tf.distribute.Strategy:
     """MirroredStrategy over the visible GPUs when there are several, else the default strategy
     (one GPU, or the CPU); says which."""
@@ -208,7 +221,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     if params.finetune_epochs:
         print(f"fine-tuning: {unfreeze_top(model, params.finetune_layers)} backbone layers trainable")
         with strategy.scope():  # the optimizer's variables too; fit splits each batch across the replicas
-            model.compile(optimizer=keras.optimizers.Adam(params.finetune_learning_rate), loss=loss, metrics=["accuracy"])
+            model.compile(optimizer=finetune_optimizer(params, meta["splits"]["train"]["count"]), loss=loss,
+                          metrics=["accuracy"])
             initial = len(history)
             fit = model.fit(
                 train, validation_data=validation, epochs=initial + params.finetune_epochs, initial_epoch=initial,

@@ -18,6 +18,7 @@ def train(
     learning_rate: float,
     finetune_learning_rate: float,
     finetune_layers: int,
+    finetune_ema_momentum: float,
     dropout: float,
     early_stopping_patience: int,
     seed: int,
@@ -36,7 +37,7 @@ def train(
         backbone_alpha=backbone_alpha, weights=weights, augmentations=augmentations,
         batch_size=batch_size, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
         learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
-        finetune_layers=finetune_layers, dropout=dropout,
+        finetune_layers=finetune_layers, finetune_ema_momentum=finetune_ema_momentum, dropout=dropout,
         early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
     )
     metadata = train_model(Path(dataset.path), Path(model.path), params, features_dir=Path(features.path))

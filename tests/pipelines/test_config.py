@@ -59,6 +59,8 @@ def test_unknown_augmentation_named():
         ("champion_metric", "loss", "champion_metric: Input should be 'accuracy'"),
         ("learning_rate", "0", "learning_rate: Input should be greater than 0"),
         ("deploy_target", "mars", "deploy_target"),
+        ("finetune_ema_momentum", "1", "finetune_ema_momentum: Input should be less than 1"),
+        ("finetune_ema_momentum", "-0.1", "finetune_ema_momentum: Input should be greater than or equal to 0"),
     ],
 )
 def test_invalid_values_named(key, value, expected):
