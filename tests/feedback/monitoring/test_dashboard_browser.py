@@ -165,7 +165,7 @@ def test_every_chart_is_drawn_under_the_csp(dashboard_app, page):
     assert data["neither"][1]["neither"] > 0 and data["neither"][0]["flagged_share"] is None
     runs = page.get_by_test_id("run-row")
     expect(runs).to_have_count(2)
-    expect(runs.nth(0)).to_contain_text("step 3/6: train")
+    expect(runs.nth(0)).to_contain_text("step 3/7: train")
     expect(runs.nth(1)).to_have_attribute("data-state", "succeeded")
     expect(runs.nth(1)).to_contain_text("v2")
     bars = page.get_by_test_id("chart-per-day").locator(".point")
@@ -219,7 +219,7 @@ def test_the_runs_table_stop_and_retrain(dashboard_app, page, tmp_path):
     page.goto(app.url + "/dashboard")
     row = page.locator(f'[data-testid=run-row][data-run-id="{run_id}"]')
     expect(row).to_have_attribute("data-state", "running")
-    expect(row).to_contain_text("step 3/6: train")  # the launcher says: 2 steps done, train running
+    expect(row).to_contain_text("step 3/7: train")  # the launcher says: 2 steps done, train running
     expect(page.get_by_test_id("retrain")).to_be_disabled()
 
     row.get_by_test_id("stop-run").click()
