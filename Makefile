@@ -110,6 +110,9 @@ bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model
 	$(PY) -m bench.serving --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
 
+bench-logger: ## The predictor's p50/p90 at one client with its payload logger on and off, in one run (model of make bench; the app as sink) [MODEL=champion]
+	$(PY) -m bench.payload_logger --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES)
+
 bench-app: ## The feedback app vs the predictor it calls, at 1/4/16 clients, then 16 validating (model of make bench) -> docs/BENCHMARKS.md
 	$(PY) -m bench.app --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) --output docs/BENCHMARKS.md
 
@@ -129,7 +132,7 @@ retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were va
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile monitoring run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-app app up retrain-if-needed clean
+.PHONY: help install lock compile monitoring run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-logger bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

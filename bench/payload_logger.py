@@ -1,6 +1,7 @@
 """The predictor's latency with its payload logger on and off, at one client, in one run.
 
-    python -m bench.payload_logger --model MODEL_DIR --images PHOTO_DIR [--requests 200]
+    python -m bench.payload_logger --model MODEL_DIR|champion|N [--registry DIR] --images PHOTO_DIR [--requests 200]
+    make bench-logger   (the model of make bench: bench_outputs/registry's champion)
 
 Starts, as `make up` does, three processes on loopback: the predictor without a logger, the same
 predictor with --logger-url pointing at the feedback app's sink, and the feedback app (a fresh
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from catdog import REPO_ROOT as ROOT
 
 
 def free_port() -> int:
@@ -50,7 +51,8 @@ def wait(url: str, timeout: float = 120.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a model folder")
+    parser.add_argument("--model", required=True, help="a model folder, or with --registry: champion or a version")
+    parser.add_argument("--registry", help="the registry --model names a version of")
     parser.add_argument("--images", required=True, help="a folder of photos (searched recursively)")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per predictor")
     parser.add_argument("--warmup", type=int, default=20)
@@ -65,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "APP_TOKEN": "bench-token", "LOGGER_URL": ""}
     with tempfile.TemporaryDirectory() as store:
         server = [sys.executable, "-m", "serving.server", "--model", args.model, "--host", "127.0.0.1",
-                  "--log-level", "warning"]
+                  "--log-level", "warning", *(["--registry", args.registry] if args.registry else [])]
         processes = [
             subprocess.Popen([*server, "--port", str(off_port)], env=env),
             subprocess.Popen([*server, "--port", str(on_port), "--logger-url",
                               f"http://127.0.0.1:{app_port}/api/events/inference"], env=env),
-            subprocess.Popen([sys.executable, "-m", "feedback.server", "--host", "127.0.0.1", "--port", str(app_port)],
+            subprocess.Popen([sys.executable, "-m", "feedback.web.server", "--host", "127.0.0.1", "--port", str(app_port)],
                              env={**env, "PREDICTOR_URL": f"http://127.0.0.1:{off_port}", "FEEDBACK_URI": store,
                                   "DATABASE_URL": f"sqlite:///{store}/feedback.db", "RUNS_DIR": f"{store}/runs"},
                              cwd=store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
