@@ -26,6 +26,7 @@ from pydantic import (
 
 from catdog.body_limit import HEADER_TIMEOUT_S
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from feedback.web.rate_limit import OFF, parse_rate
 
 MiB = 1024 * 1024
 DEFAULT_DATA_DIR = "feedback_data"
@@ -56,6 +57,10 @@ ENVIRONMENT = {
     "LOGGER_MAX_BODY_BYTES": "logger_max_body_bytes",
     "LOGGER_PAIR_TIMEOUT_S": "logger_pair_timeout_s",
     "LOGGER_MAX_PENDING": "logger_max_pending",
+    "RATE_LIMIT_WRITES": "rate_limit_writes",
+    "RATE_LIMIT_READS": "rate_limit_reads",
+    "RATE_LIMIT_EXEMPT": "rate_limit_exempt",
+    "TRUSTED_PROXIES": "trusted_proxies",
 }
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
@@ -103,6 +108,14 @@ class Settings(BaseModel):
     logger_max_body_bytes: Annotated[int, Field(ge=1)] = 16 * MiB
     logger_pair_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     logger_max_pending: Annotated[int, Field(ge=1)] = 256
+    # per-client rate limits (feedback/web/rate_limit.py): COUNT/UNIT, several joined by ';', or "off" (or "0")
+    rate_limit_writes: str = "100/minute"  # POST, PUT, PATCH, DELETE: the older service's 100 a minute
+    rate_limit_reads: str = "600/minute"  # everything else: a page loads its scripts and styles, the dashboard polls
+    # paths never limited (a path is exempt when it is one of these or under it); the payload-logger
+    # sink under /api/events/ authenticates its own client (its token)
+    rate_limit_exempt: tuple[str, ...] = ("/health", "/ready", "/metrics", "/api/events/")
+    # proxies (addresses or networks) whose X-Forwarded-For names the client; none: the peer is the client
+    trusted_proxies: tuple[str, ...] = ()
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -119,6 +132,38 @@ class Settings(BaseModel):
         bad = [v for v in value if not v.replace("_", "").replace("-", "").isalnum()]
         if bad:  # labels name folders of the dataset
             raise ValueError(f"labels may hold letters, digits, '-' and '_' only: {bad}")
+        return value
+
+    @field_validator("rate_limit_writes", "rate_limit_reads")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)  # ValueError: what is wrong with it
+        return "off" if value.strip().lower() in OFF else value.strip()
+
+    @field_validator("rate_limit_exempt", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, value):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(value)
+
+    @field_validator("rate_limit_exempt")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not v.startswith("/")]
+        if bad:
+            raise ValueError(f"paths must start with '/': {bad}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy)
+                except ValueError:
+                    raise ValueError(f"{proxy!r} is not an IP address or network (e.g. 10.0.0.0/8), nor '*'") from None
         return value
 
     @field_validator("predictor_url")

@@ -9,7 +9,9 @@ prediction whose model is no longer served 409, a database that cannot be used (
 unreachable) 503; anything unexpected is a 500 with no internals (the traceback is logged).
 
 Before a route reads a byte of a request (outermost first): security headers on every answer;
-bound to a loopback address, the Host must name it, 127.0.0.1 or localhost (DNS rebinding,
+per-client rate limits, 429 with Retry-After (feedback.web.rate_limit: RATE_LIMIT_WRITES,
+RATE_LIMIT_READS; /health, /ready, /metrics and /api/events/ exempt by default); bound to a
+loopback address, the Host must name it, 127.0.0.1 or localhost (DNS rebinding,
 feedback.web.deps.LoopbackHost); the guards of routes that change data (same origin, APP_TOKEN) run
 from the headers (feedback.web.deps.WriteGuard); the body is capped per route before it is parsed
 (catdog.body_limit: predict MAX_PHOTO_BYTES base64-encoded, upload-data MAX_REQUEST_BYTES, every
@@ -45,6 +47,7 @@ from feedback.predictor_client.client import PredictorError
 from feedback.settings import is_loopback, redact
 from feedback.store.photos import PhotoRejected
 from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
+from feedback.web.rate_limit import RateLimit, exempt_paths, parse_rate
 from feedback.web.routers import dashboard, events, pages, predictions, runs, status, uploads
 
 logger = logging.getLogger("catdog.feedback")
@@ -160,6 +163,9 @@ def create_app(service: FeedbackService) -> FastAPI:
     app.add_middleware(RejectNul)
     if is_loopback(settings.host):  # a web page on another name (DNS rebinding) is refused
         app.add_middleware(LoopbackHost, bound=settings.host)
+    # outside every guard: a client over its limit is refused before any of them runs (token guesses count)
+    app.add_middleware(RateLimit, writes=parse_rate(settings.rate_limit_writes),
+                       reads=parse_rate(settings.rate_limit_reads), exempt=exempt_paths(settings.rate_limit_exempt))
     app.add_middleware(SecurityHeaders)
     app_metrics.install(app, service, routes)  # GET /metrics (no token: a read route) + request times, outermost
     return app
