@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictor-url", help="the predictor's base URL (env PREDICTOR_URL; default http://127.0.0.1:8080)")
     parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL; default SQLite in feedback_data/)")
     parser.add_argument("--feedback-uri", help="folder or gs:// prefix for photos and the dataset (env FEEDBACK_URI)")
+    parser.add_argument("--prometheus-url", help="the dashboard's trends from this Prometheus (env PROMETHEUS_URL; "
+                        "default: none, the app scrapes the predictor and itself)")
+    parser.add_argument("--trends-interval-s", type=float, help="seconds between the app's own scrapes for the "
+                        "trends, without Prometheus (env TRENDS_INTERVAL_S; default 30, 5 to 600)")
     parser.add_argument("training", nargs="*", metavar="KEY=value",
                         help="where retraining runs go, as for make run: TARGET=local DATA=... REGISTRY=... frozen_epochs=2")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(host=args.host, port=args.port, predictor_url=args.predictor_url,
-                                 database_url=args.database_url, feedback_uri=args.feedback_uri)
+                                 database_url=args.database_url, feedback_uri=args.feedback_uri,
+                                 prometheus_url=args.prometheus_url, trends_interval_s=args.trends_interval_s)
         training = parse_training_words(args.training, settings.feedback_uri)
     except (SettingsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
