@@ -12,7 +12,8 @@
                                                Prometheus when PROMETHEUS_URL is set, else a History and
                                                its TrendRecorder every TRENDS_INTERVAL_S (window: WINDOWS)
 
-All three answer the same shape, for the dashboard (Trends.read adds "window", "interval_s", "prometheus_url"):
+All three answer the same shape, for the dashboard (Trends.read adds "window",
+"now" (the server's time of the answer), "interval_s" (memory) and "prometheus_url" (without user:password@)):
     {"source": "prometheus" | "memory", "window_s", "step_s",
      "services": {"predictor" | "app": {"points": [{"t", "rate", "error_ratio", "p50_s", "p99_s"}],
                                        "uptime_s", "error"}}}
@@ -260,9 +261,10 @@ class Trends:
     def read(self, window: str) -> dict:
         """The trends of a window of WINDOWS; never raises for Prometheus being down (per service "error")."""
         window_s, step_s = WINDOWS[window]
+        now = self.clock()
         if self.prometheus_url:
-            result = prometheus_trends(self.prometheus_url, window_s, step_s, now=self.clock())
+            result = prometheus_trends(self.prometheus_url, window_s, step_s, now=now)
         else:
-            result = self.history.trends(window_s, max(step_s, self.interval_s), now=self.clock())
-        return {**result, "window": window, "interval_s": None if self.prometheus_url else self.interval_s,
+            result = self.history.trends(window_s, max(step_s, self.interval_s), now=now)
+        return {**result, "window": window, "now": now, "interval_s": None if self.prometheus_url else self.interval_s,
                 "prometheus_url": redact(self.prometheus_url) if self.prometheus_url else None}

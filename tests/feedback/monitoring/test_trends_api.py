@@ -57,7 +57,7 @@ def test_memory_trends_after_two_scrapes(tmp_path, predictor_metrics):
     predictor = answer["services"]["predictor"]
     assert predictor["error"] is None and predictor["uptime_s"] == pytest.approx(160)
     [point] = predictor["points"]
-    assert point["t"] == pytest.approx(now[0])
+    assert point["t"] == pytest.approx(now[0]) and answer["now"] == pytest.approx(now[0])
     assert point["rate"] == pytest.approx(1.0) and point["error_ratio"] == pytest.approx(0.25)
     assert point["p50_s"] == pytest.approx(0.01) and point["p99_s"] == pytest.approx(0.01 + 0.09 * (59.4 - 30) / 30)
     [app_point] = answer["services"]["app"]["points"]
