@@ -61,6 +61,8 @@ ENVIRONMENT = {
     "RATE_LIMIT_READS": "rate_limit_reads",
     "RATE_LIMIT_EXEMPT": "rate_limit_exempt",
     "TRUSTED_PROXIES": "trusted_proxies",
+    "PROMETHEUS_URL": "prometheus_url",
+    "TRENDS_INTERVAL_S": "trends_interval_s",
 }
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
@@ -116,6 +118,10 @@ class Settings(BaseModel):
     rate_limit_exempt: tuple[str, ...] = ("/health", "/ready", "/metrics", "/api/events/")
     # proxies (addresses or networks) whose X-Forwarded-For names the client; none: the peer is the client
     trusted_proxies: tuple[str, ...] = ()
+    # the dashboard's trends (feedback/monitoring/trends.py): from this Prometheus when set, else from the
+    # app's own scrapes every trends_interval_s, a day of them kept in memory (5 s: 17281 per service)
+    prometheus_url: str = ""
+    trends_interval_s: Annotated[float, Field(ge=5, le=600)] = 30.0
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -166,9 +172,11 @@ class Settings(BaseModel):
                     raise ValueError(f"{proxy!r} is not an IP address or network (e.g. 10.0.0.0/8), nor '*'") from None
         return value
 
-    @field_validator("predictor_url")
+    @field_validator("predictor_url", "prometheus_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str, info) -> str:
+        if info.field_name == "prometheus_url" and value == "":
+            return value  # not set: the trends come from the app's own scrapes
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
@@ -204,7 +212,7 @@ class Settings(BaseModel):
 
     def __repr_args__(self):  # no password of a URL in a logged or printed Settings
         for name, value in super().__repr_args__():
-            yield name, redact(value) if name in ("predictor_url", "database_url") else value
+            yield name, redact(value) if name in ("predictor_url", "database_url", "prometheus_url") else value
 
 
 def redact(text: str) -> str:

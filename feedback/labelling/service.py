@@ -36,6 +36,8 @@ from catdog.registry import ModelRegistry
 from feedback.labelling.publisher import DatasetPublisher
 from feedback.monitoring import metrics as app_metrics
 from feedback.monitoring.dashboard import build_dashboard
+from feedback.monitoring.trends import Trends
+from feedback.predictor_client.metrics import PredictorMetrics
 from feedback.predictor_client.client import PredictorAnswer, PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
@@ -143,6 +145,7 @@ class FeedbackService:
         self._ood_thresholds: dict[str, float | None] = {}  # model version -> its score's threshold
         self.training = training or parse_training_words([], settings.feedback_uri)
         self.runs = runs.RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
+        self.trends = Trends(settings, PredictorMetrics(settings).text)  # the dashboard's trends (scrapes unless Prometheus)
 
     @property
     def registry_uri(self) -> str:
@@ -156,8 +159,10 @@ class FeedbackService:
         self.schema_revision = migrate(self.db)
         self.publisher.start(background)
         self.runs.start(background)
+        self.trends.start(background)
 
     def close(self) -> None:
+        self.trends.close()
         self.runs.close()
         self.publisher.close()
         self.predictor.close()
@@ -364,6 +369,10 @@ class FeedbackService:
         """The dashboard's numbers from the store and the default target's registry
         (feedback.monitoring.dashboard.build_dashboard; the router adds the predictor's metrics)."""
         return build_dashboard(self.db, ModelRegistry(self.registry_uri), self.labels)
+
+    def trends_data(self, window: str) -> dict:
+        """The predictor's and this app's trends over a window of WINDOWS (feedback.monitoring.trends.Trends.read)."""
+        return self.trends.read(window)
 
     # -- status ---------------------------------------------------------------------------------
     def counts(self) -> dict:

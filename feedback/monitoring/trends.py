@@ -7,8 +7,13 @@
     TrendRecorder(history, predictor_text, interval_s).start() / .stop()
                                                scrapes both every interval_s in a daemon thread
     predictor_sample(text, t) / app_sample(text, t)   one scrape of /metrics text -> Sample
+    Trends(settings, predictor_text).start(background) / .close() / .read(window)
+                                               what the app runs (FeedbackService.trends, GET /api/trends):
+                                               Prometheus when PROMETHEUS_URL is set, else a History and
+                                               its TrendRecorder every TRENDS_INTERVAL_S (window: WINDOWS)
 
-Both answer the same shape, for the dashboard:
+All three answer the same shape, for the dashboard (Trends.read adds "window",
+"now" (the server's time of the answer), "interval_s" (memory) and "prometheus_url" (without user:password@)):
     {"source": "prometheus" | "memory", "window_s", "step_s",
      "services": {"predictor" | "app": {"points": [{"t", "rate", "error_ratio", "p50_s", "p99_s"}],
                                        "uptime_s", "error"}}}
@@ -39,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.monitoring.metrics import APP_REGISTRY
 from feedback.predictor_client.metrics import histogram_quantile
+from feedback.settings import redact
 
 logger = logging.getLogger("catdog.feedback")
 SERVICES = ("predictor", "app")
@@ -56,6 +62,9 @@ RULES = {
             "p99_s": 'job:catdog_app_request_seconds:p99_5m{job="catdog-feedback"}'},
 }
 JOBS = {"predictor": "catdog-predictor", "app": "catdog-feedback"}
+# the dashboard's windows -> (window_s, step_s): a point a minute over an hour, every 10 minutes over a day
+# (memory: never finer than the scrape interval)
+WINDOWS = {"1h": (3600.0, 60.0), "1d": (float(DAY_S), 600.0)}
 
 
 @dataclass(frozen=True)
@@ -155,8 +164,8 @@ class History:
 
 
 class TrendRecorder:
-    """Scrapes the predictor (predictor_text: its /metrics text, e.g. feedback.predictor_metrics'
-    fetch) and this app (its own registry, in process) every interval_s into `history`."""
+    """Scrapes the predictor (predictor_text: its /metrics text, e.g.
+    feedback.predictor_client.metrics.PredictorMetrics(settings).text) and this app (its own registry, in process) every interval_s into `history`."""
 
     def __init__(self, history: History, predictor_text: Callable[[], str], interval_s: float = 30.0,
                  clock: Callable[[], float] = time.time):
@@ -225,3 +234,37 @@ def prometheus_trends(url: str, window_s: float, step_s: float, now: float | Non
                                  "uptime_s": now - float(started[0]["value"][1]) if started else None,
                                  "error": error}
     return {"source": "prometheus", "window_s": window_s, "step_s": step_s, "services": services}
+
+
+class Trends:
+    """The app's trends: Prometheus at settings.prometheus_url when set (no scraping thread), else a
+    day of History that a TrendRecorder fills every settings.trends_interval_s from predictor_text
+    (the predictor's /metrics text) and this app's own registry. clock: the time of scrapes and reads."""
+
+    def __init__(self, settings, predictor_text: Callable[[], str], clock: Callable[[], float] = time.time):
+        self.prometheus_url = settings.prometheus_url or None
+        self.interval_s = settings.trends_interval_s
+        self.clock = clock
+        self.history = None if self.prometheus_url else History(DAY_S, self.interval_s)
+        self.recorder = None if self.history is None else TrendRecorder(
+            self.history, predictor_text, self.interval_s, clock=lambda: self.clock())
+
+    def start(self, background: bool = True) -> None:
+        """Start the recorder's thread (memory source, `background` only); it scrapes at once."""
+        if self.recorder is not None and background:
+            self.recorder.start()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    def read(self, window: str) -> dict:
+        """The trends of a window of WINDOWS; never raises for Prometheus being down (per service "error")."""
+        window_s, step_s = WINDOWS[window]
+        now = self.clock()
+        if self.prometheus_url:
+            result = prometheus_trends(self.prometheus_url, window_s, step_s, now=now)
+        else:
+            result = self.history.trends(window_s, max(step_s, self.interval_s), now=now)
+        return {**result, "window": window, "now": now, "interval_s": None if self.prometheus_url else self.interval_s,
+                "prometheus_url": redact(self.prometheus_url) if self.prometheus_url else None}

@@ -3,6 +3,7 @@
     histogram_quantile(q, buckets) -> float | None     Prometheus' estimate from cumulative buckets
     read_sample(text) -> MetricsSample                 latency buckets and request count, all series summed
     PredictorMetrics(settings).read() -> dict          scrape now; never raises
+    PredictorMetrics(settings).text() -> str           its /metrics text (MetricsUnavailable: why not)
 
 Latency: p50 and p99 of `catdog_inference_seconds` (decode + preprocess + ONNX Runtime time of one
 request), summed over its label sets (model versions, protocols), cumulative since the predictor
@@ -32,6 +33,7 @@ LATENCY_METRIC = "catdog_inference_seconds"
 REQUESTS_METRIC = "catdog_inference_requests_total"
 METRICS_TIMEOUT_S = 2.0
 QUANTILES = {"p50_s": 0.5, "p99_s": 0.99}
+VERTEX_REASON = "a Vertex AI endpoint has no Prometheus /metrics (see its Cloud Monitoring page)"
 
 
 class MetricsUnavailable(ValueError):
@@ -116,12 +118,18 @@ class PredictorMetrics:
             raise MetricsUnavailable(f"{self.url} answered HTTP {response.status_code}")
         return response.text
 
+    def text(self) -> str:
+        """The predictor's /metrics text now (the trends' scrapes); MetricsUnavailable when there is none."""
+        if self.protocol == "vertex":
+            raise MetricsUnavailable(VERTEX_REASON)
+        return self._fetch()
+
     def read(self) -> dict:
         """{"available", "reason", "url", "p50_s", "p99_s", "observations", "requests_total",
         "request_rate_per_s", "rate_window_s", "scraped_at"}; never raises."""
         report: dict = {"available": False, "reason": None, "url": self.url, "scraped_at": None}
         if self.protocol == "vertex":
-            return {**report, "reason": "a Vertex AI endpoint has no Prometheus /metrics (see its Cloud Monitoring page)"}
+            return {**report, "reason": VERTEX_REASON}
         try:
             sample = read_sample(self._fetch())
         except MetricsUnavailable as exc:

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trusted-proxies", metavar="ADDRESSES",
                         help="comma-separated proxy addresses or networks whose X-Forwarded-For names the client "
                              "(env TRUSTED_PROXIES; default none: the peer address is the client)")
+    parser.add_argument("--prometheus-url", help="the dashboard's trends from this Prometheus (env PROMETHEUS_URL; "
+                        "default: none, the app scrapes the predictor and itself)")
+    parser.add_argument("--trends-interval-s", type=float, help="seconds between the app's own scrapes for the "
+                        "trends, without Prometheus (env TRENDS_INTERVAL_S; default 30, 5 to 600)")
     parser.add_argument("training", nargs="*", metavar="KEY=value",
                         help="where retraining runs go, as for make run: TARGET=local DATA=... REGISTRY=... frozen_epochs=2")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(host=args.host, port=args.port, predictor_url=args.predictor_url,
                                  database_url=args.database_url, feedback_uri=args.feedback_uri,
                                  rate_limit_writes=args.rate_limit_writes, rate_limit_reads=args.rate_limit_reads,
-                                 trusted_proxies=args.trusted_proxies)
+                                 trusted_proxies=args.trusted_proxies, prometheus_url=args.prometheus_url,
+                                 trends_interval_s=args.trends_interval_s)
         training = parse_training_words(args.training, settings.feedback_uri)
     except (SettingsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

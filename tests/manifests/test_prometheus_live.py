@@ -111,3 +111,17 @@ def test_trends_from_prometheus_match_the_recording_rules(prometheus, feedback_a
         assert answer["points"] and answer["points"][-1]["rate"] > 0
         assert answer["points"][-1]["error_ratio"] == 0
     assert result["services"]["predictor"]["points"][-1]["p99_s"] > 0
+
+
+def test_the_app_with_prometheus_url_answers_its_trends_from_it(prometheus, feedback_app, tmp_path):
+    wait_for(prometheus, "job:catdog_inference_requests:rate5m", lambda r: r and float(r[0]["value"][1]) > 0,
+             lambda: feedback_app.predict(photo(3003)))
+    settings = feedback_settings(tmp_path, "http://127.0.0.1:9", prometheus_url=prometheus)
+    with running_app(settings) as app:  # another app: reads what Prometheus scraped of the pair
+        assert app.service.trends.recorder is None
+        answer = app.get("/api/trends", params={"window": "1h"}).json()
+    assert (answer["source"], answer["prometheus_url"], answer["step_s"]) == ("prometheus", prometheus, 60)
+    for service in ("predictor", "app"):
+        trend = answer["services"][service]
+        assert trend["error"] is None and trend["uptime_s"] > 0
+        assert trend["points"] and trend["points"][-1]["rate"] > 0

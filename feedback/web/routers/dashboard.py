@@ -1,4 +1,5 @@
-"""The monitoring dashboard: /dashboard (the page), GET /api/dashboard (the numbers it draws), plotly.js.
+"""The monitoring dashboard: /dashboard (the page), GET /api/dashboard (the numbers it draws),
+GET /api/trends?window=1h|1d (the predictor's and the app's trends over time), plotly.js.
 
 plotly.js is the `plotly` package's copy, served here with a long cache lifetime (never a CDN).
 The page's CSP (style-src 'self') forbids the <style> elements plotly.js adds when it loads; the
@@ -14,9 +15,10 @@ import functools
 import re
 import threading
 from pathlib import Path
+from typing import Literal
 
 import plotly
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from feedback.labelling.service import FeedbackService
@@ -77,3 +79,14 @@ def dashboard_data(request: Request, service: FeedbackService = Depends(get_serv
                         for key, value in data["registry"].items()}
     data["predictor"] = predictor_metrics(request, service).read()
     return data
+
+
+@router.get("/api/trends", tags=["dashboard"], summary="Request rate, error rate, latency and uptime over time")
+def trends_data(window: Literal["1h", "1d"] = Query("1h", description="the last hour or day"),
+                service: FeedbackService = Depends(get_service)) -> dict:
+    """The predictor's and this app's request rate (per s), error ratio (5xx answers / answers), latency
+    p50/p99 (s) and uptime (s) over the window: from Prometheus' recording rules when PROMETHEUS_URL is set
+    (`source` "prometheus"), else from the app's own scrapes every TRENDS_INTERVAL_S (`source` "memory").
+    A service whose numbers cannot be read (Prometheus or the predictor down) carries the reason in
+    its `error`; the answer is still 200 (feedback/monitoring/trends.py)."""
+    return service.trends_data(window)
