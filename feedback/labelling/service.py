@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
@@ -41,7 +40,7 @@ from feedback.predictor_client.metrics import PredictorMetrics
 from feedback.predictor_client.client import PredictorAnswer, PredictorClient, PredictorError, PredictorStatus, ood_threshold
 from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
-from feedback.retraining.launchers.local import LocalLauncher
+from feedback.retraining.launchers import default_launchers
 from feedback.settings import Settings, redact
 from feedback.store import queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
@@ -88,20 +87,6 @@ def database_problem(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines() or [""]
     return redact(f"{type(cause).__name__}: {lines[0][:200]}")
-
-
-def default_launchers(settings: Settings, training: TrainingConfig) -> dict:
-    """One launcher per configured target."""
-    launchers: dict = {}
-    for name, target in training.targets.items():
-        if name == "local":
-            launchers[name] = LocalLauncher(Path(settings.runs_dir), target)
-        else:
-            from feedback.retraining.launchers.kubeflow import KubeflowLauncher
-            from feedback.retraining.launchers.vertex import VertexLauncher
-
-            launchers[name] = (VertexLauncher if name == "vertex" else KubeflowLauncher)(target)
-    return launchers
 
 
 class _StorageFailed(Exception):

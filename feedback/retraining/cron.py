@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from feedback.retraining.config import parse_training_words
     from feedback.retraining.launchers.base import LaunchError
     from feedback.retraining.runs import RunConflict, RunService
-    from feedback.labelling.service import default_launchers
+    from feedback.retraining.launchers import default_launchers
     from feedback.settings import SettingsError, load_settings
     from pipelines.config import ConfigError
 
