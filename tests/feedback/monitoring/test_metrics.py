@@ -75,7 +75,7 @@ def test_metrics_needs_no_token_and_shows_no_secret(tmp_path, predictor):
         response = guarded.get("/metrics")
         assert response.status_code == 200
         assert "s3cret" not in response.text and str(tmp_path) not in response.text
-        assert "401" not in response.text and "4xx" in response.text  # status classes, not codes
+        assert '"401"' not in response.text and 'status_class="4xx"' in response.text  # classes, not codes, as labels
         assert "catdog_inference_" not in response.text  # the predictor's metrics stay the predictor's
 
 
