@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -56,7 +56,11 @@ ENVIRONMENT = {
     "LOGGER_MAX_BODY_BYTES": "logger_max_body_bytes",
     "LOGGER_PAIR_TIMEOUT_S": "logger_pair_timeout_s",
     "LOGGER_MAX_PENDING": "logger_max_pending",
+    "REVIEW_ORDER": "review_order",
 }
+# the review queue's orders (feedback.store.queries.review_queue); the first is the default
+ReviewOrder = Literal["least_confident", "random", "ood_first", "newest"]
+REVIEW_ORDERS: tuple[str, ...] = get_args(ReviewOrder)
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
 # catdog.preprocessing's 40 MP ceiling, so whatever the app accepts they accept too.
@@ -103,6 +107,8 @@ class Settings(BaseModel):
     logger_max_body_bytes: Annotated[int, Field(ge=1)] = 16 * MiB
     logger_pair_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     logger_max_pending: Annotated[int, Field(ge=1)] = 256
+    # the review queue's order when a request names none (bench/active.py measures them: docs/BENCHMARKS.md)
+    review_order: ReviewOrder = "least_confident"
 
     @field_validator("labels", mode="before")
     @classmethod
