@@ -27,6 +27,8 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 24
 ORDER_WORDS = {"least_confident": "least confident first", "random": "in random order",
                "ood_first": "those the model flagged as neither a cat nor a dog first", "newest": "newest first"}
+ORDER_LINKS = {"least_confident": "least confident", "random": "random", "ood_first": "out of distribution",
+               "newest": "newest"}
 
 
 def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
@@ -53,7 +55,7 @@ def review_page(request: Request, order: ReviewOrder | None = None, seed: int | 
     queue = service.review_queue(PAGE_SIZE, order, seed)
     return render(request, "review.html", service, page="review", predictions=queue.predictions,
                   queue_length=queue.length, order=queue.order, order_given=order,
-                  order_words=ORDER_WORDS[queue.order])
+                  order_words=ORDER_WORDS[queue.order], orders=ORDER_LINKS)
 
 
 @router.get("/history", response_class=HTMLResponse)

@@ -109,4 +109,5 @@ def test_the_api_and_the_page_take_the_order(tmp_path):
         page = client.get("/review", params={"order": "ood_first", "seed": 1})
         assert page.status_code == 200 and 'data-order="ood_first"' in page.text
         assert page.text.index(made[60]) < page.text.index(made[62]) < page.text.index(made[61])
+        assert 'href="/review?order=random"' in page.text and 'href="/review?order=ood_first"' not in page.text
         assert client.get("/review", params={"order": "oldest"}).status_code == 422
