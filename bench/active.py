@@ -30,7 +30,7 @@ Writes bench_outputs/active/accuracy.png (median test accuracy against labels us
 strategy), bench_outputs/active/runs.json (every seed), the table to docs/BENCHMARKS.md (section
 active-bench; --no-write skips it), and prints one JSON object as its last line:
 {"labels_used": [...], "accuracy": {strategy: [median test accuracy after each round]}, "seeds",
-"least_confident_minus_random": [...], ...}.
+"least_confident_minus_random": [...], "all_labelled" (the head on the whole pool), ...}.
 """
 
 from __future__ import annotations
@@ -149,8 +149,10 @@ def run(pool_x, pool_y, test_x, test_y, seeds: list[int], start: int = START, ba
             print(json.dumps(runs[-1]), flush=True)
     medians = {s: [round(float(np.median([r["accuracy"][i] for r in runs if r["strategy"] == s])), 4)
                    for i in range(len(used))] for s in strategies}
+    everything = head().fit(pool_x, pool_y)  # the ceiling: every pool photo labelled
     summary = {"labels_used": used, "accuracy": medians, "seeds": seeds, "pool": len(pool_y), "test": len(test_y),
-               "start": start, "batch": batch, "rounds": rounds, "runs": runs}
+               "start": start, "batch": batch, "rounds": rounds,
+               "all_labelled": round(float(np.mean(everything.predict(test_x) == test_y)), 4), "runs": runs}
     if "random" in medians and "least_confident" in medians:
         summary["least_confident_minus_random"] = [round(a - b, 4) for a, b in
                                                    zip(medians["least_confident"], medians["random"])]
@@ -255,6 +257,8 @@ def table(summary: dict, command: str, features_seconds: float, seconds: float) 
                       f"{np.mean(after) * 100:+.1f} points, at {summary['labels_used'][-1]} labels "
                       f"{gains[-1] * 100:+.1f} points; one test photo is {100 / summary['test']:.1f} points. "
                       f"Per seed, the mean over the rounds: {paired_gains(summary)}."]
+    lines += ["", f"The head on all {summary['pool']} pool photos labelled: {summary['all_labelled']:.1%} (the ceiling "
+                  "the strategies approach)."]
     return "\n".join(lines)
 
 

@@ -69,6 +69,7 @@ def test_the_loop_reports_every_strategy_after_every_round(tmp_path, capsys):
     assert all(len(a) == 4 and all(0 <= v <= 1 for v in a) for a in summary["accuracy"].values())
     assert len({a[0] for a in summary["accuracy"].values()}) == 1  # every strategy starts from the same labels
     assert len(summary["runs"]) == 2 * len(active.STRATEGIES)
+    assert 0 <= summary["all_labelled"] <= 1
     assert summary["least_confident_minus_random"] == [
         round(a - b, 4) for a, b in zip(summary["accuracy"]["least_confident"], summary["accuracy"]["random"])]
 
