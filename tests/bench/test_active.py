@@ -86,7 +86,8 @@ def test_main_caches_the_features_and_ends_with_the_json(tmp_path, monkeypatch, 
     assert set(last["accuracy"]) == set(active.STRATEGIES) and last["labels_used"] == [10, 20, 30]
     assert calls == [tmp_path / "out" / "features.npz"]
     assert (tmp_path / "out" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| labels used |" in active.table(json.loads((tmp_path / "out" / "runs.json").read_text()), "make x", 1.0, 2.0)
+    written = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert "| labels used |" in active.table(written, "make x", 1.0, 2.0) and len(written["runs"]) == 4
 
 
 def test_a_balanced_start():
