@@ -36,7 +36,7 @@ APP_ENVIRONMENT := APP_HOST APP_PORT PREDICTOR_URL PREDICTOR_MODEL PREDICTOR_PRO
   FEEDBACK_URI APP_TOKEN LABELS MAX_PHOTO_BYTES MAX_REQUEST_BYTES REPAIR_INTERVAL_S RUNS_DIR RETRAIN_MIN_NEW \
   RETRAIN_CHECK_INTERVAL_S RUN_POLL_INTERVAL_S MAX_PIXELS HEADER_TIMEOUT_S BODY_TIMEOUT_S READY_TIMEOUT_S \
   LOGGER_TOKEN LOGGER_MAX_BODY_BYTES LOGGER_PAIR_TIMEOUT_S LOGGER_MAX_PENDING \
-  RATE_LIMIT_WRITES RATE_LIMIT_READS RATE_LIMIT_EXEMPT TRUSTED_PROXIES PROMETHEUS_URL TRENDS_INTERVAL_S
+  RATE_LIMIT_WRITES RATE_LIMIT_READS RATE_LIMIT_EXEMPT TRUSTED_PROXIES PROMETHEUS_URL TRENDS_INTERVAL_S REVIEW_ORDER
 APP_WORDS = $(filter-out PORT=% HOST=% MODEL=% PREDICTOR_PORT=% REGISTRY=% LOGGER_URL=% $(addsuffix =%,$(APP_ENVIRONMENT)),$(MAKEOVERRIDES)) \
   REGISTRY=$(REGISTRY)
 
@@ -107,6 +107,10 @@ profile-train: ## Where a training epoch's time goes (input, each augmentation, 
 bench-labels: ## Label issues: flip a seeded 5 % of ../shared's train labels, count the flips the label-issues step lists [SEEDS=0,1,2] -> docs/BENCHMARKS.md
 	$(PY) -m bench.labels --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --seeds $(SEEDS)
 
+ACTIVE_ROUNDS ?= 8
+bench-active: ## Review order, simulated: 200 labelled train photos + 100 a round picked by random / least confident / OOD first / diverse; head's test accuracy per round, median of SEEDS [ACTIVE_ROUNDS=8] -> docs/BENCHMARKS.md, bench_outputs/active/
+	$(PY) -m bench.active --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) --seeds $(SEEDS) --rounds $(ACTIVE_ROUNDS)
+
 bench-serving: ## Our predictor vs a naive Keras server at 1/4/16 clients (model of make bench) -> docs/BENCHMARKS.md
 	$(PY) -m bench.serving --registry $(BENCH_REGISTRY) --model $(MODEL) --images $(IMAGES) \
 	  --output docs/BENCHMARKS.md
@@ -133,7 +137,7 @@ retrain-if-needed: ## Start a retraining run when RETRAIN_MIN_NEW photos were va
 clean: ## Remove local run outputs (keeps the registry)
 	rm -rf local_outputs bench_outputs .pytest_cache
 
-.PHONY: help install lock compile monitoring run evaluate test bench bench-scale bench-labels profile-train serve load-test bench-serving bench-logger bench-app app up retrain-if-needed clean
+.PHONY: help install lock compile monitoring run evaluate test bench bench-scale bench-labels bench-active profile-train serve load-test bench-serving bench-logger bench-app app up retrain-if-needed clean
 
 IMAGE_REGISTRY ?=
 # the commit; with uncommitted or untracked files, also a timestamp: a dirty build never reuses a tag

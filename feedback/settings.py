@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -63,7 +63,11 @@ ENVIRONMENT = {
     "TRUSTED_PROXIES": "trusted_proxies",
     "PROMETHEUS_URL": "prometheus_url",
     "TRENDS_INTERVAL_S": "trends_interval_s",
+    "REVIEW_ORDER": "review_order",
 }
+# the review queue's orders (feedback.store.queries.review_queue); the first is the default
+ReviewOrder = Literal["least_confident", "random", "ood_first", "newest"]
+REVIEW_ORDERS: tuple[str, ...] = get_args(ReviewOrder)
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep
 # catdog.preprocessing's 40 MP ceiling, so whatever the app accepts they accept too.
@@ -122,6 +126,8 @@ class Settings(BaseModel):
     # app's own scrapes every trends_interval_s, a day of them kept in memory (5 s: 17281 per service)
     prometheus_url: str = ""
     trends_interval_s: Annotated[float, Field(ge=5, le=600)] = 30.0
+    # the review queue's order when a request names none (bench/active.py measures them: docs/BENCHMARKS.md)
+    review_order: ReviewOrder = "least_confident"
 
     @field_validator("labels", mode="before")
     @classmethod

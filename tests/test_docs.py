@@ -183,6 +183,7 @@ NOT_REPO_PATHS = {
 }
 NOT_REPO_PREFIXES = {
     "local_outputs/": "what a local run writes (git-ignored), shown in example output",
+    "bench_outputs/": "what the benches write (git-ignored); present only on a machine that ran one",
 }
 FILE_SUFFIXES = ("db", "env", "md", "py", "json", "yaml", "html", "log", "svc")  # feedback.db is a file name
 

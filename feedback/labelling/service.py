@@ -24,9 +24,11 @@ compared after normalise_label (surrounding white space removed), wherever they 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 
@@ -41,7 +43,7 @@ from feedback.predictor_client.client import PredictorAnswer, PredictorClient, P
 from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
 from feedback.retraining.launchers import default_launchers
-from feedback.settings import Settings, redact
+from feedback.settings import ReviewOrder, Settings, redact
 from feedback.store import queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
@@ -52,6 +54,15 @@ logger = logging.getLogger("catdog.feedback")
 
 class NotFound(LookupError):
     pass
+
+
+class ReviewPage(NamedTuple):
+    """One look at the review queue (FeedbackService.review_queue)."""
+
+    predictions: list[Prediction]
+    length: int
+    order: str
+    seed: int | None
 
 
 class UnknownLabel(ValueError):
@@ -252,10 +263,18 @@ class FeedbackService:
         with self.db.read() as session:
             return queries.list_predictions(session, status, model_version, order, limit, offset, flagged=flagged)
 
-    def review_queue(self, limit: int) -> tuple[list[Prediction], int]:
-        """(up to `limit` photos nobody validated yet, least confident first; how many there are)."""
+    def review_queue(self, limit: int, order: ReviewOrder | None = None, seed: int | None = None) -> ReviewPage:
+        """Up to `limit` photos nobody validated yet in `order` (None: the REVIEW_ORDER setting), how
+        many there are, the order and, for random, the seed (None: drawn for this request, so one
+        page is one consistent shuffle; give it back to see the same order again)."""
+        order = order or self.settings.review_order
+        if order == "random" and seed is None:
+            seed = secrets.randbelow(2**31)
+        elif order != "random":
+            seed = None
         with self.db.read() as session:
-            return (queries.review_queue(session, limit) if limit else []), queries.queue_length(session)
+            rows = queries.review_queue(session, limit, order, seed) if limit else []
+            return ReviewPage(rows, queries.queue_length(session), order, seed)
 
     def queue_length(self) -> int:
         with self.db.read() as session:

@@ -1,6 +1,10 @@
 """The store's queries and writes: plain functions over a SQLAlchemy Session (feedback/store/tables.py).
 
 The callers own the transactions (feedback/labelling/service.py); nothing here commits.
+The review queue's order (review_queue; feedback.settings.REVIEW_ORDERS, the REVIEW_ORDER setting):
+least_confident (smallest confidence first), newest, ood_first (photos the model flagged as neither
+first, then the highest ood_score; predictions without a score last) and random (a shuffle of the
+queue by a caller's seed: the same seed gives the same order, on every database).
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
 (published_label becomes NEITHER), so repair finishes that removal like any other move.
@@ -8,14 +12,16 @@ A photo whose verdict is NEITHER is validated but belongs to no class: it is in 
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from catdog.preprocessing import EXTENSIONS
+from feedback.settings import ReviewOrder
 from feedback.store.photos import CheckedPhoto
 from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
 
@@ -105,14 +111,7 @@ def _status_filter(status: str):
     }[status]
 
 
-def list_predictions(session: Session, status: str | None = None, model_version: str | None = None,
-                     order: str = "newest", limit: int = 50, offset: int = 0,
-                     latest_per_photo: bool = False, flagged: bool | None = None) -> list[Prediction]:
-    """Predictions filtered by status, model version and the model's neither flag (True: flagged;
-    False: scored and not flagged; predictions without a score match neither). least_confident
-    puts the photos where a person's answer teaches the model most first; latest_per_photo shows a
-    photo uploaded several times once (its newest prediction)."""
-    query = select(Prediction).join(Prediction.photo)
+def _filtered(query, status: str | None, model_version: str | None, latest_per_photo: bool, flagged: bool | None):
     if status is not None:
         query = query.where(_status_filter(status))
     if flagged is not None:
@@ -126,17 +125,50 @@ def list_predictions(session: Session, status: str | None = None, model_version:
             or_(newer.created_at > Prediction.created_at,
                 (newer.created_at == Prediction.created_at) & (newer.id > Prediction.id)),
         ).exists())
-    if order == "least_confident":
-        query = query.order_by(Prediction.confidence.asc(), Prediction.created_at.asc(), Prediction.id)
-    else:
-        query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc())
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return query
 
 
-def review_queue(session: Session, limit: int = 50) -> list[Prediction]:
-    """Photos nobody validated yet, least confident first, each once."""
-    return list_predictions(session, status="unvalidated", order="least_confident", limit=limit,
-                            latest_per_photo=True)
+_LEAST_CONFIDENT = (Prediction.confidence.asc(), Prediction.created_at.asc(), Prediction.id)
+_ORDERS = {
+    "least_confident": _LEAST_CONFIDENT,
+    "newest": (Prediction.created_at.desc(), Prediction.id.desc()),
+    # CASE rather than NULLS LAST, which MariaDB does not have; a NULL neither is "not flagged"
+    "ood_first": (case((Prediction.neither.is_(True), 0), else_=1), case((Prediction.ood_score.is_(None), 1), else_=0),
+                  Prediction.ood_score.desc(), *_LEAST_CONFIDENT),
+}
+
+
+def list_predictions(session: Session, status: str | None = None, model_version: str | None = None,
+                     order: str = "newest", limit: int = 50, offset: int = 0,
+                     latest_per_photo: bool = False, flagged: bool | None = None) -> list[Prediction]:
+    """Predictions filtered by status, model version and the model's neither flag (True: flagged;
+    False: scored and not flagged; predictions without a score match neither), in `order` (newest,
+    least_confident, ood_first). least_confident puts the photos where a person's answer teaches
+    the model most first; latest_per_photo shows a photo uploaded several times once (its newest
+    prediction)."""
+    if order not in _ORDERS:
+        raise ValueError(f"unknown order {order!r}: one of {', '.join(_ORDERS)}")
+    query = _filtered(select(Prediction).join(Prediction.photo), status, model_version, latest_per_photo, flagged)
+    return list(session.scalars(query.order_by(*_ORDERS[order]).limit(limit).offset(offset)))
+
+
+def review_queue(session: Session, limit: int = 50, order: ReviewOrder = "least_confident",
+                 seed: int | None = None) -> list[Prediction]:
+    """Photos nobody validated yet, each once (its newest prediction), in `order`; random needs
+    `seed` and shuffles the whole queue's ids in Python (random.Random(seed): SQL's random() has no
+    seed on SQLite, and differs per database), so it reads one id per queued photo."""
+    if order != "random":
+        return list_predictions(session, status="unvalidated", order=order, limit=limit, latest_per_photo=True)
+    if seed is None:
+        raise ValueError("the random order needs a seed")
+    ids = list(session.scalars(_filtered(select(Prediction.id).join(Prediction.photo), "unvalidated", None, True, None)
+                               .order_by(Prediction.id)))
+    random.Random(seed).shuffle(ids)
+    chosen = ids[:limit]
+    if not chosen:
+        return []
+    rows = {p.id: p for p in session.scalars(select(Prediction).where(Prediction.id.in_(chosen)))}
+    return [rows[i] for i in chosen]
 
 
 def queue_length(session: Session) -> int:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from feedback.labelling.service import FeedbackService
+from feedback.settings import ReviewOrder
 from feedback.store.tables import NEITHER, Status
 from feedback.web.deps import get_service
 from feedback.web.schemas import MAX_OFFSET
@@ -24,6 +25,10 @@ from feedback.web.schemas import MAX_OFFSET
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 24
+ORDER_WORDS = {"least_confident": "least confident first", "random": "in random order",
+               "ood_first": "those the model flagged as neither a cat nor a dog first", "newest": "newest first"}
+ORDER_LINKS = {"least_confident": "least confident", "random": "random", "ood_first": "out of distribution",
+               "newest": "newest"}
 
 
 def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:
@@ -44,9 +49,13 @@ def upload_page(request: Request, service: FeedbackService = Depends(get_service
 
 
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, service: FeedbackService = Depends(get_service)):
-    queue, length = service.review_queue(PAGE_SIZE)
-    return render(request, "review.html", service, page="review", predictions=queue, queue_length=length)
+def review_page(request: Request, order: ReviewOrder | None = None, seed: int | None = Query(None, ge=0, le=2**31 - 1),
+                service: FeedbackService = Depends(get_service)):
+    """The queue in `order` (none: the REVIEW_ORDER setting); its reload link keeps an order given here."""
+    queue = service.review_queue(PAGE_SIZE, order, seed)
+    return render(request, "review.html", service, page="review", predictions=queue.predictions,
+                  queue_length=queue.length, order=queue.order, order_given=order,
+                  order_words=ORDER_WORDS[queue.order], orders=ORDER_LINKS)
 
 
 @router.get("/history", response_class=HTMLResponse)

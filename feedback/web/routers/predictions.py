@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from catdog.preprocessing import MEDIA_TYPES
 from feedback.labelling.service import FeedbackService
+from feedback.settings import ReviewOrder
 from feedback.store.tables import Status
 from feedback.web.deps import get_service, require_writer, same_origin
 from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
@@ -90,11 +91,20 @@ def list_predictions(
     return PredictionList(predictions=[PredictionOut.of(p) for p in rows], count=len(rows), limit=limit, offset=offset)
 
 
+ORDER_QUERY = Query(None, description="least_confident (smallest confidence first), random (a shuffle by `seed`), "
+                                      "ood_first (flagged as neither, then highest ood_score; unscored last) or "
+                                      "newest; none: the REVIEW_ORDER setting (least_confident unless set)")
+SEED_QUERY = Query(None, ge=0, le=2**31 - 1, description="order=random: the shuffle's seed (none: one is drawn "
+                                                         "and returned; the same seed gives the same order)")
+
+
 @router.get("/review-queue", response_model=ReviewQueue,
-            summary="Photos nobody validated yet, least confident first (each photo once)")
-def review_queue(limit: int = Query(50, ge=0, le=500), service: FeedbackService = Depends(get_service)) -> ReviewQueue:
-    rows, length = service.review_queue(limit)
-    return ReviewQueue(length=length, predictions=[PredictionOut.of(p) for p in rows])
+            summary="Photos nobody validated yet, in the review order (each photo once)")
+def review_queue(limit: int = Query(50, ge=0, le=500), order: ReviewOrder | None = ORDER_QUERY,
+                 seed: int | None = SEED_QUERY, service: FeedbackService = Depends(get_service)) -> ReviewQueue:
+    page = service.review_queue(limit, order, seed)
+    return ReviewQueue(length=page.length, order=page.order, seed=page.seed,
+                       predictions=[PredictionOut.of(p) for p in page.predictions])
 
 
 def _detail(service: FeedbackService, prediction_id: str) -> PredictionOut:
