@@ -28,7 +28,6 @@ reason; the model repository load/unload routes are not exposed; unexpected serv
 from __future__ import annotations
 
 import logging
-import struct
 import warnings
 from typing import Optional, Union
 
@@ -56,6 +55,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, RequestInput
 from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
 
 from catdog.body_limit import BODY_TIMEOUT_S, BodyLimitMiddleware
+from catdog.v2_binary import bytes_elements
 from serving import metrics
 from serving.kserve_model import CatDogModel
 from serving.payload_logger import PayloadLogger, PayloadLoggingMiddleware
@@ -75,21 +75,6 @@ class _BinaryInput(RequestInput):
 class _BinaryHeader(InferenceRequest):
     inputs: list[_BinaryInput]
 
-
-def _bytes_elements(data: bytes, name: str) -> list[bytes]:
-    """A BYTES tensor in binary form: each element a 4-byte little-endian length, then its bytes."""
-    elements, offset = [], 0
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise InvalidInput(f"input {name!r}: binary data ends inside the 4-byte length of element {len(elements)}")
-        (length,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise InvalidInput(f"input {name!r}: binary element {len(elements)} claims {length} bytes, "
-                               f"{len(data) - offset} are left")
-        elements.append(data[offset:offset + length])
-        offset += length
-    return elements
 
 
 def decode_binary_request(body: bytes, header_length: str) -> InferenceRequest:
@@ -119,7 +104,10 @@ def decode_binary_request(body: bytes, header_length: str) -> InferenceRequest:
             raise InvalidInput(f"input {tensor.name!r}: datatype must be BYTES (images), got {tensor.datatype}")
         if offset + size > len(body):
             raise InvalidInput(f"input {tensor.name!r}: binary_data_size {size}, but {len(body) - offset} bytes follow")
-        tensor.data = _bytes_elements(body[offset:offset + size], tensor.name)
+        try:
+            tensor.data = bytes_elements(body[offset:offset + size], tensor.name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         offset += size
     if offset != len(body):
         raise InvalidInput(f"malformed request: {len(body) - offset} bytes after the JSON header and the inputs' "

@@ -26,10 +26,11 @@ import base64
 import binascii
 import json
 import math
-import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+from catdog.v2_binary import bytes_elements
 
 HEADER_LENGTH = "inference-header-content-length"
 V2_INPUT = "image_bytes"
@@ -80,19 +81,6 @@ def _object(body: bytes, metadata: dict | None) -> tuple[dict, bytes]:
     return header, rest
 
 
-def _bytes_elements(data: bytes, name: str) -> list[bytes]:
-    elements, offset = [], 0
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise Unreadable(f"tensor {name!r}: binary data ends inside an element's length")
-        (length,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise Unreadable(f"tensor {name!r}: an element claims {length} bytes, {len(data) - offset} are left")
-        elements.append(data[offset:offset + length])
-        offset += length
-    return elements
-
 
 def _tensors(tensors, rest: bytes, what: str) -> dict[str, list]:
     """name -> flat list of values of V2 `tensors`, reading binary data from `rest` in order."""
@@ -110,7 +98,10 @@ def _tensors(tensors, rest: bytes, what: str) -> dict[str, list]:
             chunk = rest[offset:offset + size]
             offset += size
             if datatype == "BYTES":
-                values[name] = _bytes_elements(chunk, name)
+                try:
+                    values[name] = bytes_elements(chunk, name)
+                except ValueError as exc:
+                    raise Unreadable(str(exc)) from None
             elif datatype in DTYPES:
                 values[name] = np.frombuffer(chunk, dtype=DTYPES[datatype]).tolist()
             else:
