@@ -79,9 +79,10 @@ TEST_WORKERS ?= 2
 test: ## Run the test suite (synthetic data only; no ../shared, no network) on TEST_WORKERS=2 processes (0: one)
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-SEEDS ?= # make bench: the pipeline runs once per seed, comma-separated ('' = bench/pipeline.py's 42,1,2)
+# make bench: the pipeline once per seed; SEEDS given on the command line (or in the environment) wins over
+# bench/pipeline.py's 42,1,2 (the SEEDS default above, 0,1,2, is bench-labels' and bench-active's)
 bench: ## Full pipeline on ../shared data, once per seed, beside the TF transfer-learning tutorial (same photos, one run): times, accuracy, log loss, ECE, medians -> docs/BENCHMARKS.md [SEEDS=42,1,2]
-	set -f; $(PY) -m bench.pipeline --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(if $(SEEDS),SEEDS=$(SEEDS)) $(filter-out BENCH_% SHARED=% SEEDS=%,$(MAKEOVERRIDES))
+	set -f; $(PY) -m bench.pipeline --data $(BENCH_DATA) --weights $(BENCH_WEIGHTS) $(if $(filter command line environment,$(origin SEEDS)),SEEDS=$(SEEDS)) $(filter-out BENCH_% SHARED=% SEEDS=%,$(MAKEOVERRIDES))
 
 serve: ## Serve a model over KServe V1/V2 on 127.0.0.1: [MODEL=champion|N|dir|gs://...] [PORT=8080] [HOST=...]
 	$(PY) -m serving.server --model $(MODEL) --registry $(REGISTRY) --host $(HOST) --port $(PORT)
