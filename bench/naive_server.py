@@ -45,7 +45,9 @@ def create_app(model_dir: Path):
             pixels = np.stack([image_to_pixels(b, size) for b in images]).astype(np.float32)
         except (KeyError, TypeError, ValueError, InvalidImageError) as exc:
             raise HTTPException(400, str(exc))
-        probabilities, _gradcam = model.predict(pixels, verbose=0)  # the exported model's two outputs
+        # the exported model's outputs: probabilities first, then the Grad-CAM maps (and the OOD score of
+        # models exported since it came; unpacking two broke the baseline on those)
+        probabilities = model.predict(pixels, verbose=0)[0]
         return {"predictions": [
             {"label": class_names[int(row.argmax())], "probabilities": dict(zip(class_names, map(float, row)))}
             for row in probabilities
