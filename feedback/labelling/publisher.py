@@ -11,7 +11,9 @@ The database is the source of truth. A verdict is committed first; then its phot
 moved (publish). A crash or a storage error in between leaves photos.published_label behind
 photos.label, which `repair` (at start-up and every REPAIR_INTERVAL_S) finds and finishes. A
 NEITHER verdict removes the photo's dataset files instead of copying them (published_label becomes
-NEITHER); repair finishes an interrupted removal like a move. The manifest is derived from the
+NEITHER); repair finishes an interrupted removal like a move. A photo whose reviewers tie
+(label None: unresolved, feedback/labelling/consensus.py) is not used for training either: a copy
+published before the tie is removed the same way (published_label becomes None). The manifest is derived from the
 database, written by the maintenance thread within MANIFEST_DELAY_S of a burst of changes (it is
 O(validated photos), so requests do not wait for it); a failed write is logged and retried.
 """
@@ -80,15 +82,15 @@ class DatasetPublisher:
     # -- the dataset ----------------------------------------------------------------------------
     def publish(self, sha256: str) -> None:
         """Make the dataset folder match the photo's current label (idempotent; NEITHER: in no class
-        folder, published_label NEITHER). The photo's row
+        folder, published_label NEITHER; None after verdicts, a tie: in no class folder either). The photo's row
         stays locked across the file move, so threads and replicas moving the same photo take
         turns, and each re-reads the label: racing verdicts end with the files of the latest one.
         (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
         with self.db.writing() as session:
             photo = queries.lock_photo(session, sha256)
-            if photo.label is None or photo.label == photo.published_label:
+            if photo.label == photo.published_label or (photo.label is None and photo.published_label in (None, NEITHER)):
                 return
-            if photo.label == NEITHER:
+            if photo.label in (None, NEITHER):  # neither, or reviewers who tie (unresolved): in no class folder
                 self.photos.unpublish(sha256, EXTENSIONS[photo.format])
             else:
                 self.photos.publish(sha256, EXTENSIONS[photo.format], photo.uri, photo.label)

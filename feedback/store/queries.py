@@ -7,7 +7,10 @@ first, then the highest ood_score; predictions without a score last) and random 
 queue by a caller's seed: the same seed gives the same order, on every database).
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
-(published_label becomes NEITHER), so repair finishes that removal like any other move.
+(published_label becomes NEITHER), so repair finishes that removal like any other move; so does a
+photo whose reviewers now tie (label None, unresolved) while a dataset file of it is published.
+Statuses "unvalidated" (nobody judged it: the review queue) and "unresolved" (judged, tied) both
+have no label; photos.reviewers tells them apart.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from catdog.preprocessing import EXTENSIONS
+from feedback.labelling.consensus import consensus, reviewer_key
 from feedback.settings import ReviewOrder
 from feedback.store.photos import CheckedPhoto
 from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
@@ -28,8 +32,10 @@ from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validati
 if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
     from feedback.predictor_client.client import PredictorAnswer
 
-# validated photos whose dataset folder does not match their label yet
-_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+# validated photos whose dataset folder does not match their label yet; and unresolved photos (a
+# tie: label None) whose dataset file is still there
+_unpublished = (Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+                | Photo.label.is_(None) & Photo.published_label.is_not(None) & (Photo.published_label != NEITHER))
 
 
 def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
@@ -86,13 +92,19 @@ def lock_photo(session: Session, sha256: str) -> Photo:
 
 def add_validation(session: Session, sha256: str, label: str, source: str, by: str | None = None,
                    note: str | None = None, prediction_id: str | None = None) -> Validation:
-    """Record a verdict and make it the photo's current label. The photo row is locked first, so
-    of two concurrent verdicts the one committed last is also the newest row (latest wins)."""
+    """Record a verdict and make the photo's label the consensus of its reviewers
+    (feedback.labelling.consensus: each one's latest verdict, majority wins, a tie None). The photo
+    row is locked first, so of two concurrent verdicts the one committed last is also the newest
+    row, and it reads the other's: the consensus it writes counts both."""
     photo = lock_photo(session, sha256)
     validation = Validation(photo_sha256=sha256, prediction_id=prediction_id, label=label, by_name=by,
-                            note=note, source=source, created_at=utcnow())
+                            reviewer=reviewer_key(by), note=note, source=source, created_at=utcnow())
     session.add(validation)
-    photo.label = label
+    session.flush()
+    rows = session.execute(select(Validation.reviewer, Validation.label)
+                           .where(Validation.photo_sha256 == sha256).order_by(Validation.id)).all()
+    result = consensus((reviewer, verdict) for reviewer, verdict in rows)
+    photo.label, photo.reviewers, photo.contested = result.label, result.reviewers, result.contested
     session.flush()
     return validation
 
@@ -103,7 +115,8 @@ def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
 
 def _status_filter(status: str):
     return {
-        "unvalidated": Photo.label.is_(None),
+        "unvalidated": Photo.label.is_(None) & (Photo.reviewers == 0),
+        "unresolved": Photo.label.is_(None) & (Photo.reviewers > 0),  # the reviewers tie
         "confirmed": Photo.label == Prediction.label,  # a prediction's label is never NEITHER
         # NULL != x is not true: unvalidated stay out
         "corrected": (Photo.label != Prediction.label) & (Photo.label != NEITHER),
@@ -173,7 +186,7 @@ def review_queue(session: Session, limit: int = 50, order: ReviewOrder = "least_
 
 def queue_length(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Photo).where(
-        Photo.label.is_(None), Photo.predictions.any())) or 0
+        Photo.label.is_(None), Photo.reviewers == 0, Photo.predictions.any())) or 0
 
 
 def validations_of(session: Session, sha256: str) -> list[Validation]:

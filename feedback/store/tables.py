@@ -1,15 +1,20 @@
 """The store's tables (SQLAlchemy 2 typed models); Alembic migrations in feedback/store/migrations create them.
 
 - photos: one row per distinct photo (by SHA-256): stored once however often it is uploaded.
-  `label` is the latest verdict of a person (None until someone validated it) and
-  `published_label` the class folder of the feedback dataset that holds it now; they differ only
-  between a validation's commit and the file move that follows (repaired at start-up).
+  `label` is the consensus of its reviewers (feedback/labelling/consensus.py: each reviewer's
+  latest verdict, majority wins; None until someone validated it, and None again while the
+  reviewers tie), `reviewers` how many people judged it, `contested` whether their latest
+  verdicts differ (a tie included); all three are written with every verdict, under the photo's
+  row lock. `published_label` is the class folder of the feedback dataset that holds it now; they
+  differ only between a validation's commit and the file move that follows (repaired at start-up).
 - predictions: every answer of the predictor for an uploaded photo, with the model that gave it
   (source page or api), or for a photo sent straight to the serving endpoint (source endpoint:
   KServe's payload logger, with the InferenceService and the events' id).
-- validations: every verdict, in order; a later correction is a new row (the history is kept,
-  the latest wins and is copied into photos.label in the same transaction).
-A prediction's status derives from its photo's verdict: unvalidated (none yet), confirmed (the
+- validations: every verdict, in order; a later correction is a new row (the history is kept:
+  a reviewer's latest verdict counts, and the consensus is copied into photos.label in the same
+  transaction). `reviewer` is who, compared: by_name trimmed and case-folded, "anonymous" without one.
+A prediction's status derives from its photo's verdict: unvalidated (none yet), unresolved (its
+reviewers tie: no label, not used for training), confirmed (the
 verdict is the predicted label), corrected (another label) or neither (the verdict NEITHER: the
 photo is neither of the labels; such a photo is never in the feedback dataset, and
 published_label NEITHER records that its dataset files were removed).
@@ -35,6 +40,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -42,10 +48,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 SHA256_LENGTH = 64
 LABEL_LENGTH = 64
 NAME_LENGTH = 100
+REVIEWER_LENGTH = 3 * NAME_LENGTH  # a case-folded name can grow (the German sharp s folds to "ss")
 NOTE_LENGTH = 1000
 EVENT_ID_LENGTH = 128
 NEITHER = "neither"  # the verdict "neither a cat nor a dog": accepted besides LABELS, never a class folder
-Status = Literal["unvalidated", "confirmed", "corrected", "neither"]
+Status = Literal["unvalidated", "confirmed", "corrected", "neither", "unresolved"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 
 
@@ -93,6 +100,8 @@ class Photo(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH), index=True)
     published_label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+    reviewers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    contested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     predictions: Mapped[list[Prediction]] = relationship(back_populates="photo")
 
@@ -127,7 +136,7 @@ class Prediction(Base):
     def status(self) -> Status:
         verdict = self.photo.label
         if verdict is None:
-            return "unvalidated"
+            return "unresolved" if self.photo.reviewers else "unvalidated"
         return NEITHER if verdict == NEITHER else "confirmed" if verdict == self.label else "corrected"
 
 
@@ -140,6 +149,8 @@ class Validation(Base):
     label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     by_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    # consensus.reviewer_key(by_name); written with every verdict (nullable only for the migration's sake: 0006)
+    reviewer: Mapped[str | None] = mapped_column(String(REVIEWER_LENGTH), index=True)
     note: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # page, api or upload-data
 

@@ -30,18 +30,18 @@ def test_migrations_build_exactly_the_models(service):
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == service.schema_revision == "0004"
+        assert context.get_current_revision() == service.schema_revision == "0006"
     assert {"photos", "predictions", "validations"} <= set(inspect(service.db.engine).get_table_names())
 
 
 def test_migrating_again_changes_nothing(service):
-    assert migrate(service.db) == "0004"
+    assert migrate(service.db) == "0006"
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
     with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
-    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0004"):
+    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0006"):
         migrate(service.db)
 
 
@@ -90,14 +90,15 @@ def test_the_same_photo_twice_is_stored_once(service):
 
 
 def test_a_correction_is_a_new_row_and_the_latest_wins(service):
+    """A person's correction replaces their earlier verdict (the same name, whatever its case)."""
     prediction = service.predict(photo(4))  # the fake predictor says cat
     confirmed = service.validate(prediction.id, "cat", by="ana", note="my cat")
     assert confirmed.status == "confirmed"
-    corrected = service.validate(prediction.id, "dog", by="ben")
+    corrected = service.validate(prediction.id, "dog", by="Ana")
     assert corrected.status == "corrected" and corrected.photo.label == "dog"
     with service.db.read() as session:
         history = queries.validations_of(session, prediction.photo_sha256)
-    assert [(v.label, v.by_name, v.note) for v in history] == [("cat", "ana", "my cat"), ("dog", "ben", None)]
+    assert [(v.label, v.by_name, v.note) for v in history] == [("cat", "ana", "my cat"), ("dog", "Ana", None)]
     assert history[0].created_at <= history[1].created_at
     files = service.photos.dataset_files()
     assert files == {"cat": [], "dog": [f"{prediction.photo_sha256}.jpg"]}
@@ -136,7 +137,7 @@ def test_review_queue_is_least_confident_first_and_each_photo_once(service):
         assert [p.id for p in queue] == [again.id, made[22].id, made[20].id]
         assert queries.queue_length(session) == 3
         counts = queries.counts(session)
-    assert counts == {"predictions": 5, "unvalidated": 4, "confirmed": 1, "corrected": 0, "neither": 0, "photos": 4,
+    assert counts == {"predictions": 5, "unvalidated": 4, "confirmed": 1, "corrected": 0, "neither": 0, "unresolved": 0, "photos": 4,
                       "validated_photos": {"cat": 1}, "review_queue": 3, "unpublished": 0}
 
 
@@ -186,9 +187,9 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert results == ["0004"] * len(databases)
+        assert results == ["0006"] * len(databases)
         with databases[0].read() as session:
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
     finally:
         for database in databases:
             database.close()
@@ -218,7 +219,7 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
                             .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
                             {"sha": "a" * 64, "at": created, "probabilities": {"cat": 0.6, "dog": 0.4}})
         assert "ood_score" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0006"
         with database.writing() as session:
             old = session.get(Prediction, "p1")
             assert (old.ood_score, old.neither, old.ood_threshold, old.status) == (None, None, None, "unvalidated")
@@ -232,7 +233,7 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
         with database.writing() as session:
             command.downgrade(alembic_config(session.connection()), "0002")
         assert "neither" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0006"
         with database.read() as session:
             assert session.get(Prediction, "p1").neither is None
     finally:
