@@ -64,6 +64,7 @@ ENVIRONMENT = {
     "PROMETHEUS_URL": "prometheus_url",
     "TRENDS_INTERVAL_S": "trends_interval_s",
     "REVIEW_ORDER": "review_order",
+    "SECOND_OPINION_CONFIDENCE": "second_opinion_confidence",
 }
 # the review queue's orders (feedback.store.queries.review_queue); the first is the default
 ReviewOrder = Literal["least_confident", "random", "ood_first", "newest"]
@@ -128,6 +129,9 @@ class Settings(BaseModel):
     trends_interval_s: Annotated[float, Field(ge=5, le=600)] = 30.0
     # the review queue's order when a request names none (bench/active.py measures them: docs/BENCHMARKS.md)
     review_order: ReviewOrder = "least_confident"
+    # the second-opinion queue (feedback/store/consensus_queries.py) also offers photos one person judged
+    # while the model's confidence was below this (contested photos are offered whatever the confidence)
+    second_opinion_confidence: Annotated[float, Field(ge=0, le=1)] = 0.8
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -34,7 +34,9 @@ from sqlalchemy.exc import IntegrityError
 
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
+from feedback.labelling.consensus import reviewer_key
 from feedback.labelling.publisher import DatasetPublisher
+from feedback.labelling.reviewers import reviewer_name
 from feedback.monitoring import metrics as app_metrics
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.monitoring.trends import Trends
@@ -44,7 +46,7 @@ from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
 from feedback.retraining.launchers import default_launchers
 from feedback.settings import ReviewOrder, Settings, redact
-from feedback.store import queries
+from feedback.store import consensus_queries, queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.store.tables import NEITHER, Prediction, TrainingRun, Validation
@@ -276,6 +278,15 @@ class FeedbackService:
             rows = queries.review_queue(session, limit, order, seed) if limit else []
             return ReviewPage(rows, queries.queue_length(session), order, seed)
 
+    def second_opinion(self, limit: int, by: str | None) -> ReviewPage:
+        """Up to `limit` photos that reviewer `by` (None: "anonymous") has not judged and that need another
+        opinion, and how many (feedback.store.consensus_queries.second_opinion_queue)."""
+        reviewer, threshold = reviewer_key(by), self.settings.second_opinion_confidence
+        with self.db.read() as session:
+            rows = consensus_queries.second_opinion_queue(session, reviewer, threshold, limit) if limit else []
+            return ReviewPage(rows, consensus_queries.second_opinion_length(session, reviewer, threshold),
+                              "second_opinion", None)
+
     def queue_length(self) -> int:
         with self.db.read() as session:
             return queries.queue_length(session)
@@ -302,7 +313,7 @@ class FeedbackService:
         out of the dataset)."""
         label = normalise_label(label)
         self.check_label(label)
-        check_text(by, "'by'")
+        by = reviewer_name(check_text(by, "'by'"), self.settings.auth_required)
         check_text(note, "the note")
         check_text(prediction_id, "the prediction id")
         with self.db.writing() as session:
@@ -320,7 +331,7 @@ class FeedbackService:
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:
         """Photos with their labels straight into the dataset; bad ones are listed with the reason."""
         report = report or UploadReport()
-        check_text(by, "'by'")
+        by = reviewer_name(check_text(by, "'by'"), self.settings.auth_required)
         for item in files:
             try:
                 check_text(item.name, "the file name")

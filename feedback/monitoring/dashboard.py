@@ -9,6 +9,7 @@ these functions turn into shares and intervals).
     class_balance(predicted, train_class_counts, labels)      predicted-class shares vs training shares
     drift_test(recent, reference)                             two-sample Kolmogorov-Smirnov
     build_dashboard(db, registry, labels)                     all of it: GET /api/dashboard, what the page draws
+                                                              (agreement between reviewers: feedback/monitoring/agreement.py)
 
 Choices:
 - Accuracy on people's validations, per model version: among the predictions of that version whose
@@ -44,6 +45,7 @@ from sqlalchemy.orm import Session
 from catdog import storage
 from catdog.model_files import EVALUATION_FILE, METADATA_FILE
 from catdog.registry import COMPLETE_MARKER, ModelRegistry
+from feedback.monitoring.agreement import read_agreement
 from feedback.store import dashboard_queries
 from feedback.store.db import Database
 from feedback.store.tables import utcnow
@@ -263,6 +265,7 @@ def build_dashboard(db: Database, registry: ModelRegistry, labels: Sequence[str]
         accuracy = validated_accuracy(session)
         neither = neither_shares(session)
         confidences = confidence_histogram(session, len(labels))
+        reviewers = read_agreement(session)
         recent = dashboard_queries.recent_predictions(session, str(champion["version"]), RECENT_LIMIT) if champion else []
     reference: list[float] = []
     if champion and registry_error is None:
@@ -287,6 +290,7 @@ def build_dashboard(db: Database, registry: ModelRegistry, labels: Sequence[str]
         "class_balance": class_balance([label for label, _, _ in recent],
                                        champion and champion["train_class_counts"], labels),
         "drift": drift,
+        "agreement": reviewers,
     }
 
 

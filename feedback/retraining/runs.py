@@ -36,6 +36,7 @@ from feedback.retraining.launchers.local import read_tail
 from feedback.store.tables import (
     ACTIVE_STATES,
     NEITHER,
+    Photo,
     RunValidation,
     TrainingRun,
     Validation,
@@ -74,9 +75,11 @@ def baseline_cutoff(session: Session) -> int:
 
 
 def latest_validation_ids(session: Session, cutoff: int) -> list[int]:
-    """Each validated photo's latest validation with id <= cutoff, unless that verdict is NEITHER
-    (such a photo is in no class folder: no run trains on it)."""
-    latest = (select(func.max(Validation.id).label("id")).where(Validation.id <= cutoff)
+    """Each validated photo's latest validation with id <= cutoff that agrees with the photo's label
+    (the consensus of its reviewers), unless that is NEITHER (such a photo is in no class folder: no
+    run trains on it); a photo whose reviewers tie (label None) is in none either."""
+    latest = (select(func.max(Validation.id).label("id")).join(Photo, Photo.sha256 == Validation.photo_sha256)
+              .where(Validation.id <= cutoff, Validation.label == Photo.label)
               .group_by(Validation.photo_sha256).subquery())
     return list(session.scalars(select(Validation.id).join(latest, Validation.id == latest.c.id)
                                 .where(Validation.label != NEITHER).order_by(Validation.id)))

@@ -43,6 +43,7 @@ from feedback.labelling.service import (
     UnknownLabel,
     database_problem,
 )
+from feedback.labelling.reviewers import NameRequired
 from feedback.predictor_client.client import PredictorError
 from feedback.settings import is_loopback, redact
 from feedback.store.photos import PhotoRejected
@@ -126,6 +127,10 @@ def create_app(service: FeedbackService) -> FastAPI:
 
     @app.exception_handler(InvalidText)
     async def invalid_text(request: Request, exc: InvalidText):
+        return _error(422, str(exc))
+
+    @app.exception_handler(NameRequired)
+    async def name_required(request: Request, exc: NameRequired):
         return _error(422, str(exc))
 
     @app.exception_handler(ModelChanged)

@@ -114,8 +114,10 @@ class PredictionList(BaseModel):
 
 
 class ReviewQueue(BaseModel):
-    length: int = Field(description="photos waiting for a verdict")
-    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first or newest")
+    queue: str = Field("review", description="review, or second-opinion")
+    length: int = Field(description="photos waiting for a verdict (second-opinion: for another one)")
+    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first or newest; "
+                       "second_opinion for that queue")
     seed: int | None = Field(None, description="order=random: the shuffle's seed (give it back for the same order)")
     predictions: list[PredictionOut] = Field(description="in `order`, at most `limit`")
 
@@ -123,7 +125,8 @@ class ReviewQueue(BaseModel):
 class ValidationIn(BaseModel):
     label: Label = Field(description="the right label, e.g. dog, or 'neither' for a photo of none of the labels "
                          "(kept out of the dataset; surrounding spaces are ignored)", max_length=64)
-    by: NoNulText | None = Field(None, max_length=NAME_LENGTH, description="who says so (optional)")
+    by: NoNulText | None = Field(None, max_length=NAME_LENGTH, description="who says so: each person's latest verdict "
+                                 "counts toward the photo's consensus; required when the app has an APP_TOKEN")
     note: NoNulText | None = Field(None, max_length=NOTE_LENGTH)
 
 

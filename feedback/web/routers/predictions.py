@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from catdog.preprocessing import MEDIA_TYPES
 from feedback.labelling.service import FeedbackService
 from feedback.settings import ReviewOrder
-from feedback.store.tables import Status
+from feedback.store.tables import NAME_LENGTH, Status
 from feedback.web.deps import get_service, require_writer, same_origin
 from feedback.web.schemas import MAX_OFFSET, ImageB64In, PredictionList, PredictionOut, ReviewQueue, ValidationIn
 
@@ -98,12 +98,23 @@ SEED_QUERY = Query(None, ge=0, le=2**31 - 1, description="order=random: the shuf
                                                          "and returned; the same seed gives the same order)")
 
 
+QUEUE_QUERY = Query("review", description="review: photos nobody validated yet; second-opinion: photos reviewer "
+                                           "`by` has not judged whose reviewers disagree (or tie), or that one "
+                                           "person judged while the model was unsure (below SECOND_OPINION_CONFIDENCE)")
+BY_QUERY = Query(None, max_length=NAME_LENGTH, description="queue=second-opinion: who asks (their own verdicts are "
+                                                           "left out; none: the unnamed reviewer \"anonymous\")")
+
+
 @router.get("/review-queue", response_model=ReviewQueue,
-            summary="Photos nobody validated yet, in the review order (each photo once)")
+            summary="Photos nobody validated yet, in the review order (each photo once), or those that need a second opinion")
 def review_queue(limit: int = Query(50, ge=0, le=500), order: ReviewOrder | None = ORDER_QUERY,
-                 seed: int | None = SEED_QUERY, service: FeedbackService = Depends(get_service)) -> ReviewQueue:
-    page = service.review_queue(limit, order, seed)
-    return ReviewQueue(length=page.length, order=page.order, seed=page.seed,
+                 seed: int | None = SEED_QUERY, queue: Literal["review", "second-opinion"] = QUEUE_QUERY,
+                 by: str | None = BY_QUERY, service: FeedbackService = Depends(get_service)) -> ReviewQueue:
+    if queue == "second-opinion" and (order is not None or seed is not None):
+        raise HTTPException(422, "the second-opinion queue has one order (ties, then other disagreements, then "
+                                 "single-reviewer photos; least confident first): leave out order and seed")
+    page = service.second_opinion(limit, by) if queue == "second-opinion" else service.review_queue(limit, order, seed)
+    return ReviewQueue(queue=queue, length=page.length, order=page.order, seed=page.seed,
                        predictions=[PredictionOut.of(p) for p in page.predictions])
 
 

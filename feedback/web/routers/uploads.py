@@ -30,7 +30,7 @@ UPLOAD_BODY = {
                          "description": "one label per file, in order, or one for all; "
                                         "'neither': the photo is neither (kept out of the dataset)"},
             "archive": {"type": "string", "format": "binary", "description": "a .zip of class folders (cat/, dog/)"},
-            "by": {"type": "string", "description": "who labelled them (optional)"},
+            "by": {"type": "string", "description": "who labelled them (required when the app has an APP_TOKEN)"},
         }}}},
     }
 }
