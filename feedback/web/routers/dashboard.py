@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from feedback.labelling.service import FeedbackService
-from feedback.monitoring import dashboard
+from feedback.monitoring import agreement, dashboard
 from feedback.predictor_client.metrics import PredictorMetrics
 from feedback.web.deps import get_service
 from feedback.web.routers.pages import render
@@ -61,7 +61,8 @@ def plotly_js(version: str) -> FileResponse:
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 def dashboard_page(request: Request, service: FeedbackService = Depends(get_service)):
     choices = {"days": dashboard.DAYS, "bins": dashboard.CONFIDENCE_BINS, "recent_limit": dashboard.RECENT_LIMIT,
-               "drift_p": dashboard.DRIFT_P, "drift_min_n": dashboard.DRIFT_MIN_N}
+               "drift_p": dashboard.DRIFT_P, "drift_min_n": dashboard.DRIFT_MIN_N,
+               "alpha_min_photos": agreement.ALPHA_MIN_PHOTOS}
     return render(request, "dashboard.html", service, page="dashboard", targets=list(service.training.targets),
                    choices=choices, plotly_url=PLOTLY_URL, plotly_style_ids=plotly_style_ids())
 
@@ -72,7 +73,9 @@ def dashboard_data(request: Request, service: FeedbackService = Depends(get_serv
     per day, accuracy on people's verdicts per model version (Wilson 95 % interval; "neither" verdicts
     left out), the shares flagged as neither by the model and called neither by people (`neither`), confidence
     histogram of confirmed vs corrected predictions, predicted-class balance, the drift test and
-    the predictor's latency and request rate (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py)."""
+    the predictor's latency and request rate, and the agreement between reviewers (`agreement`: Krippendorff's
+    alpha, percent agreement, each reviewer's agreement with the consensus, contested and unresolved photos;
+    feedback/monitoring/agreement.py) (feedback/monitoring/dashboard.py, feedback/predictor_client/metrics.py)."""
     data = service.dashboard()
     folders = server_folders(service)  # no absolute server path in an answer anyone may read
     data["registry"] = {key: shorten_paths(value, folders) if isinstance(value, str) else value

@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from feedback.labelling.service import FeedbackService
 from feedback.settings import ReviewOrder
-from feedback.store.tables import NEITHER, Status
+from feedback.store.tables import NAME_LENGTH, NEITHER, Status
 from feedback.web.deps import get_service
 from feedback.web.schemas import MAX_OFFSET
 
@@ -50,12 +50,20 @@ def upload_page(request: Request, service: FeedbackService = Depends(get_service
 
 @router.get("/review", response_class=HTMLResponse)
 def review_page(request: Request, order: ReviewOrder | None = None, seed: int | None = Query(None, ge=0, le=2**31 - 1),
+                queue: Literal["review", "second-opinion"] = "review", by: str = Query("", max_length=NAME_LENGTH),
                 service: FeedbackService = Depends(get_service)):
-    """The queue in `order` (none: the REVIEW_ORDER setting); its reload link keeps an order given here."""
-    queue = service.review_queue(PAGE_SIZE, order, seed)
-    return render(request, "review.html", service, page="review", predictions=queue.predictions,
-                  queue_length=queue.length, order=queue.order, order_given=order,
-                  order_words=ORDER_WORDS[queue.order], orders=ORDER_LINKS)
+    """The queue in `order` (none: the REVIEW_ORDER setting); its reload link keeps an order given here.
+    queue=second-opinion: the photos reviewer `by` (the page adds the name it remembers) has not judged
+    that need another opinion (FeedbackService.second_opinion)."""
+    if queue == "second-opinion":
+        page = service.second_opinion(PAGE_SIZE, by or None)
+        return render(request, "review.html", service, page="review", queue="second-opinion", by=by.strip(),
+                      predictions=page.predictions, second_opinion_length=page.length,
+                      threshold=service.settings.second_opinion_confidence)
+    page = service.review_queue(PAGE_SIZE, order, seed)
+    return render(request, "review.html", service, page="review", queue="review", predictions=page.predictions,
+                  queue_length=page.length, order=page.order, order_given=order,
+                  order_words=ORDER_WORDS[page.order], orders=ORDER_LINKS)
 
 
 @router.get("/history", response_class=HTMLResponse)

@@ -1,4 +1,4 @@
-// The feedback page's one script: uploads, verdicts, heat maps, the access token. No framework,
+// The feedback page's one script: uploads, verdicts, heat maps, the access token, the reviewer's name. No framework,
 // no CDN; cards are rendered by the server (/cards/<id>) and inserted as they are.
 "use strict";
 
@@ -18,6 +18,39 @@ function askToken() {
     }, { once: true });
     dialog.showModal();
   });
+}
+
+// The reviewer's name: asked once (when the app has APP_TOKEN, a verdict needs one) and remembered.
+function rememberName(name) {
+  localStorage.setItem(NAME_KEY, name);
+  const input = document.querySelector("[data-testid=reviewer-name]");
+  if (input) input.value = name;
+  nameLinks();
+}
+
+function askName() {
+  const dialog = document.getElementById("name-dialog");
+  const input = dialog.querySelector("input[name=name]");
+  input.value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const name = dialog.returnValue === "ok" ? input.value.trim() : "";
+      if (name) rememberName(name);
+      resolve(name);
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+// Links to the second-opinion queue carry the remembered name (its photos are the ones this person has not judged).
+function nameLinks() {
+  const name = (localStorage.getItem(NAME_KEY) || "").trim();
+  for (const link of document.querySelectorAll("a[data-needs-name]")) {
+    const url = new URL(link.getAttribute("href"), location.href);
+    if (name) url.searchParams.set("by", name);
+    else url.searchParams.delete("by");
+    link.setAttribute("href", url.pathname + url.search);
+  }
 }
 
 // fetch() for routes that change data: sends the token when the app asks for one, asks again on 401.
@@ -112,7 +145,13 @@ function keepHeatmap(from, to) {
 
 async function validate(card, label) {
   const error = card.querySelector("[data-testid=card-error]");
-  const by = (localStorage.getItem(NAME_KEY) || "").trim();
+  let by = (localStorage.getItem(NAME_KEY) || "").trim();
+  if (!by && authRequired()) by = await askName();
+  if (!by && authRequired()) {
+    error.textContent = "A verdict needs your name (this app records who gives each one): enter it at the top.";
+    error.hidden = false;
+    return;
+  }
   for (const button of card.querySelectorAll("button")) button.disabled = true;
   try {
     const response = await writeFetch(`/api/predictions/${encodeURIComponent(card.dataset.predictionId)}/validation`, {
@@ -124,6 +163,8 @@ async function validate(card, label) {
     await refreshQueueLength();
     if (card.closest("[data-testid=review-queue]")) {
       card.remove();
+      const second = document.querySelector("[data-testid=second-opinion-count]");
+      if (second) second.textContent = String(Math.max(0, Number(second.textContent) - 1));
       const queue = document.querySelector("[data-testid=review-queue]");
       if (!queue.querySelector("[data-testid=prediction]")) {
         document.querySelector("[data-testid=queue-empty]").hidden = false;
@@ -226,7 +267,16 @@ document.addEventListener("DOMContentLoaded", () => {
   const name = document.querySelector("[data-testid=reviewer-name]");
   if (name) {
     name.value = localStorage.getItem(NAME_KEY) || "";
-    name.addEventListener("change", () => localStorage.setItem(NAME_KEY, name.value.trim()));
+    name.addEventListener("change", () => rememberName(name.value.trim()));
+  }
+  nameLinks();
+  // the second-opinion queue opened without a name while this browser remembers one: show that person's
+  const asked = document.querySelector("[data-testid=second-opinion-for]");
+  const remembered = (localStorage.getItem(NAME_KEY) || "").trim();
+  if (asked && !asked.dataset.by && remembered) {
+    const url = new URL(location.href);
+    url.searchParams.set("by", remembered);
+    location.replace(url.pathname + url.search);
   }
   const input = document.querySelector("[data-testid=photo-input]");
   if (!input) return;

@@ -268,6 +268,7 @@ async function refreshDashboard() {
     drawDrift(data.drift, data.recent);
     drawCharts(data);
     drawVersions(data.versions);
+    drawAgreement(data.agreement); // agreement.js
   } catch (error) {
     showError("dashboard-error", `The dashboard's numbers could not be loaded: ${error.message}`);
   }

@@ -118,11 +118,11 @@ def test_validate_confirm_then_correct_keeps_the_history(app):
     other = "dog" if predicted == "cat" else "cat"
     confirm = app.validate(body["id"], predicted, by="ana", note="sure")
     assert confirm.status_code == 201 and confirm.json()["status"] == "confirmed"
-    correct = app.validate(body["id"], other, by="ben")
+    correct = app.validate(body["id"], other, by=" ANA ")
     assert correct.status_code == 201, correct.text
     detail = correct.json()
     assert detail["status"] == "corrected" and detail["validated_label"] == other
-    assert [(v["label"], v["by"], v["note"]) for v in detail["validations"]] == [(predicted, "ana", "sure"), (other, "ben", None)]
+    assert [(v["label"], v["by"], v["note"]) for v in detail["validations"]] == [(predicted, "ana", "sure"), (other, "ANA", None)]
     root = Path(app.service.settings.feedback_uri) / "dataset"
     assert [p.relative_to(root).as_posix() for p in root.rglob("*.jpg")] == [f"{other}/{body['photo']['sha256']}.jpg"]
 
@@ -279,7 +279,7 @@ def test_with_a_token_changing_data_needs_it_and_reading_stays_open(tmp_path, pr
         assert guarded.validate(prediction["id"], "cat").status_code == 401
         wrong = guarded.validate(prediction["id"], "cat", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
-        good = guarded.validate(prediction["id"], "cat", headers={"Authorization": "Bearer s3cret-token"})
+        good = guarded.validate(prediction["id"], "cat", by="ana", headers={"Authorization": "Bearer s3cret-token"})
         assert good.status_code == 201
         upload = guarded.post("/api/upload-data", files={"files[]": ("a.jpg", photo(41))}, data={"labels[]": "dog"})
         assert upload.status_code == 401

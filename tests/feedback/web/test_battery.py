@@ -197,6 +197,15 @@ BAD_REQUESTS = [
      {"json": {"label": "neit\x00her"}, "headers": AUTH}, 422, "NUL", None),
     ("validation-unknown-label", "POST", "/api/predictions/{id}/validation",
      {"json": {"label": "bird"}, "headers": AUTH}, 422, "['cat', 'dog', 'neither']", None),
+    ("validation-without-by", "POST", "/api/predictions/{id}/validation",  # APP_TOKEN is set: a name is required
+     {"json": {"label": "cat", "by": " "}, "headers": AUTH}, 422, "'by' (who gives this verdict) is required", None),
+    ("upload-without-by", "POST", "/api/upload-data", {"files": {"files[]": ("a.jpg", photo(901))},
+                                                       "data": {"labels[]": "cat"}, "headers": AUTH},
+     422, "'by' (who gives this verdict) is required", None),
+    ("second-opinion-huge-by", "GET", "/api/review-queue", {"params": {"queue": "second-opinion", "by": "x" * 5000}},
+     422, "at most 100 characters", None),
+    ("second-opinion-nul-by", "GET", "/api/review-queue", {"params": {"queue": "second-opinion", "by": "a\x00"}},
+     422, "NUL", None),
     ("filter-bad-flagged", "GET", "/api/predictions", {"params": {"flagged": "maybe"}}, 422, "flagged", None),
     ("history-bad-status", "GET", "/history", {"params": {"status": "nope"}}, 422, "neither", None),
     ("validation-nul-id", "POST", "/api/predictions/ab%00cd/validation", {"json": {"label": "cat"}, "headers": AUTH},
@@ -240,19 +249,19 @@ def test_bad_requests_get_a_json_4xx_and_leave_the_store_consistent(app, predict
 
 # -- labels: one normalising function --------------------------------------------------------------
 def test_labels_are_normalised_the_same_in_validation_and_upload(app, prediction_id):
-    validated = app.request("POST", _validation(prediction_id), json={"label": "  dog\n"}, headers=AUTH)
+    validated = app.request("POST", _validation(prediction_id), json={"label": "  dog\n", "by": "ana"}, headers=AUTH)
     assert validated.status_code == 201, validated.text
     assert validated.json()["validated_label"] == "dog"
     uploaded = app.request("POST", "/api/upload-data", files={"files[]": ("c.jpg", photo(902))},
-                           data={"labels[]": " cat "}, headers=AUTH)
+                           data={"labels[]": " cat ", "by": "ana"}, headers=AUTH)
     assert uploaded.status_code == 200, uploaded.text
     assert [a["label"] for a in uploaded.json()["added"]] == ["cat"]
     other = app.predict(photo(907)).json()["id"]
-    neither = app.request("POST", _validation(other), json={"label": " neither\t"}, headers=AUTH)
+    neither = app.request("POST", _validation(other), json={"label": " neither\t", "by": "ana"}, headers=AUTH)
     assert neither.status_code == 201, neither.text
     assert (neither.json()["validated_label"], neither.json()["status"]) == ("neither", "neither")
     uploaded = app.request("POST", "/api/upload-data", files={"files[]": ("n.jpg", photo(908))},
-                           data={"labels[]": "\nneither "}, headers=AUTH)
+                           data={"labels[]": "\nneither ", "by": "ana"}, headers=AUTH)
     assert [(a["label"], a["outcome"]) for a in uploaded.json()["added"]] == [("neither", "neither: not in the dataset")]
     assert_consistent(app.service)
 
@@ -264,13 +273,14 @@ def test_upload_data_with_every_photo_rejected_is_422_with_the_reasons(app):
         archive.writestr("dog/text.jpg", b"not a photo")
         archive.writestr("bird/x.jpg", photo(903))
     files_before = store_files(app.service)
-    response = app.request("POST", "/api/upload-data", files={"archive": ("set.zip", buffer.getvalue())}, headers=AUTH)
+    response = app.request("POST", "/api/upload-data", files={"archive": ("set.zip", buffer.getvalue())},
+                           data={"by": "ana"}, headers=AUTH)
     detail = assert_json_error(response, 422, "no photo was added")
     assert all(name in detail for name in ("cat/tiny.png", "dog/text.jpg", "bird/x.jpg", "too small"))
     assert store_files(app.service) == files_before
     mixed = app.request("POST", "/api/upload-data", files=[("files[]", ("ok.jpg", photo(904))),
                                                            ("files[]", ("bad.jpg", b"nope"))],
-                        data={"labels[]": "cat"}, headers=AUTH)
+                        data={"labels[]": "cat", "by": "ana"}, headers=AUTH)
     assert mixed.status_code == 200 and [r["name"] for r in mixed.json()["rejected"]] == ["bad.jpg"]
     assert_consistent(app.service)
 
@@ -318,10 +328,10 @@ def test_a_database_that_cannot_write_is_503_json_and_not_ready(app, prediction_
     with broken_database(app.service, how):
         assert_json_error(app.predict(photo(905)), 503, "database")
         for label in ("cat", "neither"):
-            assert_json_error(app.request("POST", _validation(prediction_id), json={"label": label}, headers=AUTH),
+            assert_json_error(app.request("POST", _validation(prediction_id), json={"label": label, "by": "ana"}, headers=AUTH),
                               503, "database")
         upload = app.request("POST", "/api/upload-data", files={"files[]": ("u.jpg", photo(906))},
-                             data={"labels[]": "dog"}, headers=AUTH)
+                             data={"labels[]": "dog", "by": "ana"}, headers=AUTH)
         assert_json_error(upload, 503, "database")
         ready = app.request("GET", "/ready")
         assert ready.status_code == 503 and "database" in ready.json()["problems"]

@@ -156,11 +156,17 @@ def test_history_filters_by_status(app, page, tmp_path):
 
 
 def test_with_a_token_the_page_asks_for_it_once(page, tmp_path, predictor):
+    """...and for the reviewer's name once (with APP_TOKEN every verdict names who gave it)."""
     settings = feedback_settings(tmp_path, predictor.url, app_token="page-token-123")
     with running_app(settings) as guarded:
         ids = [guarded.predict(photo(seed)).json()["id"] for seed in (40, 41)]
         page.goto(guarded.url + "/review")
+        expect(page.get_by_test_id("reviewer-name")).to_have_attribute("placeholder", "required for verdicts")
         page.get_by_test_id("prediction").nth(0).get_by_test_id("confirm").click()
+        page.get_by_test_id("name-dialog").wait_for(state="visible")
+        page.get_by_test_id("name-input").fill("  Ana ")
+        page.get_by_test_id("name-submit").click()
+        expect(page.get_by_test_id("reviewer-name")).to_have_value("Ana")
         dialog = page.get_by_test_id("token-dialog")
         dialog.wait_for(state="visible")
         page.get_by_test_id("token-input").fill("page-token-123")
@@ -170,7 +176,10 @@ def test_with_a_token_the_page_asks_for_it_once(page, tmp_path, predictor):
         queue.nth(0).get_by_test_id("confirm").click()  # no second prompt
         expect(queue).to_have_count(0)
         expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("name-dialog")).to_be_hidden()
         assert all(guarded.get(f"/api/predictions/{i}").json()["status"] == "confirmed" for i in ids)
+        assert [guarded.get(f"/api/predictions/{i}").json()["validations"][0]["by"] for i in ids] == ["Ana", "Ana"]
+        assert page.evaluate("localStorage.getItem('catdog-feedback-name')") == "Ana"
 
 
 def test_a_file_name_with_markup_is_shown_as_text(app, page, tmp_path):
