@@ -31,7 +31,7 @@ def test_sixteen_clients_at_once_lose_nothing(tmp_path, predictor, backend, requ
             codes.append(app.validate(second["id"], "dog" if second["predicted_class"] == "cat" else "cat").status_code)
             common = app.predict(shared, name="shared.jpg")
             codes.append(common.status_code)
-            codes.append(app.validate(common.json()["id"], "cat" if n % 2 else "dog", by=f"c{n}").status_code)
+            codes.append(app.validate(common.json()["id"], "cat" if n < 9 else "dog", by=f"c{n}").status_code)
             return codes
 
         with ThreadPoolExecutor(CLIENTS) as pool:
@@ -46,7 +46,8 @@ def test_sixteen_clients_at_once_lose_nothing(tmp_path, predictor, backend, requ
             photos = {p.sha256: p for p in session.scalars(select(Photo))}
             shared_sha = next(p.sha256 for p in photos.values() if p.original_name == "shared.jpg")
             history = queries.validations_of(session, shared_sha)
-            assert len(history) == CLIENTS and photos[shared_sha].label == history[-1].label  # the latest wins
+            # 16 people, 9 cat and 7 dog, racing: the consensus written last counts every one of them
+            assert len(history) == CLIENTS and (photos[shared_sha].label, photos[shared_sha].reviewers) == ("cat", CLIENTS)
             assert all(p.published_label == p.label for p in photos.values())
         dataset = service.photos.dataset_files()
         published = {(label, name.split(".")[0]) for label, names in dataset.items() for name in names}

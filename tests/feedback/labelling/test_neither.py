@@ -128,7 +128,7 @@ def test_neither_is_a_verdict_with_its_own_status_and_leaves_the_dataset(app):
     assert (plain["neither"], plain["ood_score"]) == (False, 1.0)
     sha = flagged["photo"]["sha256"]
 
-    assert app.validate(flagged["id"], "cat").status_code == 201  # first a person said cat: in the dataset
+    assert app.validate(flagged["id"], "cat", by="Ann").status_code == 201  # first a person said cat: in the dataset
     assert any(name.startswith(sha) for name in dataset(app)["cat"]) and sha in manifest_shas(app)
 
     answer = app.validate(flagged["id"], " neither ", by="ann", note="a toaster")
@@ -157,7 +157,7 @@ def test_neither_is_a_verdict_with_its_own_status_and_leaves_the_dataset(app):
     assert flagged["id"] in app.get("/history", params={"flagged": "true"}).text
     assert app.get("/history", params={"status": "bogus"}).status_code == 422
 
-    back = app.validate(flagged["id"], "dog")  # a later verdict of a label puts it back
+    back = app.validate(flagged["id"], "dog", by="ann")  # her later verdict of a label puts it back
     assert back.status_code == 201 and back.json()["status"] == "corrected"
     assert any(name.startswith(sha) for name in dataset(app)["dog"]) and sha in manifest_shas(app)
 
