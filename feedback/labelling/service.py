@@ -36,7 +36,7 @@ from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
 from feedback.labelling.consensus import reviewer_key
 from feedback.labelling.publisher import DatasetPublisher
-from feedback.labelling.reviewers import reviewer_name
+from feedback.labelling.reviewers import reviewer_name, upload_outcome
 from feedback.monitoring import metrics as app_metrics
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.monitoring.trends import Trends
@@ -346,8 +346,9 @@ class FeedbackService:
                     row = queries.add_photo(session, photo, self.photos.original_uri(photo.sha256, photo.extension),
                                           item.name)
                     previous = row.label
-                    if previous != label:
-                        queries.add_validation(session, photo.sha256, label, "upload-data", by)
+                    if consensus_queries.latest_vote(session, photo.sha256, reviewer_key(by)) != label:
+                        queries.add_validation(session, photo.sha256, label, "upload-data", by)  # their vote counts
+                    current = row.label  # the consensus now
                     try:  # after the rows: a database that cannot write leaves no file
                         self.photos.save(photo)
                     except Exception as exc:  # the storage failed: the rows roll back, say so and go on
@@ -359,13 +360,8 @@ class FeedbackService:
                 continue
             self.publisher.publish_or_defer(photo.sha256)
             app_metrics.count_upload("upload-data")
-            if label == NEITHER:
-                outcome = "neither: not in the dataset"
-            else:
-                outcome = ("added" if previous in (None, NEITHER) else "already in the dataset" if previous == label
-                           else "relabelled")
             report.added.append({"name": item.name, "sha256": photo.sha256, "label": label,
-                                 "previous_label": previous, "outcome": outcome})
+                                 "previous_label": previous, "outcome": upload_outcome(label, previous, current)})
         if report.added:
             self.publisher.changed()
         return report

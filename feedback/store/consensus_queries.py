@@ -10,6 +10,8 @@ the callers own the transactions (nothing here commits).
   not used for training), then contested photos that have a majority, then the single-reviewer
   ones; least confident first within each, then oldest prediction, then id. Each photo once.
 - votes(session): (photo, reviewer, verdict) of every verdict, oldest first.
+- latest_vote(session, photo, reviewer): that reviewer's latest verdict on the photo (upload-data
+  records a person's vote unless it is already theirs).
 """
 
 from __future__ import annotations
@@ -50,3 +52,10 @@ def votes(session: Session) -> list[tuple[str, str, str]]:
     """(photo sha256, reviewer, verdict) of every verdict, oldest first."""
     return [tuple(row) for row in session.execute(
         select(Validation.photo_sha256, Validation.reviewer, Validation.label).order_by(Validation.id))]
+
+
+def latest_vote(session: Session, sha256: str, reviewer: str) -> str | None:
+    """The latest verdict of `reviewer` (a consensus.reviewer_key) on the photo; None without one."""
+    return session.scalar(select(Validation.label).where(Validation.photo_sha256 == sha256,
+                                                         Validation.reviewer == reviewer)
+                          .order_by(Validation.id.desc()).limit(1))

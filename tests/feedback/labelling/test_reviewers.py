@@ -200,6 +200,27 @@ def test_with_app_token_by_is_required_on_verdicts_and_upload_data(token_client)
     assert token_client.post(route, json={"label": "dog", "by": "ben"}).status_code == 401  # the token still first
 
 
+def test_upload_data_counts_each_persons_vote(token_client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def upload(label: str, by: str) -> dict:
+        answer = token_client.post("/api/upload-data", files={"files[]": ("p.jpg", photo(45), "image/jpeg")},
+                                   data={"labels[]": label, "by": by}, headers=auth)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["added"][0]
+
+    assert upload("cat", "ana")["outcome"] == "added"
+    assert upload("cat", "Ana")["outcome"] == "already in the dataset"  # her vote again: no new verdict
+    assert upload("dog", "ben")["outcome"] == "unresolved: its reviewers tie, so it is not in the dataset"
+    assert upload("dog", "cy")["outcome"] == "added"  # the tie broken: two dogs to one cat
+    assert upload("dog", "cy")["outcome"] == "already in the dataset"
+    assert upload("neither", "dee")["outcome"] == "counted, but the majority of its reviewers says dog"
+    with token_client.service.db.read() as session:
+        sha = session.scalar(text("SELECT sha256 FROM photos"))
+        assert [(v.reviewer, v.label) for v in queries.validations_of(session, sha)] == [
+            ("ana", "cat"), ("ben", "dog"), ("cy", "dog"), ("dee", "neither")]
+
+
 @pytest.mark.parametrize("query, words", [
     ({"queue": "second-opinion", "by": "x" * 101}, "at most 100 characters"),
     ({"queue": "second-opinion", "by": "ana\x00"}, "NUL"),
