@@ -37,6 +37,8 @@ def test_a_tie_is_unresolved_out_of_the_dataset_and_a_third_verdict_settles_it(s
     tied = service.validate(prediction.id, "dog", by="ben")
     assert (tied.status, tied.photo.label, tied.photo.reviewers, tied.photo.contested) == ("unresolved", None, 2, True)
     assert _dataset_files(service, sha) == []  # not used for training: the published copy is removed
+    assert [p.id for p in service.list_predictions("unresolved")] == [prediction.id]
+    assert service.list_predictions("unvalidated") == [] and service.list_predictions("corrected") == []
     service.publisher.flush_manifest(always=True)
     manifest = json.loads((Path(service.settings.feedback_uri) / "dataset" / "manifest.json").read_text())
     assert sha not in {entry["sha256"] for entry in manifest["photos"]}
