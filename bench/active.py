@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import machine_description, today, update_section
+from catdog.diversity import k_center_greedy
 
 SECTION = "active-bench"
 OUTPUT_DIR = Path("bench_outputs/active")
@@ -58,24 +59,6 @@ STRATEGIES = ("random", "least_confident", "ood_first", "diverse")
 def least_confident(probabilities: np.ndarray, k: int) -> np.ndarray:
     """The k rows of smallest maximum probability (ties: lower row first)."""
     return np.argsort(probabilities.max(axis=1), kind="stable")[:k]
-
-
-def k_center_greedy(candidates: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
-    """k rows of `candidates` picked farthest-first: each the candidate farthest (Euclidean) from
-    `centres` and the picks so far (Sener & Savarese 2018's greedy core set). Hand-rolled: a few
-    lines of NumPy; scikit-learn has no k-center."""
-    k = min(k, len(candidates))
-    if len(centres):
-        nearest = np.sqrt(((candidates[:, None, :] - centres[None]) ** 2).sum(-1)).min(axis=1)
-    else:
-        nearest = np.full(len(candidates), np.inf)
-    picked = []
-    for _ in range(k):
-        i = int(np.argmax(nearest)) if np.isfinite(nearest).all() else int(np.flatnonzero(~np.isfinite(nearest))[0])
-        picked.append(i)
-        nearest = np.minimum(nearest, np.sqrt(((candidates - candidates[i]) ** 2).sum(-1)))
-        nearest[picked] = -1.0
-    return np.asarray(picked, dtype=int)
 
 
 def pick(strategy: str, probabilities: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray,

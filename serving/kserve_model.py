@@ -37,9 +37,10 @@ Wire formats:
   A model trained before the score has neither field nor output (naming them is a 400); label and
   probabilities are the same either way (a flagged photo still gets its most likely class).
 - The embedding (catdog.model.FeatureEmbedding: pooled features on the OOD fit's top principal
-  directions, what the feedback app's diverse review order spreads over): only when asked, V1/Vertex
+  directions, what the feedback app's diverse review order spreads over): only when asked. V1/Vertex
   "parameters": {"embedding": true} (:predict and :explain) adds "embedding": [dims floats] to each
-  prediction; V2 output "embedding" FP32 [n, dims] when named. A model trained before it: a 400.
+  prediction of a model that has it (a model trained before it answers without the field, as
+  without ood_score); V2 output "embedding" FP32 [n, dims] when named (a 400 for such a model).
 
 Loading: a model folder, a gs:// model folder, or a registry version / the champion alias. When
 following the champion, a watcher thread re-reads the alias every `reload_interval` seconds and
@@ -304,9 +305,14 @@ class CatDogModel(kserve.Model):
         return explain(model.predictor, self._pixels(model, batch), batch.overlay, embedding=batch.embedding)
 
     def _check_embedding(self, model: LoadedModel, batch: Batch) -> None:
-        if batch.embedding and not model.predictor.has_embedding:
-            raise InvalidInput(f"the embedding: model version {model.version} was trained without it "
-                               "(a model trained since has it); ask without it")
+        """V2 names its outputs: naming one the model lacks is a 400. V1's parameters.embedding means
+        "with the embedding when the model has it" (the app asks it of every model it may meet)."""
+        if not batch.embedding or model.predictor.has_embedding:
+            return
+        if batch.protocol == "v2":
+            raise InvalidInput(f"output 'embedding': model version {model.version} was trained without it "
+                               "(a model trained since has it)")
+        batch.embedding = False
 
     async def predict(self, batch: Batch, headers: dict | None = None, response_headers: dict | None = None) -> Result:
         model = self._serving()

@@ -30,6 +30,9 @@ from tests.serving_fixtures import make_model, photo, run_server, tiny_model_dir
 
 __all__ = ["photo"]
 
+# the newest Alembic revision (feedback/store/migrations/versions): one place for the tests that check it
+SCHEMA_HEAD = "0007"
+
 
 @pytest.fixture(scope="session")
 def predictor():
@@ -144,6 +147,7 @@ class FakePredictor:
         self.ood = ood
         self.answers: dict[str, dict[str, float]] = {}
         self.scores: dict[str, float] = {}
+        self.embeddings: dict[str, tuple[float, ...]] = {}  # embed(data, vector): a model with the embedding output
         self.error: Exception | None = None
         self.calls = 0
 
@@ -157,6 +161,12 @@ class FakePredictor:
         import hashlib
 
         self.scores[hashlib.sha256(data).hexdigest()] = score
+
+    def embed(self, data: bytes, vector) -> None:
+        """The photo's embedding in the answers (photos never embedded get none)."""
+        import hashlib
+
+        self.embeddings[hashlib.sha256(data).hexdigest()] = tuple(float(v) for v in vector)
 
     def predict(self, image: bytes, explain: bool = False):
         import hashlib
@@ -172,7 +182,8 @@ class FakePredictor:
         explanation = {"method": "grad-cam", "class": label, "grid": [2, 2], "values": [[0.1, 0.9], [0.0, 0.5]]} if explain else None
         score = self.scores.get(sha256, 1.0) if self.ood else None
         return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation, ood_score=score,
-                               neither=None if score is None else score > self.ood["threshold"])
+                               neither=None if score is None else score > self.ood["threshold"],
+                               embedding=self.embeddings.get(sha256))
 
     def status(self, timeout: float | None = None):
         from feedback.predictor_client.client import PredictorStatus

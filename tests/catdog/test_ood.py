@@ -332,4 +332,23 @@ def test_a_model_without_the_score_answers_without_it(champion_registry):
                                                                                         "gradcam"]
         assert server.get("/v1/models/catdog/metadata").json()["ood"] is None
         asked = server.post("/v1/models/catdog:predict", json={**v1_json(IN_PHOTOS[0]), "parameters": {"embedding": True}})
-        assert asked.status_code == 400 and "trained without it" in asked.json()["error"]
+        assert asked.status_code == 200 and set(asked.json()["predictions"][0]) == {"label", "probabilities"}
+        named = server.post("/v2/models/catdog/infer", json={**v2_json(IN_PHOTOS[0]), "outputs": [{"name": "embedding"}]})
+        assert named.status_code == 400 and "trained without it" in named.json()["error"]
+
+
+def test_the_app_stores_the_real_predictor_s_embedding_and_orders_by_it(tmp_path, ood_server, ood_predictor):
+    """The feedback app against the real predictor (a model with the embedding): each stored
+    prediction keeps the model's embedding, and the diverse review order uses it (/api/review-queue)."""
+    from feedback.store import queries
+    from tests.feedback_fixtures import feedback_settings, running_app
+
+    photos = IN_PHOTOS[:4] + OOD_PHOTOS[:2]
+    expected = ood_predictor.run_pixels(_pixels(ood_predictor, photos), embedding=True).embedding
+    with running_app(feedback_settings(tmp_path, ood_server.url)) as app:
+        ids = [app.predict(data).json()["id"] for data in photos]
+        with app.service.db.read() as session:
+            stored = [np.frombuffer(queries.get_prediction(session, i).embedding, "<f4") for i in ids]
+        np.testing.assert_allclose(np.stack(stored), expected, atol=1e-4)
+        page = app.get("/api/review-queue", params={"order": "diverse", "limit": 6}).json()
+        assert page["order"] == "diverse" and sorted(p["id"] for p in page["predictions"]) == sorted(ids)
