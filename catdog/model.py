@@ -23,13 +23,13 @@ import onnx
 
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
+from catdog.ood import EMBEDDING_DIMS
 from catdog.onnx_predictor import EMBEDDING_OUTPUT, GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
 
 BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
 FEATURE_LAYER = "out_relu"  # the backbone's last feature map, just before its average pooling
 POOLED_FEATURES = "pooled_features"  # its global average (what the head sees), flip-averaged when the model is
-EMBEDDING_DIMS = 32  # FeatureEmbedding's size: 128 bytes a prediction in the app's store
 
 
 def resolve_weights(weights: str) -> str | None:

@@ -23,10 +23,11 @@ def test_least_confident_picks_the_boundary():
 
 def test_diverse_takes_spread_points_among_the_least_confident(monkeypatch):
     monkeypatch.setattr(active, "CANDIDATES", 4)  # the 4 least confident are the candidates
-    x = np.array([[0.0], [0.01], [0.02], [5.0], [9.0]])
+    x = np.array([[0.0, 0], [0.01, 0], [0.02, 0], [5.0, 0], [9.0, 0]])
     probabilities = np.array([[0.5, 0.5], [0.51, 0.49], [0.52, 0.48], [0.53, 0.47], [0.99, 0.01]])
-    picked = active.pick("diverse", probabilities, x, np.empty((0, 1)), np.empty(0, int), 2, 2,
-                         np.random.default_rng(0))
+    # labelled photos of both classes (the embedding is fitted on them, as the model's on its training photos)
+    labelled_x, labelled_y = np.array([[-1.0, 0], [1, 0], [-1, 0.1], [1, 0.1]]), np.array([0, 0, 1, 1])
+    picked = active.pick("diverse", probabilities, x, labelled_x, labelled_y, 2, 2, np.random.default_rng(0))
     assert sorted(picked.tolist()) in ([0, 3], [1, 3], [2, 3])  # not two near-copies; 4 is confident
     assert sorted(active.least_confident(probabilities, 2).tolist()) == [0, 1]  # what plain least confident takes
 
