@@ -34,6 +34,34 @@ __all__ = ["photo"]
 SCHEMA_HEAD = "0007"
 
 
+def store_at_revision(database, revision: str, prediction_ids=("p1",), sha256: str = "a" * 64,
+                      label: str = "cat", source: str = "api") -> None:
+    """Migrate `database` (feedback.store.db) to an older `revision` and write, with raw SQL in the
+    columns every revision has, one photo and its predictions (probabilities cat 0.6 / dog 0.4 for
+    cat, else 0.3 / 0.7): a store of that age that holds rows, for the migration tests."""
+    from datetime import datetime
+
+    from alembic import command
+    from sqlalchemy import JSON, DateTime, bindparam, text
+
+    from feedback.store.db import alembic_config
+
+    created = datetime(2026, 1, 2, 3, 4, 5)
+    confidence, probabilities = (0.6, {"cat": 0.6, "dog": 0.4}) if label == "cat" else (0.7, {"cat": 0.3, "dog": 0.7})
+    with database.writing() as session:
+        command.upgrade(alembic_config(session.connection()), revision)
+        session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
+                             "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
+                        .bindparams(bindparam("at", type_=DateTime())), {"sha": sha256, "at": created})
+        insert = text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
+                      "probabilities, latency_ms, source) VALUES (:id, :at, :sha, 'catdog', :label, :confidence, "
+                      ":probabilities, 12.0, :source)").bindparams(bindparam("at", type_=DateTime()),
+                                                                  bindparam("probabilities", type_=JSON()))
+        for prediction_id in prediction_ids:
+            session.execute(insert, {"id": prediction_id, "at": created, "sha": sha256, "label": label,
+                                     "confidence": confidence, "probabilities": probabilities, "source": source})
+
+
 @pytest.fixture(scope="session")
 def predictor():
     with run_server(make_model(tiny_model_dir())) as server:

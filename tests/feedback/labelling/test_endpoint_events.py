@@ -24,6 +24,7 @@ from feedback.labelling.endpoint_events import REQUEST_TYPE, RESPONSE_TYPE, Endp
 from feedback.store.tables import Photo, Prediction
 from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
     SCHEMA_HEAD,
+    store_at_revision,
     FakePredictor,
     database_url,
     feedback_settings,
@@ -328,28 +329,14 @@ def test_pending_events_pair_in_either_order():
 
 
 def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(database_url):  # noqa: F811
-    from datetime import datetime
-
     from alembic import command
-    from sqlalchemy import JSON, DateTime, bindparam
     from sqlalchemy.exc import IntegrityError
 
     from feedback.store.db import alembic_config, migrate, open_database
 
     database = open_database(database_url)
-    created = datetime(2026, 1, 2, 3, 4, 5)
-    insert = text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
-                  "probabilities, latency_ms, source) VALUES (:id, :at, :sha, 'catdog', 'cat', 0.6, :probabilities, "
-                  "12.0, :source)").bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON()))
     try:
-        with database.writing() as session:
-            command.upgrade(alembic_config(session.connection()), "0003")
-            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
-                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
-                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "a" * 64, "at": created})
-            for i in (1, 2):
-                session.execute(insert, {"id": f"p{i}", "sha": "a" * 64, "at": created, "source": "api",
-                                         "probabilities": {"cat": 0.6, "dog": 0.4}})
+        store_at_revision(database, "0003", ["p1", "p2"])
         assert migrate(database) == SCHEMA_HEAD
         with database.writing() as session:
             old = session.get(Prediction, "p1")

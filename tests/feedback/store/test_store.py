@@ -11,7 +11,7 @@ from sqlalchemy import func, inspect, select, text
 from feedback.store import queries
 from feedback.store.db import SchemaError, migrate, open_database
 from feedback.store.tables import Photo, Prediction, Validation, utcnow
-from tests.feedback_fixtures import SCHEMA_HEAD, FakePredictor, database_url, photo, started_service  # noqa: F401 (fixture)
+from tests.feedback_fixtures import SCHEMA_HEAD, FakePredictor, store_at_revision, database_url, photo, started_service  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -197,26 +197,13 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
 def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_url):  # noqa: F811
     """Issue 18: predictions of a store migrated from 0002 keep their rows with NULL ood fields; the
     new columns hold a flag as a bool; 0003 downgrades and upgrades again."""
-    from datetime import datetime
-
     from alembic import command
-    from sqlalchemy import JSON, DateTime, bindparam
 
     from feedback.store.db import alembic_config
 
     database = open_database(database_url)
-    created = datetime(2026, 1, 2, 3, 4, 5)
     try:
-        with database.writing() as session:
-            command.upgrade(alembic_config(session.connection()), "0002")
-            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
-                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
-                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "a" * 64, "at": created})
-            session.execute(text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
-                                 "probabilities, latency_ms, source) VALUES ('p1', :at, :sha, 'catdog', 'cat', 0.6, "
-                                 ":probabilities, 12.0, 'api')")
-                            .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
-                            {"sha": "a" * 64, "at": created, "probabilities": {"cat": 0.6, "dog": 0.4}})
+        store_at_revision(database, "0002")
         assert "ood_score" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
         assert migrate(database) == SCHEMA_HEAD
         with database.writing() as session:
@@ -242,27 +229,14 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
 def test_0007_adds_the_embedding_column_to_a_0004_database_that_holds_rows(database_url):  # noqa: F811
     """The diverse order's predictions.embedding: rows of a 0004 store keep NULL (the order puts them
     last), the column takes float32 bytes, and 0007 downgrades and upgrades again."""
-    from datetime import datetime
-
     import numpy as np
     from alembic import command
-    from sqlalchemy import JSON, DateTime, bindparam
 
     from feedback.store.db import alembic_config
 
     database = open_database(database_url)
-    created = datetime(2026, 1, 2, 3, 4, 5)
     try:
-        with database.writing() as session:
-            command.upgrade(alembic_config(session.connection()), "0004")
-            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
-                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
-                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "b" * 64, "at": created})
-            session.execute(text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
-                                 "probabilities, latency_ms, source) VALUES ('p7', :at, :sha, 'catdog', 'dog', 0.7, "
-                                 ":probabilities, 12.0, 'api')")
-                            .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
-                            {"sha": "b" * 64, "at": created, "probabilities": {"cat": 0.3, "dog": 0.7}})
+        store_at_revision(database, "0004", ["p7"], "b" * 64, label="dog")
         assert "embedding" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
         assert migrate(database) == SCHEMA_HEAD
         with database.writing() as session:
