@@ -18,9 +18,12 @@ Strategies (STRATEGIES), each picking from the unlabelled pool:
 - ood_first: highest out-of-distribution score first: catdog.ood's residual distance
   (fit_statistics + residual_scores), fitted on the labelled features each round, as the model's
   own score is fitted on its training features.
-- diverse: the CANDIDATES least confident, then k-center greedy (farthest-first on the pooled
-  features, Euclidean, starting from the labelled set) picks BATCH of them, so a batch does not
-  spend its labels on near-copies.
+- diverse: as the app's order (feedback/store/queries.py): the CANDIDATES least confident, then
+  k-center greedy (catdog.diversity: farthest-first, Euclidean, starting from the labelled set)
+  picks BATCH of them, so a batch does not spend its labels on near-copies, in the space the app
+  has: the model's embedding (catdog.model.FeatureEmbedding: the features minus the class means'
+  mean on the top EMBEDDING_DIMS principal directions of the within-class covariance), fitted
+  here on the labelled features each round as the model's is on its training features.
 "Training suspects first" (issue 21 item 2) orders the app's queue by the label-issues step's
 findings
 on training photos, whose labels are given but maybe wrong; this loop has no wrong labels to find,
@@ -46,6 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import machine_description, today, update_section
+from catdog.diversity import k_center_greedy
+from catdog.ood import EMBEDDING_DIMS
 
 SECTION = "active-bench"
 OUTPUT_DIR = Path("bench_outputs/active")
@@ -58,24 +63,6 @@ STRATEGIES = ("random", "least_confident", "ood_first", "diverse")
 def least_confident(probabilities: np.ndarray, k: int) -> np.ndarray:
     """The k rows of smallest maximum probability (ties: lower row first)."""
     return np.argsort(probabilities.max(axis=1), kind="stable")[:k]
-
-
-def k_center_greedy(candidates: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
-    """k rows of `candidates` picked farthest-first: each the candidate farthest (Euclidean) from
-    `centres` and the picks so far (Sener & Savarese 2018's greedy core set). Hand-rolled: a few
-    lines of NumPy; scikit-learn has no k-center."""
-    k = min(k, len(candidates))
-    if len(centres):
-        nearest = np.sqrt(((candidates[:, None, :] - centres[None]) ** 2).sum(-1)).min(axis=1)
-    else:
-        nearest = np.full(len(candidates), np.inf)
-    picked = []
-    for _ in range(k):
-        i = int(np.argmax(nearest)) if np.isfinite(nearest).all() else int(np.flatnonzero(~np.isfinite(nearest))[0])
-        picked.append(i)
-        nearest = np.minimum(nearest, np.sqrt(((candidates - candidates[i]) ** 2).sum(-1)))
-        nearest[picked] = -1.0
-    return np.asarray(picked, dtype=int)
 
 
 def pick(strategy: str, probabilities: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray,
@@ -92,8 +79,12 @@ def pick(strategy: str, probabilities: np.ndarray, pool_x: np.ndarray, labelled_
         means, basis = fit_statistics(labelled_x, labelled_y, n_classes)
         return np.argsort(-residual_scores(pool_x, means, basis), kind="stable")[:k]
     if strategy == "diverse":
+        from catdog.ood import fit_statistics
+
+        means, basis = fit_statistics(labelled_x, labelled_y, n_classes)
+        centre, basis = means.mean(axis=0), basis[:, :EMBEDDING_DIMS]
         candidates = least_confident(probabilities, max(CANDIDATES, k))
-        return candidates[k_center_greedy(pool_x[candidates], labelled_x, k)]
+        return candidates[k_center_greedy((pool_x[candidates] - centre) @ basis, (labelled_x - centre) @ basis, k)]
     raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
 
 
@@ -240,7 +231,8 @@ def table(summary: dict, command: str, features_seconds: float, seconds: float) 
         "is refitted on the labelled features and scored on the test set. Test accuracy, median of seeds "
         f"{', '.join(map(str, summary['seeds']))}. random: seeded draw; least_confident (the app's default): "
         "smallest top probability; ood_first: highest catdog.ood residual score, fitted on the labelled features "
-        f"each round; diverse: the {CANDIDATES} least confident, then k-center greedy on the pooled features. "
+        f"each round; diverse (the app's order): the {CANDIDATES} least confident, then k-center greedy on the "
+        f"model's {EMBEDDING_DIMS}-dimension embedding (the top principal directions of the labelled features). "
         "Training suspects first (the label-issues step's findings) is not simulated: the loop has no wrong "
         "labels to find.", "",
         "| labels used | " + " | ".join(strategies) + (" | least_confident - random |" if gains else " |"),

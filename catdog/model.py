@@ -5,7 +5,10 @@ them itself, so the Keras and ONNX models share one input contract. The exported
 has two outputs: `probabilities` (n, classes) and `gradcam` (n, h, w, classes), the Grad-CAM map
 of every class at the last feature map's resolution (see GradCamHead); a model trained with an
 out-of-distribution fit (catdog.ood) has a third, `ood_score` (n,): OodScore on the same pass's
-pooled features (flip-averaged when the probabilities are), higher = less like the training photos.
+pooled features (flip-averaged when the probabilities are), higher = less like the training photos,
+and a fourth, `embedding` (n, EMBEDDING_DIMS): FeatureEmbedding, the same pooled features centred
+and projected onto the fit's top principal directions (the feedback app's diverse review order
+spreads its queue over them; catdog.ood has the fit).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import onnx
 
 from catdog import storage
 from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
-from catdog.onnx_predictor import GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
+from catdog.ood import EMBEDDING_DIMS
+from catdog.onnx_predictor import EMBEDDING_OUTPUT, GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
 
 BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
@@ -147,6 +151,39 @@ class OodScore(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "components": self.components, "classes": self.classes, "info": self.info}
 
+    def embedding(self, dims: int = EMBEDDING_DIMS) -> "FeatureEmbedding":
+        """A FeatureEmbedding on this fit's statistics (call after the OodScore is fitted)."""
+        means, basis = (np.asarray(w) for w in self.get_weights())
+        dims = min(dims, basis.shape[1])
+        layer = FeatureEmbedding(dims, name=EMBEDDING_OUTPUT)
+        layer.build((None, basis.shape[0]))
+        layer.set_weights([means.mean(axis=0), basis[:, :dims]])
+        return layer
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class FeatureEmbedding(keras.layers.Layer):
+    """Pooled features (n, d) -> (n, dims): (f - center) @ basis, where center is the mean of the
+    class means and basis the top `dims` principal directions of the tied within-class covariance
+    (OodScore's fit: no fit of its own). Distances here approximate distances between photos in the
+    directions where cat and dog photos vary most; the feedback app's diverse review order
+    (feedback.labelling.review_order) picks photos far apart in it. One (d, dims) matmul."""
+
+    def __init__(self, dims: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dims = int(dims)
+
+    def build(self, input_shape):
+        self.center = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False, name="center")
+        self.basis = self.add_weight(shape=(input_shape[-1], self.dims), initializer="zeros", trainable=False,
+                                     name="basis")
+
+    def call(self, features):
+        return keras.ops.matmul(features - self.center[None], self.basis)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dims": self.dims}
+
 
 def _one_pass(classifier: keras.Model, pooled: bool) -> keras.Model:
     """image -> probabilities, Grad-CAM maps (and with `pooled` the pooled features), one backbone pass."""
@@ -195,7 +232,8 @@ def with_gradcam(classifier: keras.Model, ood: OodScore | None = None) -> keras.
     one = _one_pass(classifier, pooled=ood is not None)
     if ood is None:
         return one
-    return keras.Model(one.inputs, [*one.outputs[:2], ood(one.outputs[2])], name=one.name)
+    return keras.Model(one.inputs, [*one.outputs[:2], ood(one.outputs[2]), ood.embedding()(one.outputs[2])],
+                       name=one.name)
 
 
 def _check_ood(model: keras.Model, ood: OodScore) -> None:
@@ -215,7 +253,8 @@ def with_flip_averaging(model: keras.Model, ood: OodScore | None = None) -> kera
     if ood is not None:
         _check_ood(model, ood)
         inputs, probabilities, maps, pooled = _flip_averaged(model)
-        return keras.Model(inputs, [probabilities, maps, ood(pooled)], name=f"{model.name}_gradcam_flip_averaged")
+        return keras.Model(inputs, [probabilities, maps, ood(pooled), ood.embedding()(pooled)],
+                           name=f"{model.name}_gradcam_flip_averaged")
     model = with_gradcam(model)
     inputs = keras.Input(model.input_shape[1:], name="image")
     probabilities, maps = model(inputs)
@@ -277,6 +316,10 @@ def output_metadata(model: keras.Model) -> dict:
                               "grid": [int(n) for n in grid]}}
     if OOD_OUTPUT in model.output_names:
         result["ood"] = model.get_layer(OOD_OUTPUT).info
+    if EMBEDDING_OUTPUT in model.output_names:
+        result["embedding"] = {"output": EMBEDDING_OUTPUT, "dims": int(model.get_layer(EMBEDDING_OUTPUT).dims),
+                               "of": "pooled features minus the class means' mean, on the top principal "
+                                     "directions of the OOD fit's within-class covariance"}
     return result
 
 

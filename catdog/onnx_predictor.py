@@ -2,7 +2,8 @@
 
 Outputs: `probabilities` always; `gradcam` when asked (models exported before Grad-CAM lack it);
 `ood_score` (n,) and the `neither` flag (score > metadata["ood"]["threshold"], catdog.ood) from the
-same run, for models trained with the out-of-distribution fit. Models without it (in registries
+same run, for models trained with the out-of-distribution fit; `embedding` (n, dims) when asked
+(catdog.model.FeatureEmbedding; models trained since 2026-12-04 have it). Models without it (in registries
 since before) keep working: their Outputs.ood_score and .neither are None and has_ood is False.
 """
 
@@ -20,6 +21,7 @@ from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image
 PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
 GRADCAM_OUTPUT = "gradcam"  # (n, h, w, classes), each map in [0, 1]; models exported before it lack it
 OOD_OUTPUT = "ood_score"  # (n,), higher = less like the training photos; models trained before it lack it
+EMBEDDING_OUTPUT = "embedding"  # (n, dims) float32, catdog.model.FeatureEmbedding; models trained before it lack it
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Outputs:
     gradcam: np.ndarray | None = None  # (n, h, w, classes)
     ood_score: np.ndarray | None = None  # (n,) float32
     neither: np.ndarray | None = None  # (n,) bool: ood_score > the model's threshold
+    embedding: np.ndarray | None = None  # (n, dims) float32, when asked
 
 
 class OnnxPredictor:
@@ -49,6 +52,7 @@ class OnnxPredictor:
         self.probabilities_output = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in output_names else output_names[0]
         self.has_gradcam: bool = GRADCAM_OUTPUT in output_names
         self.has_ood: bool = OOD_OUTPUT in output_names
+        self.has_embedding: bool = EMBEDDING_OUTPUT in output_names
         self.ood_threshold: float | None = None
         if self.has_ood:
             try:
@@ -71,21 +75,28 @@ class OnnxPredictor:
         outputs = self._run([self.probabilities_output], pixels, batch_size)
         return outputs[0] if outputs else np.zeros((0, len(self.class_names)), np.float32)
 
-    def run_pixels(self, pixels: np.ndarray, gradcam: bool = False, batch_size: int = 64) -> Outputs:
+    def run_pixels(self, pixels: np.ndarray, gradcam: bool = False, batch_size: int = 64,
+                   embedding: bool = False) -> Outputs:
         """(n, size, size, 3) pixels -> Outputs: probabilities, the OOD score and flag when the model
-        has them, and with `gradcam` the maps (ValueError for a model without them); one run a batch."""
-        if gradcam and not self.has_gradcam:
-            raise ValueError(f"the model in {self.model_dir} has no {GRADCAM_OUTPUT} output "
-                             "(exported before Grad-CAM: retrain it)")
-        names = [self.probabilities_output] + [GRADCAM_OUTPUT] * gradcam + [OOD_OUTPUT] * self.has_ood
+        has them, with `gradcam` the maps and with `embedding` the embedding (ValueError for a model
+        without the asked output); one run a batch."""
+        for asked, has, name, why in ((gradcam, self.has_gradcam, GRADCAM_OUTPUT, "exported before Grad-CAM"),
+                                      (embedding, self.has_embedding, EMBEDDING_OUTPUT, "trained before it")):
+            if asked and not has:
+                raise ValueError(f"the model in {self.model_dir} has no {name} output ({why}: retrain it)")
+        names = [self.probabilities_output] + [GRADCAM_OUTPUT] * gradcam + [OOD_OUTPUT] * self.has_ood + \
+            [EMBEDDING_OUTPUT] * embedding
         outputs = self._run(names, pixels, batch_size)
         if outputs is None:
             h, w = self.metadata["explanation"]["grid"] if gradcam else (0, 0)
+            dims = int(self.metadata.get("embedding", {}).get("dims", 0))
             outputs = [np.zeros((0, len(self.class_names)), np.float32)] + \
-                [np.zeros((0, h, w, len(self.class_names)), np.float32)] * gradcam + [np.zeros(0, np.float32)] * self.has_ood
-        result = Outputs(outputs[0], outputs[1] if gradcam else None)
+                [np.zeros((0, h, w, len(self.class_names)), np.float32)] * gradcam + \
+                [np.zeros(0, np.float32)] * self.has_ood + [np.zeros((0, dims), np.float32)] * embedding
+        found = dict(zip(names, outputs))
+        result = Outputs(outputs[0], found.get(GRADCAM_OUTPUT), embedding=found.get(EMBEDDING_OUTPUT))
         if self.has_ood:
-            result.ood_score = outputs[-1].reshape(-1)
+            result.ood_score = found[OOD_OUTPUT].reshape(-1)
             result.neither = result.ood_score > self.ood_threshold
         return result
 

@@ -43,6 +43,7 @@ from catdog.onnx_predictor import OOD_OUTPUT as SCORE_OUTPUT
 
 METHOD = "tied-residual-pca"
 COMPONENTS = 64  # principal directions kept (docs/BENCHMARKS.md: the comparison on real photos)
+EMBEDDING_DIMS = 32  # the first of them make the model's embedding (catdog.model.FeatureEmbedding): 128 bytes a photo
 FALSE_REJECT_TARGET = 0.01
 THRESHOLD_CONFIDENCE = 0.95
 

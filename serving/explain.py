@@ -46,9 +46,11 @@ def log_odds(p):
     return np.log(p / (1 - p))
 
 
-def gradcam_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[Outputs, list[dict]]:
-    """Outputs and each image's Grad-CAM explanation (its predicted class), from one run."""
-    outputs = predictor.run_pixels(pixels, gradcam=True)
+def gradcam_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool,
+                         embedding: bool = False) -> tuple[Outputs, list[dict]]:
+    """Outputs (with the embedding when asked) and each image's Grad-CAM explanation (its predicted
+    class), from one run."""
+    outputs = predictor.run_pixels(pixels, gradcam=True, embedding=embedding)
     probabilities, maps = outputs.probabilities, outputs.gradcam
     outputs.gradcam = None
     targets = probabilities.argmax(axis=1)
@@ -58,10 +60,11 @@ def gradcam_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: 
     ]
 
 
-def occlusion_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool) -> tuple[Outputs, list[dict]]:
+def occlusion_explanations(predictor: OnnxPredictor, pixels: np.ndarray, overlay: bool,
+                           embedding: bool = False) -> tuple[Outputs, list[dict]]:
     """Occlusion saliency: how much the predicted class's log-odds drop when each patch is greyed
     out (positive = the patch supports the prediction; log-odds stay informative when p ~ 1)."""
-    outputs = predictor.run_pixels(pixels)
+    outputs = predictor.run_pixels(pixels, embedding=embedding)
     probabilities = outputs.probabilities
     size, grid = predictor.image_size, OCCLUSION_GRID
     edges = np.linspace(0, size, grid + 1).round().astype(int)

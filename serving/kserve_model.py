@@ -36,6 +36,11 @@ Wire formats:
   "ood_score" FP32 [n] and "neither" BOOL [n], answered unless the request names other outputs.
   A model trained before the score has neither field nor output (naming them is a 400); label and
   probabilities are the same either way (a flagged photo still gets its most likely class).
+- The embedding (catdog.model.FeatureEmbedding: pooled features on the OOD fit's top principal
+  directions, what the feedback app's diverse review order spreads over): only when asked. V1/Vertex
+  "parameters": {"embedding": true} (:predict and :explain) adds "embedding": [dims floats] to each
+  prediction of a model that has it (a model trained before it answers without the field, as
+  without ood_score); V2 output "embedding" FP32 [n, dims] when named (a 400 for such a model).
 
 Loading: a model folder, a gs:// model folder, or a registry version / the champion alias. When
 following the champion, a watcher thread re-reads the alias every `reload_interval` seconds and
@@ -91,6 +96,7 @@ class Result:
     explanations: list[dict] | None = None  # V1 :explain: one per image
     ood_score: np.ndarray | None = None  # (n,), a model with the neither score only
     neither: np.ndarray | None = None  # (n,) bool
+    embedding: np.ndarray | None = None  # (n, dims), when asked
 
 
 class CatDogModel(kserve.Model):
@@ -230,6 +236,9 @@ class CatDogModel(kserve.Model):
         if current is not None and current.predictor.has_ood:
             outputs += [{"name": "ood_score", "datatype": "FP32", "shape": [-1]},
                         {"name": "neither", "datatype": "BOOL", "shape": [-1]}]
+        if current is not None and current.predictor.has_embedding:
+            dims = int(current.predictor.metadata["embedding"]["dims"])
+            outputs.append({"name": "embedding", "datatype": "FP32", "shape": [-1, dims]})
         return outputs
 
     def describe(self) -> dict:
@@ -287,16 +296,27 @@ class CatDogModel(kserve.Model):
     def _classify(self, model: LoadedModel, batch: Batch, with_gradcam: bool) -> Outputs:
         """Outputs (the neither score when the model has it), and with_gradcam each image's
         predicted-class map, from one ONNX run."""
-        outputs = model.predictor.run_pixels(self._pixels(model, batch), gradcam=with_gradcam)
+        outputs = model.predictor.run_pixels(self._pixels(model, batch), gradcam=with_gradcam, embedding=batch.embedding)
         if with_gradcam:
             outputs.gradcam = predicted_maps(outputs.probabilities, outputs.gradcam)
         return outputs
 
     def _explain_with(self, explain, model: LoadedModel, batch: Batch) -> tuple[Outputs, list[dict]]:
-        return explain(model.predictor, self._pixels(model, batch), batch.overlay)
+        return explain(model.predictor, self._pixels(model, batch), batch.overlay, embedding=batch.embedding)
+
+    def _check_embedding(self, model: LoadedModel, batch: Batch) -> None:
+        """V2 names its outputs: naming one the model lacks is a 400. V1's parameters.embedding means
+        "with the embedding when the model has it" (the app asks it of every model it may meet)."""
+        if not batch.embedding or model.predictor.has_embedding:
+            return
+        if batch.protocol == "v2":
+            raise InvalidInput(f"output 'embedding': model version {model.version} was trained without it "
+                               "(a model trained since has it)")
+        batch.embedding = False
 
     async def predict(self, batch: Batch, headers: dict | None = None, response_headers: dict | None = None) -> Result:
         model = self._serving()
+        self._check_embedding(model, batch)
         if batch.overlay:
             raise InvalidInput("'overlay' is for :explain (a map over the photo); :predict gives no map")
         with_gradcam = "gradcam" in batch.outputs
@@ -312,7 +332,7 @@ class CatDogModel(kserve.Model):
         outputs = await loop.run_in_executor(self._executor, self._classify, model, batch, with_gradcam)
         self._record("predict", model, batch, outputs.probabilities, time.perf_counter() - start)
         return Result(batch, outputs.probabilities, model, gradcam=outputs.gradcam,
-                      ood_score=outputs.ood_score, neither=outputs.neither)
+                      ood_score=outputs.ood_score, neither=outputs.neither, embedding=outputs.embedding)
 
     def _record(self, verb: str, model: LoadedModel, batch: Batch, probabilities: np.ndarray, seconds: float) -> None:
         """The inference metrics of one answered request (serving.metrics)."""
@@ -325,6 +345,7 @@ class CatDogModel(kserve.Model):
 
     async def explain(self, batch: Batch, headers: dict | None = None) -> Result:
         model = self._serving()
+        self._check_embedding(model, batch)
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         if model.gradcam_grid is not None:
@@ -341,7 +362,7 @@ class CatDogModel(kserve.Model):
                                                                occlusion_explanations, model, batch)
         self._record("explain", model, batch, outputs.probabilities, time.perf_counter() - start)
         return Result(batch, outputs.probabilities, model, explanations=explanations,
-                      ood_score=outputs.ood_score, neither=outputs.neither)
+                      ood_score=outputs.ood_score, neither=outputs.neither, embedding=outputs.embedding)
 
     async def postprocess(self, result: Result, headers: dict | None = None, response_headers: dict | None = None):
         model, probabilities = result.model, result.probabilities
@@ -359,6 +380,9 @@ class CatDogModel(kserve.Model):
                     prediction |= {"ood_score": score, "neither": neither}
             for prediction, explanation in zip(predictions, result.explanations or []):
                 prediction["explanation"] = explanation
+            if result.embedding is not None:
+                for prediction, vector in zip(predictions, result.embedding.round(5).tolist()):
+                    prediction["embedding"] = vector
             return {"predictions": predictions}
         request = result.batch.request
         outputs = [
@@ -373,6 +397,9 @@ class CatDogModel(kserve.Model):
             threshold = {"threshold": model.predictor.ood_threshold}
             outputs += [InferOutput("ood_score", [len(labels)], "FP32", result.ood_score.astype(np.float32), threshold),
                         InferOutput("neither", [len(labels)], "BOOL", result.neither.astype(bool), threshold)]
+        if result.embedding is not None:
+            outputs.append(InferOutput("embedding", list(result.embedding.shape), "FP32",
+                                       result.embedding.astype(np.float32)))
         return InferResponse(
             response_id=request.id or uuid.uuid4().hex,
             model_name=self.name,

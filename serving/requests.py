@@ -22,7 +22,8 @@ from kserve.protocol.infer_type import InferRequest, RequestedOutput
 
 V2_INPUT_NAME = "image_bytes"
 # gradcam only when requested by name; ood_score and neither for a model with the neither score
-V2_OUTPUTS = ("label", "probabilities", "gradcam", "ood_score", "neither")
+# embedding only when requested by name (a model trained since 2026-12-04 has it)
+V2_OUTPUTS = ("label", "probabilities", "gradcam", "ood_score", "neither", "embedding")
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")  # + RIFF....WEBP
 V1_FORMAT_HINT = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG/PNG/WebP>"}}, ...]}'
 
@@ -35,6 +36,7 @@ class Batch:
     request: InferRequest | None = None
     overlay: bool = False  # V1 :explain: also a PNG of each map over its photo
     outputs: frozenset[str] = frozenset()  # V2 outputs named in the request (none: label and probabilities)
+    embedding: bool = False  # V1/Vertex "parameters": {"embedding": true}, or V2's output "embedding" named
 
 
 def decode_base64(text: Any, where: str) -> bytes:
@@ -108,7 +110,8 @@ def check_count(count: int, what: str, max_instances: int) -> None:
 
 
 def parse_v1(payload: Any, max_instances: int) -> Batch:
-    """A V1 (or Vertex) body: {"instances": [...]}, and for :explain an optional "overlay": true."""
+    """A V1 (or Vertex) body: {"instances": [...]}, and for :explain an optional "overlay": true;
+    "parameters" (Vertex's field for request options) may hold "embedding": true."""
     if isinstance(payload, (bytes, bytearray, str)):  # a non-JSON content type reaches us raw
         try:
             payload = orjson.loads(payload)
@@ -126,9 +129,15 @@ def parse_v1(payload: Any, max_instances: int) -> Batch:
     overlay = payload.get("overlay", False)
     if not isinstance(overlay, bool):
         raise InvalidInput(f"'overlay' must be true or false, got {type(overlay).__name__}")
+    parameters = payload.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' must be an object, got {type(parameters).__name__}")
+    embedding = parameters.get("embedding", False)
+    if not isinstance(embedding, bool):
+        raise InvalidInput(f"'parameters.embedding' must be true or false, got {type(embedding).__name__}")
     where = [f"instances[{i}]" for i in range(len(instances))]
     images = [_v1_instance_image(instance, w) for instance, w in zip(instances, where)]
-    return Batch(images, where, "v1", overlay=overlay)
+    return Batch(images, where, "v1", overlay=overlay, embedding=embedding)
 
 
 def parse_v2(request: InferRequest, max_instances: int) -> Batch:
@@ -157,4 +166,4 @@ def parse_v2(request: InferRequest, max_instances: int) -> Batch:
         raise InvalidInput(f"unknown output {unknown[0]!r}: the outputs are {', '.join(V2_OUTPUTS)}")
     where = [f"{name} data[{i}]" for i in range(len(data))]
     images = [_v2_element_image(item, w) for item, w in zip(data, where)]
-    return Batch(images, where, "v2", request, outputs=outputs)
+    return Batch(images, where, "v2", request, outputs=outputs, embedding="embedding" in outputs)

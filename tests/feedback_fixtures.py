@@ -30,6 +30,37 @@ from tests.serving_fixtures import make_model, photo, run_server, tiny_model_dir
 
 __all__ = ["photo"]
 
+# the newest Alembic revision (feedback/store/migrations/versions): one place for the tests that check it
+SCHEMA_HEAD = "0007"
+
+
+def store_at_revision(database, revision: str, prediction_ids=("p1",), sha256: str = "a" * 64,
+                      label: str = "cat", source: str = "api") -> None:
+    """Migrate `database` (feedback.store.db) to an older `revision` and write, with raw SQL in the
+    columns every revision has, one photo and its predictions (probabilities cat 0.6 / dog 0.4 for
+    cat, else 0.3 / 0.7): a store of that age that holds rows, for the migration tests."""
+    from datetime import datetime
+
+    from alembic import command
+    from sqlalchemy import JSON, DateTime, bindparam, text
+
+    from feedback.store.db import alembic_config
+
+    created = datetime(2026, 1, 2, 3, 4, 5)
+    confidence, probabilities = (0.6, {"cat": 0.6, "dog": 0.4}) if label == "cat" else (0.7, {"cat": 0.3, "dog": 0.7})
+    with database.writing() as session:
+        command.upgrade(alembic_config(session.connection()), revision)
+        session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
+                             "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
+                        .bindparams(bindparam("at", type_=DateTime())), {"sha": sha256, "at": created})
+        insert = text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
+                      "probabilities, latency_ms, source) VALUES (:id, :at, :sha, 'catdog', :label, :confidence, "
+                      ":probabilities, 12.0, :source)").bindparams(bindparam("at", type_=DateTime()),
+                                                                  bindparam("probabilities", type_=JSON()))
+        for prediction_id in prediction_ids:
+            session.execute(insert, {"id": prediction_id, "at": created, "sha": sha256, "label": label,
+                                     "confidence": confidence, "probabilities": probabilities, "source": source})
+
 
 @pytest.fixture(scope="session")
 def predictor():
@@ -144,6 +175,7 @@ class FakePredictor:
         self.ood = ood
         self.answers: dict[str, dict[str, float]] = {}
         self.scores: dict[str, float] = {}
+        self.embeddings: dict[str, tuple[float, ...]] = {}  # embed(data, vector): a model with the embedding output
         self.error: Exception | None = None
         self.calls = 0
 
@@ -157,6 +189,12 @@ class FakePredictor:
         import hashlib
 
         self.scores[hashlib.sha256(data).hexdigest()] = score
+
+    def embed(self, data: bytes, vector) -> None:
+        """The photo's embedding in the answers (photos never embedded get none)."""
+        import hashlib
+
+        self.embeddings[hashlib.sha256(data).hexdigest()] = tuple(float(v) for v in vector)
 
     def predict(self, image: bytes, explain: bool = False):
         import hashlib
@@ -172,7 +210,8 @@ class FakePredictor:
         explanation = {"method": "grad-cam", "class": label, "grid": [2, 2], "values": [[0.1, 0.9], [0.0, 0.5]]} if explain else None
         score = self.scores.get(sha256, 1.0) if self.ood else None
         return PredictorAnswer(label, probabilities, "catdog", self.version, 0.012, explanation, ood_score=score,
-                               neither=None if score is None else score > self.ood["threshold"])
+                               neither=None if score is None else score > self.ood["threshold"],
+                               embedding=self.embeddings.get(sha256))
 
     def status(self, timeout: float | None = None):
         from feedback.predictor_client.client import PredictorStatus

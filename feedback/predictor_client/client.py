@@ -15,6 +15,9 @@ a present field of another type is a bad_answer. The app asks only V1 (and Verte
 V2 outputs `ood_score` and `neither` hold the same. The model's threshold comes from the V2
 metadata's parameters "ood" {"method", "threshold", ...} when the predictor gives it
 (PredictorStatus.ood; the service copies it onto predictions of that model version).
+Embedding: every V1/Vertex request carries "parameters": {"embedding": true}; a model that has the
+output (catdog.model.FeatureEmbedding) answers "embedding": [floats] (PredictorAnswer.embedding,
+stored with the prediction for the diverse review order), an older model answers without it (None).
 Every failure is a PredictorError carrying the HTTP status the app should answer with (503 when
 the predictor is down, slow or not ready; 422 when it refused the photo; 502 for a broken answer).
 A PREDICTOR_URL with user:password@ is called with HTTP basic auth; `url` and every message
@@ -68,6 +71,7 @@ class PredictorAnswer:
     ood_score: float | None = None  # None: the model has no out-of-distribution score
     neither: bool | None = None  # the model's flag: this photo may be neither label
     ood_threshold: float | None = None  # the model's threshold on ood_score, when its metadata says
+    embedding: tuple[float, ...] | None = None  # the model's embedding of the photo (diverse review order), if it has one
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ class PredictorClient:
 
     def predict(self, image: bytes, explain: bool = False) -> PredictorAnswer:
         """One photo's label and probabilities (and explanation when asked and available)."""
-        body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}]}
+        # parameters.embedding: the photo's embedding when the model has one (serving/kserve_model.py)
+        body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}],
+                "parameters": {"embedding": True}}
         if self.protocol == "vertex":
             url = f"{self.url}:predict"
         else:
@@ -157,6 +163,7 @@ class PredictorClient:
             if label not in probabilities:
                 raise ValueError(f"label {label!r} is not among the probabilities")
             ood_score, neither = read_ood(prediction)
+            embedding = read_embedding(prediction)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. probabilities as a list
             raise PredictorError(f"the predictor at {self.url} gave an answer the app cannot read "
                                  f"({type(exc).__name__}: {exc})", "bad_answer") from None
@@ -169,7 +176,7 @@ class PredictorClient:
         else:
             version, model_name = response.headers.get("x-model-version"), self.model
         return PredictorAnswer(label, probabilities, model_name, version, latency, explanation,
-                               ood_score=ood_score, neither=neither)
+                               ood_score=ood_score, neither=neither, embedding=embedding)
 
     def _json(self, response: httpx.Response) -> dict:
         if response.status_code == 400:  # the predictor refused the photo: say why
@@ -231,6 +238,20 @@ def read_ood(prediction: dict) -> tuple[float | None, bool | None]:
     if flag is not None and not isinstance(flag, bool):
         raise ValueError(f"neither {flag!r} is not true or false")
     return score, flag
+
+
+MAX_EMBEDDING_DIMS = 1024
+
+
+def read_embedding(prediction: dict) -> tuple[float, ...] | None:
+    """The "embedding" of one V1/Vertex prediction (a list of finite numbers), None when absent."""
+    vector = prediction.get("embedding")
+    if vector is None:
+        return None
+    if not isinstance(vector, list) or not 0 < len(vector) <= MAX_EMBEDDING_DIMS \
+            or not all(_finite_number(v) for v in vector):
+        raise ValueError(f"embedding is not a list of 1 to {MAX_EMBEDDING_DIMS} finite numbers")
+    return tuple(float(v) for v in vector)
 
 
 def ood_threshold(ood: dict | None) -> float | None:

@@ -4,7 +4,12 @@ The callers own the transactions (feedback/labelling/service.py); nothing here c
 The review queue's order (review_queue; feedback.settings.REVIEW_ORDERS, the REVIEW_ORDER setting):
 least_confident (smallest confidence first), newest, ood_first (photos the model flagged as neither
 first, then the highest ood_score; predictions without a score last) and random (a shuffle of the
-queue by a caller's seed: the same seed gives the same order, on every database).
+queue by a caller's seed: the same seed gives the same order, on every database) and diverse (the
+DIVERSE_POOL x limit least confident queued photos, then farthest-first over the model's embedding,
+catdog.diversity.k_center_greedy, starting from the photos people already judged: one page does not
+spend its verdicts on near-copies. Embeddings of different model versions are not comparable: it
+places the photos of the model version most of the pool has, from the judged photos of that version;
+photos without an embedding (older models, older rows) follow in least-confident order).
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
 (published_label becomes NEITHER), so repair finishes that removal like any other move; so does a
@@ -17,12 +22,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from catdog.diversity import k_center_greedy
 from catdog.preprocessing import EXTENSIONS
 from feedback.labelling.consensus import consensus, reviewer_key
 from feedback.settings import ReviewOrder
@@ -65,6 +74,7 @@ def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, sour
         model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
         probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
         source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
+        embedding=None if answer.embedding is None else np.asarray(answer.embedding, "<f4").tobytes(),
         inference_service=inference_service, event_id=event_id, event_index=event_index,
     )
     session.add(prediction)
@@ -170,6 +180,8 @@ def review_queue(session: Session, limit: int = 50, order: ReviewOrder = "least_
     """Photos nobody validated yet, each once (its newest prediction), in `order`; random needs
     `seed` and shuffles the whole queue's ids in Python (random.Random(seed): SQL's random() has no
     seed on SQLite, and differs per database), so it reads one id per queued photo."""
+    if order == "diverse":
+        return _diverse(session, limit)
     if order != "random":
         return list_predictions(session, status="unvalidated", order=order, limit=limit, latest_per_photo=True)
     if seed is None:
@@ -182,6 +194,35 @@ def review_queue(session: Session, limit: int = 50, order: ReviewOrder = "least_
         return []
     rows = {p.id: p for p in session.scalars(select(Prediction).where(Prediction.id.in_(chosen)))}
     return [rows[i] for i in chosen]
+
+
+DIVERSE_POOL = 5  # the diverse order spreads a page over the 5 x limit least confident queued photos
+DIVERSE_CENTRES = 5000  # at most this many judged photos' embeddings, the newest, are its starting centres
+
+
+def _vectors(rows: list[bytes]) -> np.ndarray:
+    return np.stack([np.frombuffer(row, "<f4") for row in rows]).astype(np.float64)
+
+
+def _diverse(session: Session, limit: int) -> list[Prediction]:
+    pool = list_predictions(session, status="unvalidated", order="least_confident", latest_per_photo=True,
+                            limit=max(DIVERSE_POOL * limit, limit))
+    versions = Counter(p.model_version for p in pool if p.embedding is not None)
+    if not versions:
+        return pool[:limit]
+    version = versions.most_common(1)[0][0]
+    placed = [p for p in pool if p.embedding is not None and p.model_version == version]
+    size = Counter(len(p.embedding) for p in placed).most_common(1)[0][0]  # bytes: 4 a dimension
+    placed = [p for p in placed if len(p.embedding) == size]
+    judged = [row for row in session.scalars(
+        select(Prediction.embedding).join(Prediction.photo)
+        .where(Photo.label.is_not(None), Prediction.model_version == version, Prediction.embedding.is_not(None))
+        .order_by(Prediction.created_at.desc()).limit(DIVERSE_CENTRES)) if len(row) == size]
+    centres = _vectors(judged) if judged else np.zeros((0, size // 4))
+    picks = k_center_greedy(_vectors([p.embedding for p in placed]), centres, limit)
+    chosen = [placed[i] for i in picks]
+    taken = {p.id for p in chosen}
+    return (chosen + [p for p in pool if p.id not in taken])[:limit]
 
 
 def queue_length(session: Session) -> int:

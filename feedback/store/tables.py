@@ -36,6 +36,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -124,6 +125,9 @@ class Prediction(Base):
     ood_score: Mapped[float | None] = mapped_column(Float)  # the predictor's out-of-distribution score
     neither: Mapped[bool | None] = mapped_column(Boolean)  # the predictor flagged it as neither label
     ood_threshold: Mapped[float | None] = mapped_column(Float)  # the model's flag threshold, when known
+    # the model's embedding of the photo (float32 bytes, catdog.model.FeatureEmbedding; NULL for models
+    # without it): the diverse review order spreads the queue over it (feedback/labelling/review_order.py)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     # source "endpoint" (KServe payload logger, feedback/labelling/endpoint_events.py): the InferenceService, and
     # the events' ce-id with the instance's place in the batch (unique: a resent pair is stored once)
     inference_service: Mapped[str | None] = mapped_column(String(253))

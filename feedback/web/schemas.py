@@ -116,8 +116,8 @@ class PredictionList(BaseModel):
 class ReviewQueue(BaseModel):
     queue: str = Field("review", description="review, or second-opinion")
     length: int = Field(description="photos waiting for a verdict (second-opinion: for another one)")
-    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first or newest; "
-                       "second_opinion for that queue")
+    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first, newest or "
+                       "diverse; second_opinion for that queue")
     seed: int | None = Field(None, description="order=random: the shuffle's seed (give it back for the same order)")
     predictions: list[PredictionOut] = Field(description="in `order`, at most `limit`")
 

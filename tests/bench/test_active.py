@@ -11,18 +11,6 @@ import pytest
 from bench import active
 
 
-def test_k_center_greedy_spreads_its_picks():
-    rng = np.random.default_rng(0)
-    corners = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
-    # 4 tight clusters of 25 points; the labelled centre sits on the first
-    points = np.concatenate([c + rng.normal(scale=0.1, size=(25, 2)) for c in corners])
-    picked = active.k_center_greedy(points, corners[:1], 3)
-    assert sorted(set(i // 25 for i in picked)) == [1, 2, 3]  # one in each cluster not yet covered
-    assert picked[0] // 25 == 3  # the farthest from the labelled centre first
-    assert len(set(active.k_center_greedy(points, np.empty((0, 2)), 4) // 25)) == 4
-    assert len(set(active.k_center_greedy(points, corners[:1], 100).tolist())) == 100  # never twice
-
-
 def test_least_confident_picks_the_boundary():
     probabilities = np.array([[0.99, 0.01], [0.52, 0.48], [0.2, 0.8], [0.45, 0.55], [0.9, 0.1]])
     assert active.least_confident(probabilities, 2).tolist() == [1, 3]
@@ -35,10 +23,11 @@ def test_least_confident_picks_the_boundary():
 
 def test_diverse_takes_spread_points_among_the_least_confident(monkeypatch):
     monkeypatch.setattr(active, "CANDIDATES", 4)  # the 4 least confident are the candidates
-    x = np.array([[0.0], [0.01], [0.02], [5.0], [9.0]])
+    x = np.array([[0.0, 0], [0.01, 0], [0.02, 0], [5.0, 0], [9.0, 0]])
     probabilities = np.array([[0.5, 0.5], [0.51, 0.49], [0.52, 0.48], [0.53, 0.47], [0.99, 0.01]])
-    picked = active.pick("diverse", probabilities, x, np.empty((0, 1)), np.empty(0, int), 2, 2,
-                         np.random.default_rng(0))
+    # labelled photos of both classes (the embedding is fitted on them, as the model's on its training photos)
+    labelled_x, labelled_y = np.array([[-1.0, 0], [1, 0], [-1, 0.1], [1, 0.1]]), np.array([0, 0, 1, 1])
+    picked = active.pick("diverse", probabilities, x, labelled_x, labelled_y, 2, 2, np.random.default_rng(0))
     assert sorted(picked.tolist()) in ([0, 3], [1, 3], [2, 3])  # not two near-copies; 4 is confident
     assert sorted(active.least_confident(probabilities, 2).tolist()) == [0, 1]  # what plain least confident takes
 

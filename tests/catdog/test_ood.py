@@ -130,12 +130,35 @@ def test_the_exported_model_has_the_score_and_its_metadata(ood_predictor):
     import onnxruntime as ort
 
     metadata = ood_predictor.metadata
-    assert metadata["outputs"] == ["probabilities", "gradcam", "ood_score"]
+    assert metadata["outputs"] == ["probabilities", "gradcam", "ood_score", "embedding"]
     assert metadata["ood"]["method"] == "tied-residual-pca" and metadata["ood"]["score_output"] == "ood_score"
     assert metadata["ood"]["components"] == 32 and metadata["ood"]["val_false_reject_rate"] <= 0.01
     session = ort.InferenceSession(str(tiny_ood_model_dir() / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "gradcam", "ood_score"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "gradcam", "ood_score", "embedding"]
     assert ood_predictor.has_ood and ood_predictor.ood_threshold == metadata["ood"]["threshold"]
+    assert ood_predictor.has_embedding and metadata["embedding"]["dims"] == 32
+
+
+def test_the_embedding_is_the_centred_features_on_the_fit_s_top_directions(ood_predictor):
+    """The embedding output (catdog.model.FeatureEmbedding) equals (features - mean of the class
+    means) @ the OOD fit's first basis columns, in Keras and ONNX; asked only when wanted."""
+    import keras
+
+    from catdog.model import POOLED_FEATURES, load_keras_model
+
+    served = load_keras_model(tiny_ood_model_dir())
+    pixels = _pixels(ood_predictor, IN_PHOTOS[:3] + OOD_PHOTOS[:2])
+    features = keras.Model(served.inputs, served.get_layer(POOLED_FEATURES).output).predict(
+        pixels.astype(np.float32), verbose=0)
+    means, basis = served.get_layer("ood_score").get_weights()
+    dims = ood_predictor.metadata["embedding"]["dims"]
+    expected = (features - means.mean(axis=0)) @ basis[:, :dims]
+    outputs = ood_predictor.run_pixels(pixels, batch_size=2, embedding=True)
+    assert outputs.embedding.shape == (5, dims)
+    np.testing.assert_allclose(outputs.embedding, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_allclose(outputs.ood_score, ood_predictor.run_pixels(pixels).ood_score, rtol=1e-5)
+    assert ood_predictor.run_pixels(pixels).embedding is None  # not asked: not computed
+    assert ood_predictor.run_pixels(pixels[:0], embedding=True).embedding.shape == (0, dims)
 
 
 def test_the_score_is_computed_from_the_flip_averaged_features(ood_predictor):
@@ -149,7 +172,7 @@ def test_the_score_is_computed_from_the_flip_averaged_features(ood_predictor):
     features = keras.Model(served.inputs, served.get_layer(POOLED_FEATURES).output).predict(
         pixels.astype(np.float32), verbose=0)
     means, basis = served.get_layer("ood_score").get_weights()
-    keras_probabilities, _, keras_scores = served.predict(pixels.astype(np.float32), verbose=0)
+    keras_probabilities, _, keras_scores, _ = served.predict(pixels.astype(np.float32), verbose=0)
     outputs = ood_predictor.run_pixels(pixels, batch_size=3)
     np.testing.assert_allclose(outputs.ood_score, residual_scores(features, means, basis), rtol=1e-3)
     np.testing.assert_allclose(outputs.ood_score, keras_scores, rtol=1e-3)
@@ -276,6 +299,27 @@ def test_v2_outputs_by_default_and_by_name(ood_server, ood_predictor):
     assert ood_server.get("/v2/models/catdog").json()["parameters"]["ood"]["threshold"] == ood_predictor.ood_threshold
 
 
+def test_the_embedding_is_answered_only_when_asked(ood_server, ood_predictor):
+    """V1/Vertex "parameters": {"embedding": true} on :predict and :explain, V2 by name; never by default."""
+    photos = [IN_PHOTOS[2], OOD_PHOTOS[0]]
+    expected = ood_predictor.run_pixels(_pixels(ood_predictor, photos), embedding=True).embedding
+    for verb in ("predict", "explain"):
+        plain = ood_server.post(f"/v1/models/catdog:{verb}", json=v1_json(*photos)).json()["predictions"]
+        assert all("embedding" not in p for p in plain)
+        response = ood_server.post(f"/v1/models/catdog:{verb}", json={**v1_json(*photos), "parameters": {"embedding": True}})
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose([p["embedding"] for p in response.json()["predictions"]], expected, atol=1e-4)
+    body = ood_server.post("/v2/models/catdog/infer", json={**v2_json(*photos), "outputs": [{"name": "embedding"}]}).json()
+    (output,) = body["outputs"]
+    assert output["name"] == "embedding" and output["shape"] == [2, expected.shape[1]]
+    np.testing.assert_allclose(np.reshape(output["data"], expected.shape), expected, rtol=1e-5, atol=1e-6)
+    assert {"name": "embedding", "datatype": "FP32", "shape": [-1, expected.shape[1]]} in \
+        ood_server.get("/v2/models/catdog").json()["outputs"]
+    for bad in ({"embedding": "yes"}, ["embedding"]):
+        response = ood_server.post("/v1/models/catdog:predict", json={**v1_json(photos[0]), "parameters": bad})
+        assert response.status_code == 400 and "parameters" in response.json()["error"]
+
+
 def test_a_model_without_the_score_answers_without_it(champion_registry):
     with run_server(make_model("champion", champion_registry.uri, reload_interval=0)) as server:
         (prediction,) = server.predict(IN_PHOTOS[0]).json()["predictions"]
@@ -287,3 +331,24 @@ def test_a_model_without_the_score_answers_without_it(champion_registry):
         assert [o["name"] for o in server.get("/v2/models/catdog").json()["outputs"]] == ["label", "probabilities",
                                                                                         "gradcam"]
         assert server.get("/v1/models/catdog/metadata").json()["ood"] is None
+        asked = server.post("/v1/models/catdog:predict", json={**v1_json(IN_PHOTOS[0]), "parameters": {"embedding": True}})
+        assert asked.status_code == 200 and set(asked.json()["predictions"][0]) == {"label", "probabilities"}
+        named = server.post("/v2/models/catdog/infer", json={**v2_json(IN_PHOTOS[0]), "outputs": [{"name": "embedding"}]})
+        assert named.status_code == 400 and "trained without it" in named.json()["error"]
+
+
+def test_the_app_stores_the_real_predictor_s_embedding_and_orders_by_it(tmp_path, ood_server, ood_predictor):
+    """The feedback app against the real predictor (a model with the embedding): each stored
+    prediction keeps the model's embedding, and the diverse review order uses it (/api/review-queue)."""
+    from feedback.store import queries
+    from tests.feedback_fixtures import feedback_settings, running_app
+
+    photos = IN_PHOTOS[:4] + OOD_PHOTOS[:2]
+    expected = ood_predictor.run_pixels(_pixels(ood_predictor, photos), embedding=True).embedding
+    with running_app(feedback_settings(tmp_path, ood_server.url)) as app:
+        ids = [app.predict(data).json()["id"] for data in photos]
+        with app.service.db.read() as session:
+            stored = [np.frombuffer(queries.get_prediction(session, i).embedding, "<f4") for i in ids]
+        np.testing.assert_allclose(np.stack(stored), expected, atol=1e-4)
+        page = app.get("/api/review-queue", params={"order": "diverse", "limit": 6}).json()
+        assert page["order"] == "diverse" and sorted(p["id"] for p in page["predictions"]) == sorted(ids)

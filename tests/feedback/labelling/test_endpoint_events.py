@@ -23,6 +23,8 @@ from sqlalchemy import func, inspect, select, text
 from feedback.labelling.endpoint_events import REQUEST_TYPE, RESPONSE_TYPE, EndpointEvents, PendingEvents, parse_event
 from feedback.store.tables import Photo, Prediction
 from tests.feedback_fixtures import (  # noqa: F401 (fixtures)
+    SCHEMA_HEAD,
+    store_at_revision,
     FakePredictor,
     database_url,
     feedback_settings,
@@ -327,29 +329,15 @@ def test_pending_events_pair_in_either_order():
 
 
 def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(database_url):  # noqa: F811
-    from datetime import datetime
-
     from alembic import command
-    from sqlalchemy import JSON, DateTime, bindparam
     from sqlalchemy.exc import IntegrityError
 
     from feedback.store.db import alembic_config, migrate, open_database
 
     database = open_database(database_url)
-    created = datetime(2026, 1, 2, 3, 4, 5)
-    insert = text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
-                  "probabilities, latency_ms, source) VALUES (:id, :at, :sha, 'catdog', 'cat', 0.6, :probabilities, "
-                  "12.0, :source)").bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON()))
     try:
-        with database.writing() as session:
-            command.upgrade(alembic_config(session.connection()), "0003")
-            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
-                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
-                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "a" * 64, "at": created})
-            for i in (1, 2):
-                session.execute(insert, {"id": f"p{i}", "sha": "a" * 64, "at": created, "source": "api",
-                                         "probabilities": {"cat": 0.6, "dog": 0.4}})
-        assert migrate(database) == "0006"
+        store_at_revision(database, "0003", ["p1", "p2"])
+        assert migrate(database) == SCHEMA_HEAD
         with database.writing() as session:
             old = session.get(Prediction, "p1")
             assert (old.inference_service, old.event_id, old.event_index) == (None, None, None)  # many NULLs: fine
@@ -362,7 +350,7 @@ def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(datab
         with database.writing() as session:
             command.downgrade(alembic_config(session.connection()), "0003")
         assert "event_id" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0006"
+        assert migrate(database) == SCHEMA_HEAD
         with database.read() as session:
             assert session.get(Prediction, "p1").event_id is None and session.get(Prediction, "p1").source == "endpoint"
     finally:

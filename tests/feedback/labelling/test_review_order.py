@@ -4,6 +4,7 @@ highest ood_score, unscored last), random (one shuffle per seed)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -56,6 +57,40 @@ def test_each_order_of_the_queue(service):
     assert len({tuple(order("random", seed=s)) for s in range(8)}) > 1  # seeds differ (5! orders)
     with pytest.raises(ValueError, match="seed"):
         order("random")
+
+
+def test_the_diverse_order_spreads_a_page_over_the_embedding(service):
+    """Among the least confident, farthest first from the judged photos and from each other; photos
+    without an embedding (an older model) follow in least-confident order."""
+    fake: FakePredictor = service.predictor
+    # three clusters in the embedding: around (0, 0) (one photo judged there), (10, 0) and (0, 10)
+    places = {60: (0, 0), 61: (0.1, 0), 62: (0, 0.2), 63: (10, 0), 64: (9.9, 0), 65: (0, 10), 66: (0.2, 0.1)}
+    confidences = {60: 0.51, 61: 0.52, 62: 0.53, 63: 0.6, 64: 0.54, 65: 0.7, 66: 0.55, 67: 0.56}
+    for seed, place in places.items():
+        fake.embed(photo(seed), place)
+    made = _queue(service, confidences, {})  # 67: no embedding
+    service.validate(made[60], "cat", "ana")  # judged: its cluster is covered
+    ids = lambda *seeds: [made[s] for s in seeds]  # noqa: E731
+
+    def order(limit):
+        with service.db.read() as session:
+            return [p.id for p in queries.review_queue(session, limit, "diverse")]
+
+    # the pool is 5 x limit least confident; with limit 3 that is all 7 queued photos
+    assert order(3) == ids(63, 65, 66)  # (10, 0) is farthest from the judged (0, 0), then (0, 10)
+    assert order(7)[:2] == ids(63, 65) and order(7)[-1] == made[67]  # the photo without an embedding last
+    assert sorted(order(7)) == sorted(ids(61, 62, 63, 64, 65, 66, 67))
+    with service.db.read() as session:  # the embedding is stored as float32 bytes
+        stored = queries.get_prediction(session, made[63]).embedding
+    assert np.frombuffer(stored, "<f4").tolist() == [10.0, 0.0]
+    page = service.review_queue(2, "diverse")
+    assert page.order == "diverse" and [p.id for p in page.predictions] == ids(63, 65)
+
+
+def test_diverse_without_any_embedding_is_least_confident(service):
+    made = _queue(service, {70: 0.8, 71: 0.6, 72: 0.7}, {})
+    with service.db.read() as session:
+        assert [p.id for p in queries.review_queue(session, 10, "diverse")] == [made[71], made[72], made[70]]
 
 
 def test_the_random_order_of_an_empty_queue(service):

@@ -15,7 +15,7 @@ from sqlalchemy import inspect, text
 from feedback.labelling.reviewers import NameRequired
 from feedback.store import queries
 from feedback.store.tables import Photo, Prediction
-from tests.feedback_fixtures import FakePredictor, database_url, photo, started_service  # noqa: F401 (fixture)
+from tests.feedback_fixtures import SCHEMA_HEAD, FakePredictor, database_url, photo, started_service  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_0006_recomputes_the_labels_of_a_0004_database_that_holds_verdicts(datab
                                      "source) VALUES (:sha, :id, :label, :at, :by, 'api')")
                                 .bindparams(bindparam("at", type_=DateTime())),
                                 {"sha": key * 64, "id": key, "label": label, "at": at, "by": by})
-        assert migrate(database) == "0006"
+        assert migrate(database) == SCHEMA_HEAD
         with database.read() as session:
             got = {k: (p.label, p.reviewers, p.contested) for k in photos for p in [session.get(Photo, k * 64)]}
             assert got == {"a": (None, 2, True), "b": ("cat", 1, False), "c": ("neither", 3, True), "d": (None, 0, False)}
@@ -161,7 +161,7 @@ def test_0006_recomputes_the_labels_of_a_0004_database_that_holds_verdicts(datab
         with database.read() as session:  # the old rule again: the latest verdict
             labels = dict(session.execute(text("SELECT sha256, label FROM photos")).all())
             assert {k: labels[k * 64] for k in photos} == {"a": "cat", "b": "cat", "c": "neither", "d": None}
-        assert migrate(database) == "0006"
+        assert migrate(database) == SCHEMA_HEAD
     finally:
         database.close()
 

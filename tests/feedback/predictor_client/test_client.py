@@ -27,7 +27,9 @@ class VertexStandIn:
         if method == "POST" and path == f"{ENDPOINT_PATH}:predict":
             (instance,) = json.loads(body)["instances"]
             assert base64.b64decode(instance["image_bytes"]["b64"])[:2] == b"\xff\xd8"  # a JPEG, as sent
-            return 200, {}, {"predictions": [{"label": "dog", "probabilities": {"cat": 0.2, "dog": 0.8}}],
+            assert json.loads(body)["parameters"] == {"embedding": True}  # Vertex passes parameters to the container
+            return 200, {}, {"predictions": [{"label": "dog", "probabilities": {"cat": 0.2, "dog": 0.8},
+                                              "embedding": [0.5, -1.25, 3.0]}],
                              "deployedModelId": "555", "model": "projects/1/locations/europe-west4/models/catdog",
                              "modelDisplayName": "catdog", "modelVersionId": "7"}
         if method == "GET" and path == ENDPOINT_PATH:
@@ -49,6 +51,7 @@ def test_vertex_predict_sends_the_token_and_reads_the_model_version(vertex):
     answer = client.predict(photo(1), explain=True)  # Vertex gives no explanations: none asked
     assert (answer.label, answer.probabilities, answer.model_version) == ("dog", {"cat": 0.2, "dog": 0.8}, "7")
     assert answer.model_name == "projects/1/locations/europe-west4/models/catdog" and answer.explanation is None
+    assert answer.embedding == (0.5, -1.25, 3.0)
     method, path, headers, _ = stand_in.requests[-1]
     assert (method, path) == ("POST", f"{ENDPOINT_PATH}:predict")
     status = client.status()
@@ -93,3 +96,12 @@ def test_google_token_refreshes_expired_credentials():
     assert token() == "token-1" and token() == "token-1" and credentials.refreshed == 1
     credentials.valid = False  # expired
     assert token() == "token-2"
+
+
+@pytest.mark.parametrize("embedding", ["abc", [], ["x"], [float("nan")], [True], [0.0] * 1025])
+def test_an_embedding_that_is_not_a_list_of_numbers_is_a_bad_answer(embedding):
+    from feedback.predictor_client.client import read_embedding
+
+    with pytest.raises(ValueError, match="embedding"):
+        read_embedding({"embedding": embedding})
+    assert read_embedding({}) is None and read_embedding({"embedding": [1, 2.5]}) == (1.0, 2.5)

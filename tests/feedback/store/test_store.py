@@ -11,7 +11,7 @@ from sqlalchemy import func, inspect, select, text
 from feedback.store import queries
 from feedback.store.db import SchemaError, migrate, open_database
 from feedback.store.tables import Photo, Prediction, Validation, utcnow
-from tests.feedback_fixtures import FakePredictor, database_url, photo, started_service  # noqa: F401 (fixture)
+from tests.feedback_fixtures import SCHEMA_HEAD, FakePredictor, store_at_revision, database_url, photo, started_service  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -30,18 +30,18 @@ def test_migrations_build_exactly_the_models(service):
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == service.schema_revision == "0006"
+        assert context.get_current_revision() == service.schema_revision == SCHEMA_HEAD
     assert {"photos", "predictions", "validations"} <= set(inspect(service.db.engine).get_table_names())
 
 
 def test_migrating_again_changes_nothing(service):
-    assert migrate(service.db) == "0006"
+    assert migrate(service.db) == SCHEMA_HEAD
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
     with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
-    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0006"):
+    with pytest.raises(SchemaError, match=rf"0099_from_the_future.*newer than this code knows.*{SCHEMA_HEAD}"):
         migrate(service.db)
 
 
@@ -187,9 +187,9 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert results == ["0006"] * len(databases)
+        assert results == [SCHEMA_HEAD] * len(databases)
         with databases[0].read() as session:
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
     finally:
         for database in databases:
             database.close()
@@ -198,28 +198,15 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
 def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_url):  # noqa: F811
     """Issue 18: predictions of a store migrated from 0002 keep their rows with NULL ood fields; the
     new columns hold a flag as a bool; 0003 downgrades and upgrades again."""
-    from datetime import datetime
-
     from alembic import command
-    from sqlalchemy import JSON, DateTime, bindparam
 
     from feedback.store.db import alembic_config
 
     database = open_database(database_url)
-    created = datetime(2026, 1, 2, 3, 4, 5)
     try:
-        with database.writing() as session:
-            command.upgrade(alembic_config(session.connection()), "0002")
-            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
-                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'x.jpg', :at)")
-                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "a" * 64, "at": created})
-            session.execute(text("INSERT INTO predictions (id, created_at, photo_sha256, model_name, label, confidence, "
-                                 "probabilities, latency_ms, source) VALUES ('p1', :at, :sha, 'catdog', 'cat', 0.6, "
-                                 ":probabilities, 12.0, 'api')")
-                            .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
-                            {"sha": "a" * 64, "at": created, "probabilities": {"cat": 0.6, "dog": 0.4}})
+        store_at_revision(database, "0002")
         assert "ood_score" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0006"
+        assert migrate(database) == SCHEMA_HEAD
         with database.writing() as session:
             old = session.get(Prediction, "p1")
             assert (old.ood_score, old.neither, old.ood_threshold, old.status) == (None, None, None, "unvalidated")
@@ -233,8 +220,38 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
         with database.writing() as session:
             command.downgrade(alembic_config(session.connection()), "0002")
         assert "neither" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0006"
+        assert migrate(database) == SCHEMA_HEAD
         with database.read() as session:
             assert session.get(Prediction, "p1").neither is None
+    finally:
+        database.close()
+
+
+def test_0007_adds_the_embedding_column_to_a_0004_database_that_holds_rows(database_url):  # noqa: F811
+    """The diverse order's predictions.embedding: rows of a 0004 store keep NULL (the order puts them
+    last), the column takes float32 bytes, and 0007 downgrades and upgrades again."""
+    import numpy as np
+    from alembic import command
+
+    from feedback.store.db import alembic_config
+
+    database = open_database(database_url)
+    try:
+        store_at_revision(database, "0004", ["p7"], "b" * 64, label="dog")
+        assert "embedding" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
+        assert migrate(database) == SCHEMA_HEAD
+        with database.writing() as session:
+            row = session.get(Prediction, "p7")
+            assert row.embedding is None and row.status == "unvalidated"
+            row.embedding = np.arange(32, dtype="<f4").tobytes()
+        with database.read() as session:
+            assert np.frombuffer(session.get(Prediction, "p7").embedding, "<f4").tolist() == list(range(32))
+            assert [p.id for p in queries.review_queue(session, 5, "diverse")] == ["p7"]
+        with database.writing() as session:
+            command.downgrade(alembic_config(session.connection()), "0004")
+        assert "embedding" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
+        assert migrate(database) == SCHEMA_HEAD
+        with database.read() as session:
+            assert session.get(Prediction, "p7").embedding is None
     finally:
         database.close()

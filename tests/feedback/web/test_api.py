@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.feedback_fixtures import app, feedback_settings, photo, predictor, running_app, stub_server, unused_url  # noqa: F401
+from tests.feedback_fixtures import SCHEMA_HEAD, app, feedback_settings, photo, predictor, running_app, stub_server, unused_url  # noqa: F401
 from tests.helpers import image_bytes, png_header_only
 
 PREDICTION_KEYS = {"id", "predicted_class", "confidence", "probabilities", "model_version", "prediction_time", "timestamp"}
@@ -213,7 +213,7 @@ def test_status_health_ready(app):
     assert app.get("/ready").status_code == 200
     status = app.get("/api/status").json()
     assert status["predictor"]["ready"] and status["predictor"]["class_names"] == ["cat", "dog"]
-    assert status["database"] == {"reachable": True, "error": None, "schema_revision": "0006"}
+    assert status["database"] == {"reachable": True, "error": None, "schema_revision": SCHEMA_HEAD}
     assert status["labels"] == ["cat", "dog"] and status["auth_required"] is False
     assert "sqlite" not in str(status)  # no database URL (it may hold a password) in the answer
 
