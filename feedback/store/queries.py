@@ -216,7 +216,7 @@ def _diverse(session: Session, limit: int) -> list[Prediction]:
     placed = [p for p in placed if len(p.embedding) == size]
     judged = [row for row in session.scalars(
         select(Prediction.embedding).join(Prediction.photo)
-        .where(Photo.label.is_not(None), Prediction.model_version == version, Prediction.embedding.is_not(None))
+        .where(Photo.reviewers > 0, Prediction.model_version == version, Prediction.embedding.is_not(None))
         .order_by(Prediction.created_at.desc()).limit(DIVERSE_CENTRES)) if len(row) == size]
     centres = _vectors(judged) if judged else np.zeros((0, size // 4))
     picks = k_center_greedy(_vectors([p.embedding for p in placed]), centres, limit)

@@ -19,10 +19,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("predictions") as batch:
-        batch.add_column(sa.Column("embedding", sa.LargeBinary(), nullable=True))
+    op.add_column("predictions", sa.Column("embedding", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("predictions") as batch:
-        batch.drop_column("embedding")
+    # SQLite too (3.35+ drops a column in place): a batch would copy the table, which the foreign keys
+    # of validations.prediction_id refuse once verdicts exist
+    op.drop_column("predictions", "embedding")
