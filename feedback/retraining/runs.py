@@ -47,7 +47,7 @@ from feedback.settings import Settings
 logger = logging.getLogger("catdog.feedback")
 QUEUED_TIMEOUT_S = 300  # a run queued this long without a process or remote id was never started
 # pipelines.training_pipeline.STEPS (kept equal by a test; not imported: that imports kfp and the components)
-PIPELINE_STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy", "label-issues")
+PIPELINE_STEPS = ("ingest", "preprocess", "train", "evaluate", "label-issues", "select-champion", "deploy")
 
 
 class RunConflict(RuntimeError):
