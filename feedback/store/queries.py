@@ -3,7 +3,8 @@
 The callers own the transactions (feedback/labelling/service.py); nothing here commits.
 The review queue's order (review_queue; feedback.settings.REVIEW_ORDERS, the REVIEW_ORDER setting):
 least_confident (smallest confidence first), newest, ood_first (photos the model flagged as neither
-first, then the highest ood_score; predictions without a score last) and random (a shuffle of the
+first, then the highest ood_score; predictions without a score last), training_suspects_first
+(training photos whose label may be wrong first, feedback/store/training_queries.py) and random (a shuffle of the
 queue by a caller's seed: the same seed gives the same order, on every database).
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
@@ -23,13 +24,16 @@ from sqlalchemy.orm import Session, aliased
 from catdog.preprocessing import EXTENSIONS
 from feedback.settings import ReviewOrder
 from feedback.store.photos import CheckedPhoto
-from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
+from feedback.store.tables import NEITHER, STATUSES, TRAINING_SOURCE, Photo, Prediction, TrainingPhoto, Validation, utcnow
 
 if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
     from feedback.predictor_client.client import PredictorAnswer
 
-# validated photos whose dataset folder does not match their label yet
-_unpublished = Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+# validated photos whose dataset folder does not match their label yet; training photos are never
+# published (their verdicts are label overrides: feedback/store/training_queries.py)
+_not_training = Photo.sha256.not_in(select(TrainingPhoto.sha256))
+_unpublished = (Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+                & _not_training)
 
 
 def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
@@ -135,6 +139,9 @@ _ORDERS = {
     # CASE rather than NULLS LAST, which MariaDB does not have; a NULL neither is "not flagged"
     "ood_first": (case((Prediction.neither.is_(True), 0), else_=1), case((Prediction.ood_score.is_(None), 1), else_=0),
                   Prediction.ood_score.desc(), *_LEAST_CONFIDENT),
+    # training photos the label-issues step flagged first (lowest out-of-sample probability of the
+    # given label first), then the uploads, least confident first
+    "training_suspects_first": (case((Prediction.source == TRAINING_SOURCE, 0), else_=1), *_LEAST_CONFIDENT),
 }
 
 
@@ -222,7 +229,7 @@ def manifest_entries(session: Session) -> list[dict]:
         select(Photo, Validation, Prediction)
         .join(Validation, Validation.id == latest)
         .outerjoin(Prediction, Prediction.id == Validation.prediction_id)
-        .where(Photo.label.is_not(None), Photo.label != NEITHER)
+        .where(Photo.label.is_not(None), Photo.label != NEITHER, _not_training)
         .order_by(Photo.sha256)
     ).all()
     return [

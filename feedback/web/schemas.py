@@ -115,7 +115,8 @@ class PredictionList(BaseModel):
 
 class ReviewQueue(BaseModel):
     length: int = Field(description="photos waiting for a verdict")
-    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first or newest")
+    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first, newest "
+                       "or training_suspects_first")
     seed: int | None = Field(None, description="order=random: the shuffle's seed (give it back for the same order)")
     predictions: list[PredictionOut] = Field(description="in `order`, at most `limit`")
 

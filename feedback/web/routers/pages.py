@@ -26,9 +26,10 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 24
 ORDER_WORDS = {"least_confident": "least confident first", "random": "in random order",
-               "ood_first": "those the model flagged as neither a cat nor a dog first", "newest": "newest first"}
+               "ood_first": "those the model flagged as neither a cat nor a dog first", "newest": "newest first",
+               "training_suspects_first": "training photos whose label may be wrong first"}
 ORDER_LINKS = {"least_confident": "least confident", "random": "random", "ood_first": "out of distribution",
-               "newest": "newest"}
+               "newest": "newest", "training_suspects_first": "training suspects"}
 
 
 def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:

@@ -349,7 +349,7 @@ def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(datab
             for i in (1, 2):
                 session.execute(insert, {"id": f"p{i}", "sha": "a" * 64, "at": created, "source": "api",
                                          "probabilities": {"cat": 0.6, "dog": 0.4}})
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0005"
         with database.writing() as session:
             old = session.get(Prediction, "p1")
             assert (old.inference_service, old.event_id, old.event_index) == (None, None, None)  # many NULLs: fine
@@ -362,7 +362,7 @@ def test_0004_adds_the_endpoint_columns_to_a_0003_database_that_holds_rows(datab
         with database.writing() as session:
             command.downgrade(alembic_config(session.connection()), "0003")
         assert "event_id" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0005"
         with database.read() as session:
             assert session.get(Prediction, "p1").event_id is None and session.get(Prediction, "p1").source == "endpoint"
     finally:

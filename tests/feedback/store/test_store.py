@@ -30,18 +30,18 @@ def test_migrations_build_exactly_the_models(service):
     with service.db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == service.schema_revision == "0004"
+        assert context.get_current_revision() == service.schema_revision == "0005"
     assert {"photos", "predictions", "validations"} <= set(inspect(service.db.engine).get_table_names())
 
 
 def test_migrating_again_changes_nothing(service):
-    assert migrate(service.db) == "0004"
+    assert migrate(service.db) == "0005"
 
 
 def test_a_newer_schema_than_the_code_knows_is_a_clear_error(service):
     with service.db.writing() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
-    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0004"):
+    with pytest.raises(SchemaError, match=r"0099_from_the_future.*newer than this code knows.*0005"):
         migrate(service.db)
 
 
@@ -186,9 +186,9 @@ def test_replicas_starting_together_migrate_once(database_url):  # noqa: F811
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert results == ["0004"] * len(databases)
+        assert results == ["0005"] * len(databases)
         with databases[0].read() as session:
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
     finally:
         for database in databases:
             database.close()
@@ -218,7 +218,7 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
                             .bindparams(bindparam("at", type_=DateTime()), bindparam("probabilities", type_=JSON())),
                             {"sha": "a" * 64, "at": created, "probabilities": {"cat": 0.6, "dog": 0.4}})
         assert "ood_score" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0005"
         with database.writing() as session:
             old = session.get(Prediction, "p1")
             assert (old.ood_score, old.neither, old.ood_threshold, old.status) == (None, None, None, "unvalidated")
@@ -232,7 +232,7 @@ def test_0003_adds_the_ood_columns_to_a_0002_database_that_holds_rows(database_u
         with database.writing() as session:
             command.downgrade(alembic_config(session.connection()), "0002")
         assert "neither" not in {c["name"] for c in inspect(database.engine).get_columns("predictions")}
-        assert migrate(database) == "0004"
+        assert migrate(database) == "0005"
         with database.read() as session:
             assert session.get(Prediction, "p1").neither is None
     finally:

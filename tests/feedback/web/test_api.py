@@ -213,7 +213,7 @@ def test_status_health_ready(app):
     assert app.get("/ready").status_code == 200
     status = app.get("/api/status").json()
     assert status["predictor"]["ready"] and status["predictor"]["class_names"] == ["cat", "dog"]
-    assert status["database"] == {"reachable": True, "error": None, "schema_revision": "0004"}
+    assert status["database"] == {"reachable": True, "error": None, "schema_revision": "0005"}
     assert status["labels"] == ["cat", "dog"] and status["auth_required"] is False
     assert "sqlite" not in str(status)  # no database URL (it may hold a password) in the answer
 
