@@ -63,7 +63,7 @@ def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, sour
         model_version=answer.model_version, label=answer.label, confidence=answer.probabilities[answer.label],
         probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
         source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
-        inference_service=inference_service, event_id=event_id, event_index=event_index,
+        inference_service=inference_service, event_id=event_id, event_index=event_index, training=None,
     )
     session.add(prediction)
     session.flush()

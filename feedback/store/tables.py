@@ -129,7 +129,8 @@ class Prediction(Base):
     event_index: Mapped[int | None]
 
     photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
-    training: Mapped[TrainingPhoto | None] = relationship(back_populates="prediction", lazy="joined", viewonly=True)
+    # a training photo's card (tables.TrainingPhoto); None for every other prediction (set so on creation)
+    training: Mapped[TrainingPhoto | None] = relationship(back_populates="prediction", lazy="joined")
 
     @property
     def status(self) -> Status:

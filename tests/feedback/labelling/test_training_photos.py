@@ -193,9 +193,25 @@ def test_the_import_route_is_a_guarded_write(tmp_path, registry):
             assert answer.status_code == 503 and "FileNotFoundError" in answer.json()["detail"], answer.text
             queue = client.get("/api/review-queue?order=training_suspects_first").json()
             assert queue["order"] == "training_suspects_first" and queue["predictions"][0]["source"] == "training"
+            training = queue["predictions"][0]["training"]
+            assert (training["given_label"], training["reasons"], training["flagged_by_run"]) == ("cat", ["label"], "run-1")
             page = client.get("/review?order=training_suspects_first")
             assert page.status_code == 200 and "Training photo: its label may be wrong" in page.text
     finally:
         service.close()
     assert not list(Path(tmp_path / "store" / "dataset").rglob(f"{sha(A)}*"))
     assert RunValidation  # imported for the run checks above
+
+
+def test_training_cards_are_no_model_answers_on_the_dashboard(make_service, registry):
+    from feedback.store import dashboard_queries
+
+    champion_with_suspects(registry, 1, "run-1", [(A, entry(A, "cat", 0.05))])
+    service = make_service()
+    [card] = service.review_queue(50).predictions
+    service.validate(card.id, "dog", by="ana")
+    with service.db.read() as session:
+        assert dashboard_queries.judged_per_version(session) == []
+        assert dashboard_queries.neither_counts(session) == []
+        assert dashboard_queries.judged_confidences(session) == []
+        assert dashboard_queries.predictions_per_day(session, 7) == []
