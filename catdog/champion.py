@@ -3,6 +3,9 @@
 The decision (a dict, recorded in the registry's history and written as select-champion's
 decision_json) names the run that made it: "run_id" (catdog/registry.py: the decision of run X is
 found by that id) and, from the pipeline, "pipeline_job" (the service's id and name of the run).
+With the run's suspects (the label-issues step's list), the decision and, on a promotion, the
+champion alias also carry "suspects_uri": where catdog.suspects copied them in the registry, so the
+feedback app finds the champion's run's suspects from the alias alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from catdog.ingest import load_manifest
 from catdog.model_files import EVALUATION_FILE
 from catdog.onnx_predictor import OnnxPredictor
 from catdog.registry import ModelRegistry, check_run_id
+from catdog.suspects import record_suspects
 
 COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 
@@ -50,6 +54,8 @@ def select_champion(
     train_class_counts: dict[str, int] | None = None,
     run_id: str | None = None,
     pipeline_job: dict | None = None,
+    suspects: list[dict] | None = None,
+    ingest_dir: Path | None = None,
 ) -> dict:
     """Register the challenger as a new version, re-score the champion, move the alias on a win.
 
@@ -57,6 +63,8 @@ def select_champion(
     confidences included) and its training split's class counts, for the feedback dashboard.
     run_id: the run the decision belongs to (checked first: RegistryError before anything is
     written when it is not a usable id); pipeline_job: the service's {"id", "name"} of the run.
+    suspects (with ingest_dir, the snapshot holding their photos): recorded beside the version
+    (catdog.suspects) before the alias moves.
     """
     if run_id is not None:
         check_run_id(run_id)
@@ -76,6 +84,10 @@ def select_champion(
         reason = f"{note}; the challenger replaces it"
     evaluation = {**challenger_metrics, "train_class_counts": train_class_counts or {}}
     version = registry.register(challenger_dir, {EVALUATION_FILE: json.dumps(evaluation)})
+    suspects_uri = None
+    if suspects is not None:
+        suspects_uri = record_suspects(registry, version, suspects, Path(ingest_dir), run_id,
+                                       list(challenger_metrics["class_names"]))
     decision = {
         "run_id": run_id,
         "pipeline_job": pipeline_job,
@@ -90,11 +102,12 @@ def select_champion(
         "challenger": {k: challenger_metrics[k] for k in COMPARED_METRICS},
         "champion": {k: champion_metrics[k] for k in COMPARED_METRICS} if champion_metrics else None,
         "n_test": challenger_metrics["n"],
+        "suspects_uri": suspects_uri,
         "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if promoted:
         registry.set_champion(version, metric=metric, score=challenger_metrics[metric],
-                              previous_version=champion_version)
+                              previous_version=champion_version, run_id=run_id, suspects_uri=suspects_uri)
     decision["champion_version"] = registry.champion_version()
     decision["history_record"] = registry.record_decision(decision)
     return decision

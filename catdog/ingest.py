@@ -12,6 +12,9 @@ Feedback (optional): the photos people validated in the feedback app, published 
 <feedback_uri>/dataset/<label>/<sha256>.<ext> (a local folder or gs:// prefix; files at that root,
 such as its manifest.json, are not read). They join the data's photos with origin "feedback":
 same validation, the data's classes only, and the data's copy wins over identical bytes.
+With feedback, the label overrides people gave training photos (<feedback_uri>/label-overrides.json,
+catdog/label_overrides.py) are applied to the kept photos by sha256 (relabel or leave out, in the
+snapshot only) and reported.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from catdog import storage
+from catdog.label_overrides import apply_overrides, overrides_markdown, read_overrides
 
 # other modules import DEFAULT_LABEL_MAP, IGNORED_DIRS, parse_label_map and load_manifest from here
 from catdog.ingest_manifest import (  # noqa: F401
@@ -186,6 +190,10 @@ def ingest_dataset(
         if feedback_uri:
             candidates += _feedback_candidates(feedback_uri, label_map, result.class_names, Path(scratch), result)
         _validate_and_copy(candidates, output_dir, result, min_side, max_pixels, workers or os.cpu_count() or 1)
+        if feedback_uri:
+            uri, overrides = read_overrides(feedback_uri)
+            result.images, result.overrides = apply_overrides(result.images, output_dir, overrides,
+                                                              result.class_names, uri)
     (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest_dict(result), indent=1))
     return result
 
@@ -335,6 +343,7 @@ def build_report(result: IngestResult, data_uri: str, feedback_uri: str = "") ->
         "shorter_side_histogram": histogram,
         "notes": result.notes,
         "skipped": [asdict(s) for s in result.skipped],
+        "overrides": result.overrides,
     }
 
 
@@ -383,4 +392,6 @@ def report_markdown(report: dict) -> str:
         lines += [f"| `{s['source']}` | {s['reason'].replace('|', '/')} |" for s in report["skipped"]]
     else:
         lines.append("None.")
+    if report.get("overrides"):
+        lines += overrides_markdown(report["overrides"])
     return "\n".join(lines) + "\n"

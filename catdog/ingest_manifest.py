@@ -40,6 +40,7 @@ class IngestResult:
     images: list[ImageRecord]
     skipped: list[SkippedFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the report must say besides counts
+    overrides: dict | None = None  # the label overrides applied (catdog.label_overrides), when feedback was read
 
     @property
     def fingerprint(self) -> str:
@@ -70,6 +71,7 @@ def manifest_dict(result: IngestResult) -> dict:
         "images": [asdict(r) for r in result.images],
         "skipped": [asdict(s) for s in result.skipped],
         "notes": result.notes,
+        "overrides": result.overrides,
     }
 
 
@@ -82,4 +84,5 @@ def load_manifest(dataset_dir: Path) -> IngestResult:
         images=[ImageRecord(**r) for r in data["images"]],
         skipped=[SkippedFile(**s) for s in data["skipped"]],
         notes=data.get("notes", []),
+        overrides=data.get("overrides"),
     )

@@ -233,8 +233,12 @@ def describe_decision(run_id: str, registry_uri: str, decision: dict | None) -> 
     if decision is None:
         return [no_decision_reason(run_id, registry_uri)]
     verdict = "PROMOTED" if decision["promoted"] else "not promoted"
-    return [f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}",
-            f"champion: v{decision['champion_version']} in {decision['registry_uri']}"]
+    lines = [f"challenger v{decision['challenger_version']} {verdict}: {decision['reason']}",
+             f"champion: v{decision['champion_version']} in {decision['registry_uri']}"]
+    if decision.get("suspects_uri"):
+        lines.append(f"training photos to check: {decision['suspects_uri']} (the feedback app's review queue "
+                     "imports the champion's)")
+    return lines
 
 
 

@@ -21,7 +21,8 @@ def ingest(
     """Validate images by content (format, size, bombs, duplicates); write a dataset report.
 
     label_from: folder (class sub-folders), kaggle or oxford_pet (labels in file names; catdog/labels.py).
-    feedback_uri ('' = none): also the photos validated in the feedback app, under <feedback_uri>/dataset.
+    feedback_uri ('' = none): also the photos validated in the feedback app, under <feedback_uri>/dataset,
+    and its label overrides of training photos (<feedback_uri>/label-overrides.json: relabel or leave out).
     """
     import json
     from pathlib import Path
@@ -44,6 +45,11 @@ def ingest(
     if feedback_uri:
         print(f"feedback {feedback_uri}: kept {summary['n_images_by_origin']['feedback']} "
               f"{summary['class_counts_by_origin']['feedback']}, skipped {summary['n_skipped_by_origin']['feedback']}")
+    overrides = summary["overrides"]
+    if overrides:
+        print(f"label overrides {overrides['uri']}: {overrides['relabelled']} relabelled, {overrides['left_out']} left "
+              f"out, {overrides['confirmed']} confirmed, {overrides['not_applied']} not applied, "
+              f"{len(overrides['unmatched'])} matched no photo")
     for note in summary["notes"]:
         print(note)
     for skipped in summary["skipped"]:

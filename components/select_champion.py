@@ -12,6 +12,7 @@ def select_champion(
     evaluation: Input[Artifact],
     ingested: Input[Dataset],
     dataset: Input[Dataset],
+    suspects: Input[Artifact],
     registry_uri: str,
     champion_metric: str,
     champion_margin: float,
@@ -32,6 +33,10 @@ def select_champion(
     dsl.PIPELINE_JOB_ID_PLACEHOLDER: the KFP run id; on Vertex AI the job's uuid). The job's id and
     name (dsl.PIPELINE_JOB_NAME_PLACEHOLDER) are recorded too. A service that left the placeholder
     unresolved gives no usable id: the step fails before it registers anything, saying so.
+
+    suspects: the label-issues step's JSON list; it and its photos are copied into the registry
+    beside the version (catdog.suspects), and the decision and alias name where ("suspects_uri"),
+    so the feedback app finds the champion's suspects on every target.
     """
     import json
     from pathlib import Path
@@ -55,6 +60,8 @@ def select_champion(
         load_metadata(Path(dataset.path))["splits"]["train"]["class_counts"],
         run_id=recorded_id,
         pipeline_job={"id": pipeline_job_id, "name": pipeline_job_name},
+        suspects=json.loads(Path(suspects.path).read_text()),
+        ingest_dir=Path(ingested.path),
     )
     Path(decision.path).write_text(lib.decision_markdown(result))
     Path(decision_json.path).write_text(json.dumps(result, indent=1))

@@ -67,7 +67,7 @@ ENVIRONMENT = {
     "SECOND_OPINION_CONFIDENCE": "second_opinion_confidence",
 }
 # the review queue's orders (feedback.store.queries.review_queue); the first is the default
-ReviewOrder = Literal["least_confident", "random", "ood_first", "newest", "diverse"]
+ReviewOrder = Literal["least_confident", "random", "ood_first", "newest", "diverse", "training_suspects_first"]
 REVIEW_ORDERS: tuple[str, ...] = get_args(ReviewOrder)
 # A photo's pixels bound what checking it costs (decoded RGB: 3 bytes a pixel, 48 MB at 16 MP),
 # whatever its size in bytes: 16 MP holds a 12 MP phone photo; ingest and the predictor keep

@@ -1,5 +1,6 @@
 """The training pipeline: ingest -> preprocess -> train -> evaluate -> select_champion -> deploy,
-and label_issues beside evaluate (on train's features: no backbone pass of its own).
+and label_issues beside evaluate (on train's features: no backbone pass of its own); select_champion
+takes label_issues' suspects too, to record them in the registry beside the version.
 
 Parameter defaults come from PipelineConfig, the one typed parameter set; a test checks that the
 pipeline's parameters and the config's fields are the same. run_id goes to select-champion, which
@@ -20,8 +21,9 @@ from pipelines.config import PipelineConfig
 
 PIPELINE_NAME = "catdog-training"
 # the steps (task names) in the order kfp.local runs them; deploy runs only when the challenger was
-# promoted; label-issues needs only train's features (on a cluster it runs beside evaluate)
-STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy", "label-issues")
+# promoted; label-issues needs only train's features (on a cluster it runs beside evaluate), and
+# select-champion waits for it (it records the suspects in the registry)
+STEPS = ("ingest", "preprocess", "train", "evaluate", "label-issues", "select-champion", "deploy")
 _D = PipelineConfig()
 
 
@@ -107,8 +109,9 @@ def training_pipeline(
         seed=seed,
     )
     train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")
-    label_issues(features=train_task.outputs["features"], ingested=ingest_task.outputs["dataset"],
-                 seed=seed).set_display_name("label issues")
+    label_issues_task = label_issues(features=train_task.outputs["features"], ingested=ingest_task.outputs["dataset"],
+                                     seed=seed)
+    label_issues_task.set_display_name("label issues")
     evaluate_task = evaluate(model=train_task.outputs["model"], ingested=ingest_task.outputs["dataset"],
                              dataset=preprocess_task.outputs["dataset"])
     evaluate_task.set_display_name("evaluate")
@@ -117,6 +120,7 @@ def training_pipeline(
         evaluation=evaluate_task.outputs["evaluation"],
         ingested=ingest_task.outputs["dataset"],
         dataset=preprocess_task.outputs["dataset"],
+        suspects=label_issues_task.outputs["suspects"],  # copied into the registry beside the version
         registry_uri=registry_uri,
         champion_metric=champion_metric,
         champion_margin=champion_margin,

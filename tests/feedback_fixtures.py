@@ -97,12 +97,23 @@ class AppClient:
                          headers=headers)
 
 
+def isolated_training(settings):
+    """The default training target with its registry beside the test's store: never the repository's
+    own registry/ (a `make run` there would put its champion and suspects into the test's app)."""
+    from pathlib import Path
+
+    from feedback.retraining.config import parse_training_words
+
+    return parse_training_words([f"REGISTRY={Path(settings.feedback_uri).parent / 'registry'}"], settings.feedback_uri)
+
+
 @contextmanager
 def running_app(settings, predictor=None, **service_options):
     """service_options: FeedbackService's `training` and `launchers`."""
     from feedback.web.app import create_app
     from feedback.labelling.service import FeedbackService
 
+    service_options.setdefault("training", isolated_training(settings))
     service = FeedbackService(settings, predictor=predictor, **service_options)
     service.start()
     try:
@@ -240,6 +251,7 @@ def started_service(tmp_path, database_url: str, predictor=None, training=None, 
     from feedback.labelling.service import FeedbackService
 
     settings = feedback_settings(tmp_path, "http://127.0.0.1:9", database_url=database_url, **changes)
-    service = FeedbackService(settings, predictor=predictor or FakePredictor(), training=training, launchers=launchers)
+    service = FeedbackService(settings, predictor=predictor or FakePredictor(), training=training or isolated_training(settings),
+                              launchers=launchers)
     service.start(background=False)
     return service

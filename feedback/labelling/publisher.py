@@ -16,6 +16,8 @@ NEITHER); repair finishes an interrupted removal like a move. A photo whose revi
 published before the tie is removed the same way (published_label becomes None). The manifest is derived from the
 database, written by the maintenance thread within MANIFEST_DELAY_S of a burst of changes (it is
 O(validated photos), so requests do not wait for it); a failed write is logged and retried.
+Training photos (feedback/labelling/training_photos.py) are never copied into the dataset: with
+the manifest, their verdicts are written as <FEEDBACK_URI>/label-overrides.json instead.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import threading
 import time
 
 from catdog.preprocessing import EXTENSIONS
-from feedback.store import queries
+from feedback.labelling.training_photos import write_overrides
+from feedback.store import queries, training_queries
 from feedback.store.db import Database
 from feedback.store.photos import PhotoStore
 from feedback.store.tables import NEITHER
@@ -88,6 +91,8 @@ class DatasetPublisher:
         (On SQLite the lock is the one writer: other writes wait for a local file copy.)"""
         with self.db.writing() as session:
             photo = queries.lock_photo(session, sha256)
+            if training_queries.is_training_photo(session, sha256):
+                return  # its verdict is a label override (flush_manifest), never a dataset file
             if photo.label == photo.published_label or (photo.label is None and photo.published_label in (None, NEITHER)):
                 return
             if photo.label in (None, NEITHER):  # neither, or reviewers who tie (unresolved): in no class folder
@@ -135,6 +140,7 @@ class DatasetPublisher:
                     entries = queries.manifest_entries(session)
                     latest = queries.latest_validation_id(session)
                 self.photos.write_manifest(entries, latest)
+                write_overrides(self.db, self.photos)
             except Exception as exc:  # storage errors of any kind: try again next round
                 self._manifest_dirty.set()
                 logger.error("dataset manifest not written (%s: %s); retrying", type(exc).__name__, exc)

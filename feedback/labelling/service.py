@@ -37,6 +37,7 @@ from catdog.registry import ModelRegistry
 from feedback.labelling.consensus import reviewer_key
 from feedback.labelling.publisher import DatasetPublisher
 from feedback.labelling.reviewers import reviewer_name, upload_outcome
+from feedback.labelling.training_photos import TrainingPhotos
 from feedback.monitoring import metrics as app_metrics
 from feedback.monitoring.dashboard import build_dashboard
 from feedback.monitoring.trends import Trends
@@ -49,7 +50,7 @@ from feedback.settings import ReviewOrder, Settings, redact
 from feedback.store import consensus_queries, queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
-from feedback.store.tables import NEITHER, Prediction, TrainingRun, Validation
+from feedback.store.tables import NEITHER, TRAINING_SOURCE, Prediction, TrainingRun, Validation
 
 logger = logging.getLogger("catdog.feedback")
 
@@ -144,6 +145,7 @@ class FeedbackService:
         self.training = training or parse_training_words([], settings.feedback_uri)
         self.runs = runs.RunService(settings, self.db, self.training, launchers or default_launchers(settings, self.training))
         self.trends = Trends(settings, PredictorMetrics(settings).text)  # the dashboard's trends (scrapes unless Prometheus)
+        self.training_photos = TrainingPhotos(self.db, self.photos, self.registry_uri, self.check, self.labels)
 
     @property
     def registry_uri(self) -> str:
@@ -156,12 +158,14 @@ class FeedbackService:
         writes and writes the manifest first) and the runs' watcher; `background`: their threads."""
         self.schema_revision = migrate(self.db)
         self.publisher.start(background)
+        self.training_photos.start(background)  # the champion's suspects into the queue (never fatal)
         self.runs.start(background)
         self.trends.start(background)
 
     def close(self) -> None:
         self.trends.close()
         self.runs.close()
+        self.training_photos.close()
         self.publisher.close()
         self.predictor.close()
         self.db.close()
@@ -231,7 +235,8 @@ class FeedbackService:
             if not self.predictor.explanations:
                 raise PredictorError(f"the {self.predictor.protocol} predictor gives no explanations", "unsupported")
             answer = self.predictor.predict(self.photos.read(prediction.photo.uri), explain=True)
-            if answer.model_version != prediction.model_version:
+            # a training photo's card has the out-of-sample probabilities: its heat map is the served model's
+            if answer.model_version != prediction.model_version and prediction.source != TRAINING_SOURCE:
                 raise ModelChanged(
                     f"the predictor now serves model {answer.model_version}; this prediction was made by "
                     f"{prediction.model_version}, so its heat map cannot be drawn any more: upload the photo "
@@ -325,7 +330,8 @@ class FeedbackService:
         self.publisher.publish_or_defer(sha256)
         self.publisher.changed()
         prediction = self.get(prediction_id)
-        app_metrics.count_verdict(label, prediction.label)
+        if prediction.source != TRAINING_SOURCE:  # a training photo's card is no model's prediction
+            app_metrics.count_verdict(label, prediction.label)
         return prediction
 
     def add_labelled(self, files: list[LabelledFile], by: str | None = None, report: UploadReport | None = None) -> UploadReport:

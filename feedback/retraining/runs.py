@@ -9,8 +9,10 @@
 The lock is the database's: a run row holds `active = 1` (a unique column) from the moment it is
 queued until it ends, so two requests, two replicas or a restarted app never start a second run.
 A run records the verdicts it took in (run_validations: each validated photo's latest validation
-when it started). Automatic retraining starts a run once RETRAIN_MIN_NEW photos were validated
-after the cut-off of the last run that finished (succeeded or failed, not cancelled): a
+when it started; training photos' verdicts are label overrides instead: run_overrides, each
+training photo's override label when it started, feedback/store/training_queries.py).
+Automatic retraining starts a run once RETRAIN_MIN_NEW photos were validated (training photos
+included: a fixed training label is new data too) after the cut-off of the last run that finished (succeeded or failed, not cancelled): a
 challenger that lost, or a run that failed, is not retried on the same data over and over.
 
 Progress only moves forward, whatever a launcher reports: a run's steps_done never decreases (an
@@ -31,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from feedback.store.db import Database
+from feedback.store.training_queries import record_run_overrides, training_shas
 from feedback.retraining.launchers.base import Launcher, LaunchError, Observation
 from feedback.retraining.launchers.local import read_tail
 from feedback.store.tables import (
@@ -48,7 +51,7 @@ from feedback.settings import Settings
 logger = logging.getLogger("catdog.feedback")
 QUEUED_TIMEOUT_S = 300  # a run queued this long without a process or remote id was never started
 # pipelines.training_pipeline.STEPS (kept equal by a test; not imported: that imports kfp and the components)
-PIPELINE_STEPS = ("ingest", "preprocess", "train", "evaluate", "select-champion", "deploy", "label-issues")
+PIPELINE_STEPS = ("ingest", "preprocess", "train", "evaluate", "label-issues", "select-champion", "deploy")
 
 
 class RunConflict(RuntimeError):
@@ -77,12 +80,14 @@ def baseline_cutoff(session: Session) -> int:
 def latest_validation_ids(session: Session, cutoff: int) -> list[int]:
     """Each validated photo's latest validation with id <= cutoff that agrees with the photo's label
     (the consensus of its reviewers), unless that is NEITHER (such a photo is in no class folder: no
-    run trains on it); a photo whose reviewers tie (label None) is in none either."""
+    run trains on it) or the photo is a training photo (its verdicts are label overrides, recorded in
+    run_overrides); a photo whose reviewers tie (label None) is in none either."""
     latest = (select(func.max(Validation.id).label("id")).join(Photo, Photo.sha256 == Validation.photo_sha256)
               .where(Validation.id <= cutoff, Validation.label == Photo.label)
               .group_by(Validation.photo_sha256).subquery())
     return list(session.scalars(select(Validation.id).join(latest, Validation.id == latest.c.id)
-                                .where(Validation.label != NEITHER).order_by(Validation.id)))
+                                .where(Validation.label != NEITHER, Validation.photo_sha256.not_in(training_shas))
+                                .order_by(Validation.id)))
 
 
 def photos_validated_after(session: Session, cutoff: int) -> int:
@@ -176,6 +181,7 @@ class RunService:
                     cancel_requested=False, steps_done=0))
                 session.flush()  # the unique `active` refuses a second run here
                 session.add_all(RunValidation(run_id=run_id, validation_id=v) for v in taken)
+                record_run_overrides(session, run_id)
         except IntegrityError:
             with self.db.read() as session:
                 current = active_run(session)

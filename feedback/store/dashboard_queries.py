@@ -4,7 +4,8 @@ over a SQLAlchemy Session (the caller owns the read transaction: feedback.monito
 A "judged" prediction is one whose photo has a verdict of one of the labels: NEITHER verdicts are
 left out of accuracy and the confidence histogram (they are no wrong cat/dog prediction) and
 counted by neither_counts instead. Model versions come back in the database's order; the
-dashboard sorts them.
+dashboard sorts them. Training photos' cards (source "training": out-of-sample probabilities of the
+label-issues step, no model's answer) are in none of these numbers.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from datetime import UTC, datetime, time, timedelta
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from feedback.store.tables import NEITHER, Photo, Prediction, utcnow
+from feedback.store.tables import NEITHER, TRAINING_SOURCE, Photo, Prediction, utcnow
 
-_judged = Photo.label.is_not(None) & (Photo.label != NEITHER)  # a verdict of one of the labels
+_served = Prediction.source != TRAINING_SOURCE  # a model's answer (not a training photo's card)
+_judged = Photo.label.is_not(None) & (Photo.label != NEITHER) & _served  # a verdict of one of the labels
 
 
 def predictions_per_day(session: Session, days: int, now: datetime | None = None) -> list[dict]:
     """Predictions per UTC date of the last `days` days (today included), days with none left out."""
     first = ((now or utcnow()) - timedelta(days=days - 1)).date()
     day = func.date(Prediction.created_at)  # stored as UTC: the UTC date
-    rows = session.execute(select(day, func.count()).where(Prediction.created_at >= datetime.combine(first, time.min, UTC))
+    rows = session.execute(select(day, func.count()).where(Prediction.created_at >= datetime.combine(first, time.min, UTC), _served)
                            .group_by(day).order_by(day))
     return [{"date": str(date)[:10], "count": int(count)} for date, count in rows]
 
@@ -47,7 +49,7 @@ def neither_counts(session: Session) -> list[tuple[str | None, int, int, int, in
     rows = session.execute(select(
         Prediction.model_version, func.count(), count(Prediction.neither.is_not(None)), count(flagged),
         count(Photo.label.is_not(None)), count(Photo.label == NEITHER), count(and_(flagged, Photo.label == NEITHER)),
-    ).join(Prediction.photo).group_by(Prediction.model_version))
+    ).join(Prediction.photo).where(_served).group_by(Prediction.model_version))
     return [(version, int(n), *(int(value or 0) for value in counts)) for version, n, *counts in rows]
 
 

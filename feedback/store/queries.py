@@ -3,13 +3,14 @@
 The callers own the transactions (feedback/labelling/service.py); nothing here commits.
 The review queue's order (review_queue; feedback.settings.REVIEW_ORDERS, the REVIEW_ORDER setting):
 least_confident (smallest confidence first), newest, ood_first (photos the model flagged as neither
-first, then the highest ood_score; predictions without a score last) and random (a shuffle of the
-queue by a caller's seed: the same seed gives the same order, on every database) and diverse (the
-DIVERSE_POOL x limit least confident queued photos, then farthest-first over the model's embedding,
-catdog.diversity.k_center_greedy, starting from the photos people already judged: one page does not
-spend its verdicts on near-copies. Embeddings of different model versions are not comparable: it
-places the photos of the model version most of the pool has, from the judged photos of that version;
-photos without an embedding (older models, older rows) follow in least-confident order).
+first, then the highest ood_score; predictions without a score last), training_suspects_first
+(training photos whose label may be wrong first, feedback/store/training_queries.py), random (a
+shuffle of the queue by a caller's seed: the same seed gives the same order, on every database) and
+diverse (the DIVERSE_POOL x limit least confident queued photos, then farthest-first over the
+model's embedding, catdog.diversity.k_center_greedy, starting from the photos people already judged:
+one page does not spend its verdicts on near-copies. Embeddings of different model versions are not
+comparable: it places the photos of the model version most of the pool has, from the judged photos
+of that version; photos without an embedding (older models, older rows) follow in least-confident order).
 A photo whose verdict is NEITHER is validated but belongs to no class: it is in no status but
 "neither", and never in the manifest; "unpublished" holds it until its dataset files are removed
 (published_label becomes NEITHER), so repair finishes that removal like any other move; so does a
@@ -26,7 +27,6 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -36,15 +36,18 @@ from catdog.preprocessing import EXTENSIONS
 from feedback.labelling.consensus import consensus, reviewer_key
 from feedback.settings import ReviewOrder
 from feedback.store.photos import CheckedPhoto
-from feedback.store.tables import NEITHER, STATUSES, Photo, Prediction, Validation, utcnow
+from feedback.store.tables import NEITHER, STATUSES, TRAINING_SOURCE, Photo, Prediction, TrainingPhoto, Validation, utcnow
 
 if TYPE_CHECKING:  # the type only: the store needs no HTTP client at run time
     from feedback.predictor_client.client import PredictorAnswer
 
 # validated photos whose dataset folder does not match their label yet; and unresolved photos (a
-# tie: label None) whose dataset file is still there
-_unpublished = (Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
-                | Photo.label.is_(None) & Photo.published_label.is_not(None) & (Photo.published_label != NEITHER))
+# tie: label None) whose dataset file is still there. Training photos are never published (their
+# verdicts are label overrides: feedback/store/training_queries.py)
+_not_training = Photo.sha256.not_in(select(TrainingPhoto.sha256))
+_unpublished = ((Photo.label.is_not(None) & or_(Photo.published_label.is_(None), Photo.published_label != Photo.label)
+                 | Photo.label.is_(None) & Photo.published_label.is_not(None) & (Photo.published_label != NEITHER))
+                & _not_training)
 
 
 def add_photo(session: Session, photo: CheckedPhoto, uri: str, original_name: str | None) -> Photo:
@@ -75,7 +78,7 @@ def add_prediction(session: Session, photo: Photo, answer: PredictorAnswer, sour
         probabilities=answer.probabilities, latency_ms=answer.latency_s * 1000, explanation=answer.explanation,
         source=source, ood_score=answer.ood_score, neither=answer.neither, ood_threshold=answer.ood_threshold,
         embedding=None if answer.embedding is None else np.asarray(answer.embedding, "<f4").tobytes(),
-        inference_service=inference_service, event_id=event_id, event_index=event_index,
+        inference_service=inference_service, event_id=event_id, event_index=event_index, training=None,
     )
     session.add(prediction)
     session.flush()
@@ -158,6 +161,9 @@ _ORDERS = {
     # CASE rather than NULLS LAST, which MariaDB does not have; a NULL neither is "not flagged"
     "ood_first": (case((Prediction.neither.is_(True), 0), else_=1), case((Prediction.ood_score.is_(None), 1), else_=0),
                   Prediction.ood_score.desc(), *_LEAST_CONFIDENT),
+    # training photos the label-issues step flagged first (lowest out-of-sample probability of the
+    # given label first), then the uploads, least confident first
+    "training_suspects_first": (case((Prediction.source == TRAINING_SOURCE, 0), else_=1), *_LEAST_CONFIDENT),
 }
 
 
@@ -276,7 +282,7 @@ def manifest_entries(session: Session) -> list[dict]:
         select(Photo, Validation, Prediction)
         .join(Validation, Validation.id == latest)
         .outerjoin(Prediction, Prediction.id == Validation.prediction_id)
-        .where(Photo.label.is_not(None), Photo.label != NEITHER)
+        .where(Photo.label.is_not(None), Photo.label != NEITHER, _not_training)
         .order_by(Photo.sha256)
     ).all()
     return [

@@ -18,6 +18,13 @@ reviewers tie: no label, not used for training), confirmed (the
 verdict is the predicted label), corrected (another label) or neither (the verdict NEITHER: the
 photo is neither of the labels; such a photo is never in the feedback dataset, and
 published_label NEITHER records that its dataset files were removed).
+- training_photos: photos of the CHAMPION's run's training data that the label-issues step flagged
+  (feedback/labelling/training_photos.py imports them). Each has a photos row (its bytes copied
+  into the photo store like an upload), one prediction with source "training" (label = the given
+  label, probabilities = the out-of-sample ones: the card, heat map and buttons of an upload), and
+  its verdicts are validations like any. Such a photo is never published to the feedback dataset:
+  its verdict becomes a label override instead (<FEEDBACK_URI>/label-overrides.json).
+- run_overrides: the label overrides a run took in (the training photos' labels when it started).
 Out-of-distribution: predictions.ood_score and predictions.neither are what the predictor said
 (KServe V1 `ood_score`/`neither`), ood_threshold the model's threshold when the predictor's
 metadata gave it; all three are NULL for models exported before the score existed.
@@ -135,6 +142,8 @@ class Prediction(Base):
     event_index: Mapped[int | None]
 
     photo: Mapped[Photo] = relationship(back_populates="predictions", lazy="joined")
+    # a training photo's card (tables.TrainingPhoto); None for every other prediction (set so on creation)
+    training: Mapped[TrainingPhoto | None] = relationship(back_populates="prediction", lazy="joined")
 
     @property
     def status(self) -> Status:
@@ -212,3 +221,38 @@ class RunValidation(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"), primary_key=True)
     validation_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                                ForeignKey("validations.id"), primary_key=True)
+
+
+TRAINING_SOURCE = "training"  # predictions.source of a training photo's card
+SOURCE_LENGTH = 1024
+
+
+class TrainingPhoto(Base):
+    """A training photo whose label may be wrong (the label-issues step of run `flagged_by_run`)."""
+
+    __tablename__ = "training_photos"
+    __table_args__ = (UniqueConstraint("prediction_id", name="uq_training_photos_prediction"),)
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("photos.sha256"), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"))
+    given_label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH))  # path relative to the data source
+    split: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[Any]] = mapped_column(JSON)  # of "label", "near-duplicate", "outlier"
+    details: Mapped[dict[str, Any]]  # rank, label_quality, outlier_score, duplicates ([{sha256, similarity, label, prediction_id}])
+    flagged_by_run: Mapped[str | None] = mapped_column(String(128))
+    registry_version: Mapped[int | None]
+    suspects_uri: Mapped[str] = mapped_column(String(1024))
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="training")
+
+
+class RunOverride(Base):
+    """The label overrides a run took in: each training photo's label when it started (None: unresolved, not taken)."""
+
+    __tablename__ = "run_overrides"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"), primary_key=True)
+    photo_sha256: Mapped[str] = mapped_column(ForeignKey("photos.sha256"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))

@@ -49,7 +49,7 @@ from feedback.settings import is_loopback, redact
 from feedback.store.photos import PhotoRejected
 from feedback.web.deps import LoopbackHost, RejectNul, WriteGuard, matching_route
 from feedback.web.rate_limit import RateLimit, exempt_paths, parse_rate
-from feedback.web.routers import dashboard, events, pages, predictions, runs, status, uploads
+from feedback.web.routers import dashboard, events, pages, predictions, runs, status, training_photos, uploads
 
 logger = logging.getLogger("catdog.feedback")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -101,7 +101,7 @@ def create_app(service: FeedbackService) -> FastAPI:
                   description="Predictions people can confirm or correct; validated photos become training data.")
     app.state.service = service
     routers = (predictions.router, uploads.router, runs.router, status.router, dashboard.router, pages.router,
-               events.router)
+               events.router, training_photos.router)
     for router in routers:
         app.include_router(router)
     routes = [route for router in routers for route in router.routes]  # what the guards and limits match

@@ -63,6 +63,18 @@ class ValidationOut(BaseModel):
                    source=validation.source)
 
 
+class TrainingPhotoOut(BaseModel):
+    """A training photo's card (source "training"): why the label-issues step flagged it."""
+
+    given_label: str = Field(description="its label in the training data")
+    source: str = Field(description="its path relative to the data source")
+    reasons: list[str] = Field(description="label, near-duplicate and/or outlier")
+    duplicates: list[dict] = Field(description="near-duplicate partners: sha256, similarity, label, prediction_id")
+    label_quality: float | None = Field(None, description="out-of-sample probability of the given label")
+    flagged_by_run: str | None
+    registry_version: int | None = Field(None, description="the registry version of the run that flagged it")
+
+
 class PredictionOut(BaseModel):
     id: str
     predicted_class: str
@@ -83,11 +95,14 @@ class PredictionOut(BaseModel):
                                  "(its ood_score is past its threshold); null for models without one")
     ood_threshold: float | None = Field(None, description="the model's threshold on ood_score, when the "
                                         "predictor's metadata gave it")
-    source: str = Field("api", description="where the photo came from: page, api, or endpoint (sent straight "
-                        "to the serving endpoint; KServe's payload logger)")
+    source: str = Field("api", description="where the photo came from: page, api, endpoint (sent straight "
+                        "to the serving endpoint; KServe's payload logger), or training (a training photo whose "
+                        "label may be wrong: `training` says why)")
     inference_service: str | None = Field(None, description="source endpoint: the InferenceService that answered")
     validations: list[ValidationOut] | None = Field(None, description="the photo's verdicts, oldest first "
                                                     "(single-prediction answers only)")
+    training: TrainingPhotoOut | None = Field(None, description="source training: a training photo whose label "
+                                              "may be wrong; a verdict on it becomes a label override")
 
     @classmethod
     def of(cls, prediction: Prediction, validations: list[Validation] | None = None) -> PredictionOut:
@@ -103,6 +118,12 @@ class PredictionOut(BaseModel):
             ood_threshold=prediction.ood_threshold, source=prediction.source,
             inference_service=prediction.inference_service,
             validations=None if validations is None else [ValidationOut.of(v) for v in validations],
+            training=None if prediction.training is None else TrainingPhotoOut(
+                given_label=prediction.training.given_label, source=prediction.training.source,
+                reasons=prediction.training.reasons, duplicates=prediction.training.details.get("duplicates", []),
+                label_quality=prediction.training.details.get("label_quality"),
+                flagged_by_run=prediction.training.flagged_by_run,
+                registry_version=prediction.training.registry_version),
         )
 
 
@@ -116,8 +137,8 @@ class PredictionList(BaseModel):
 class ReviewQueue(BaseModel):
     queue: str = Field("review", description="review, or second-opinion")
     length: int = Field(description="photos waiting for a verdict (second-opinion: for another one)")
-    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first, newest or "
-                       "diverse; second_opinion for that queue")
+    order: str = Field(description="the order of `predictions`: least_confident, random, ood_first, newest, "
+                       "diverse or training_suspects_first; second_opinion for that queue")
     seed: int | None = Field(None, description="order=random: the shuffle's seed (give it back for the same order)")
     predictions: list[PredictionOut] = Field(description="in `order`, at most `limit`")
 

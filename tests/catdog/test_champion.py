@@ -199,3 +199,32 @@ def test_champion_with_other_classes_cannot_be_scored(setup, spy, tmp_path):
     assert decision["champion"] is None
     assert "champion v1 predicts ['bird', 'fish']" in decision["reason"]
     assert "cannot be scored" in decision["reason"]
+
+
+def test_the_runs_suspects_are_recorded_in_the_registry_and_named_by_the_alias(setup, tmp_path):
+    """select_champion copies the label-issues list and its photos beside the version; the decision and
+    the champion alias carry the URI (catdog.suspects), so the app finds the champion's suspects."""
+    from catdog.suspects import photo_uri, read_suspects, suspects_of_champion
+
+    built, _, challenger_dir, files, champion_metrics = setup
+    records = built.result.images[:2]
+    entries = [{"rank": i + 1, "sha256": r.sha256, "split": "train", "origin": r.origin, "source": r.source,
+                "file": r.file, "given_label": r.label, "probabilities": {"cat": 0.1, "dog": 0.9},
+                "label_quality": 0.1, "outlier_score": 0.5, "reasons": ["label"], "duplicates": []}
+               for i, r in enumerate(records)]
+    registry = ModelRegistry(tmp_path / "registry")
+    decision = select_champion(registry, challenger_dir, challenger_scores(champion_metrics), files, "accuracy", 0.0,
+                               run_id="run-7", suspects=entries, ingest_dir=built.ingest_dir)
+    champion, uri = suspects_of_champion(registry.uri)
+    assert uri == decision["suspects_uri"] == str(Path(registry.uri, "suspects", "v1", "suspects.json"))
+    assert champion["run_id"] == "run-7"
+    document = read_suspects(uri)
+    assert (document["run_id"], document["version"], document["class_names"]) == ("run-7", 1, ["cat", "dog"])
+    for entry, record in zip(document["suspects"], records):
+        assert Path(photo_uri(uri, entry)).read_bytes() == (built.ingest_dir / record.file).read_bytes()
+    assert not (Path(registry.version_uri(1)) / "suspects").exists()  # fetching the model downloads no photos
+    # a challenger that loses keeps the alias (and its suspects) where they were
+    loser = select_champion(registry, challenger_dir, challenger_scores(champion_metrics), files, "accuracy", 0.5,
+                            run_id="run-8", suspects=[], ingest_dir=built.ingest_dir)
+    assert not loser["promoted"] and suspects_of_champion(registry.uri)[1] == uri
+    assert read_suspects(loser["suspects_uri"])["suspects"] == []

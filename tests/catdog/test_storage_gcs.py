@@ -116,3 +116,33 @@ def test_gcs_missing_archive_fails_clearly(gcs, tmp_path):
     uri = gcs.uri("archives", "missing.zip")
     with pytest.raises(IngestError, match="missing.zip"):
         ingest_dataset(uri, tmp_path / "out", cache_dir=tmp_path / "cache")
+
+
+def test_suspects_and_overrides_on_gcs(gcs, image_folder, tmp_path):
+    """A gs:// registry holds a run's suspects and their photos (catdog.suspects), and a gs:// feedback
+    prefix the label overrides that ingest applies (catdog.label_overrides)."""
+    import hashlib
+    import json
+
+    from catdog.label_overrides import write_overrides
+    from catdog.registry import ModelRegistry
+    from catdog.suspects import photo_uri, read_suspects, record_suspects, suspects_of_champion
+
+    cat = sorted((image_folder / "cat").iterdir())[0]
+    sha = hashlib.sha256(cat.read_bytes()).hexdigest()
+    registry = ModelRegistry(gcs.uri("registry"))
+    entry = {"sha256": sha, "source": f"cat/{cat.name}", "file": f"cat/{cat.name}", "given_label": "cat",
+             "reasons": ["label"], "duplicates": [], "probabilities": {"cat": 0.1, "dog": 0.9}}
+    uri = record_suspects(registry, 4, [entry], image_folder, "run-9", ["cat", "dog"])
+    assert uri == gcs.uri("registry", "suspects", "v4", "suspects.json")
+    storage.write_text(registry.alias_uri, json.dumps({"version": 4, "suspects_uri": uri}))
+    assert suspects_of_champion(registry.uri)[1] == uri
+    [recorded] = read_suspects(uri)["suspects"]
+    assert storage.read_bytes(photo_uri(uri, recorded)) == cat.read_bytes()
+
+    write_overrides(gcs.uri("feedback"), [{"sha256": sha, "source": entry["source"], "given_label": "cat",
+                                          "label": "dog", "reviewers": [], "flagged_by_run": "run-9",
+                                          "updated_at": None}])
+    result = ingest_dataset(str(image_folder), tmp_path / "out", cache_dir=tmp_path / "cache",
+                            feedback_uri=gcs.uri("feedback"), workers=1)
+    assert {r.sha256: r.label for r in result.images}[sha] == "dog" and result.overrides["relabelled"] == 1

@@ -120,6 +120,13 @@ def test_whole_pipeline_with_data_and_registry_on_gcs(gcs_run, tmp_path):
     text = describe_outputs(run_dir, describe_decision("gcs-run-1", registry_uri, decision))
     assert "challenger v1 PROMOTED" in text
     assert f"champion: v1 in {registry_uri}" in text
+    # the run's suspects and their photos beside the version, named by the alias (the feedback app reads them)
+    assert champion["suspects_uri"] == decision["suspects_uri"] == f"{registry_uri}/suspects/v1/suspects.json"
+    assert f"training photos to check: {decision['suspects_uri']}" in text
+    suspects = json.loads(storage.read_text(decision["suspects_uri"]))
+    assert suspects["run_id"] == "gcs-run-1" and suspects["suspects"]  # the outliers at least
+    for entry in suspects["suspects"]:
+        assert storage.exists(f"{registry_uri}/suspects/v1/{entry['photo']}")
 
     # the registry API sees the same, and the fetched version loads and predicts
     registry = ModelRegistry(registry_uri)

@@ -103,7 +103,7 @@ def test_select_champion_step_refuses_an_unresolved_job_id_before_anything(tmp_p
     nothing = SimpleNamespace(path=str(tmp_path / "missing"), metadata={})
     with pytest.raises(ValueError, match=r"did not resolve \{\{\$.pipeline_job_uuid\}\}: pass run_id=<id>"):
         select_champion.python_func(
-            challenger=nothing, evaluation=nothing, ingested=nothing, dataset=nothing,
+            challenger=nothing, evaluation=nothing, ingested=nothing, dataset=nothing, suspects=nothing,
             registry_uri=str(tmp_path / "registry"), champion_metric="accuracy", champion_margin=0.0,
             run_id="", pipeline_job_id="{{$.pipeline_job_uuid}}", pipeline_job_name="{{$.pipeline_job_name}}",
             decision=nothing, decision_json=nothing)

@@ -27,9 +27,10 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 24
 ORDER_WORDS = {"least_confident": "least confident first", "random": "in random order",
                "ood_first": "those the model flagged as neither a cat nor a dog first", "newest": "newest first",
-               "diverse": "least confident, spread over what the photos show"}
+               "diverse": "least confident, spread over what the photos show",
+               "training_suspects_first": "training photos whose label may be wrong first"}
 ORDER_LINKS = {"least_confident": "least confident", "random": "random", "ood_first": "out of distribution",
-               "newest": "newest", "diverse": "diverse"}
+               "newest": "newest", "diverse": "diverse", "training_suspects_first": "training suspects"}
 
 
 def render(request: Request, name: str, service: FeedbackService, **context) -> HTMLResponse:

@@ -93,8 +93,10 @@ def list_predictions(
 
 ORDER_QUERY = Query(None, description="least_confident (smallest confidence first), random (a shuffle by `seed`), "
                                       "ood_first (flagged as neither, then highest ood_score; unscored last), "
-                                      "newest or diverse (the least confident, spread over the model's embedding: "
-                                      "farthest first from the photos already judged); none: the REVIEW_ORDER setting (least_confident unless set)")
+                                      "newest, diverse (the least confident, spread over the model's embedding: "
+                                      "farthest first from the photos already judged) or training_suspects_first "
+                                      "(training photos whose label may be wrong first); none: the REVIEW_ORDER "
+                                      "setting (least_confident unless set)")
 SEED_QUERY = Query(None, ge=0, le=2**31 - 1, description="order=random: the shuffle's seed (none: one is drawn "
                                                          "and returned; the same seed gives the same order)")
 

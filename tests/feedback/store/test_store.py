@@ -255,3 +255,56 @@ def test_0007_adds_the_embedding_column_to_a_0004_database_that_holds_rows(datab
             assert session.get(Prediction, "p7").embedding is None
     finally:
         database.close()
+
+
+def test_0005_adds_the_training_tables_to_a_0004_database_that_holds_rows(database_url):  # noqa: F811
+    """Issue 21: a store at 0004 with an upload and its verdict keeps them; 0005 adds training_photos and
+    run_overrides (a training photo's card and its override can be stored); it downgrades and upgrades again."""
+    from datetime import datetime
+
+    from alembic import command
+    from sqlalchemy import DateTime, bindparam
+
+    from feedback.store import training_queries
+    from feedback.store.db import alembic_config
+    from feedback.store.tables import TrainingRun
+
+    database = open_database(database_url)
+    try:
+        store_at_revision(database, "0004")
+        with database.writing() as session:  # the upload's verdict, and the label 0004 kept with it
+            session.execute(text("INSERT INTO validations (photo_sha256, prediction_id, label, created_at, source) "
+                                 "VALUES (:sha, 'p1', 'cat', :at, 'api')").bindparams(bindparam("at", type_=DateTime())),
+                            {"sha": "a" * 64, "at": datetime(2026, 1, 2, 3, 4, 6)})
+            session.execute(text("UPDATE photos SET label = 'cat'"))
+        assert "training_photos" not in inspect(database.engine).get_table_names()
+        assert migrate(database) == SCHEMA_HEAD
+        with database.writing() as session:
+            assert session.get(Prediction, "p1").training is None and session.get(Prediction, "p1").status == "confirmed"
+            photo = queries.lock_photo(session, "a" * 64)
+            session.execute(text("INSERT INTO photos (sha256, format, width, height, size_bytes, uri, created_at) "
+                                 "VALUES (:sha, 'JPEG', 64, 48, 100, 'y.jpg', :at)")
+                            .bindparams(bindparam("at", type_=DateTime())), {"sha": "b" * 64, "at": datetime(2026, 1, 2)})
+            photo = queries.lock_photo(session, "b" * 64)
+            training_queries.add_training_photo(session, photo, {
+                "sha256": "b" * 64, "source": "dog/1.jpg", "split": "train", "given_label": "dog",
+                "probabilities": {"cat": 0.9, "dog": 0.1}, "reasons": ["label"], "duplicates": []}, "run-1", 1, "s.json")
+            queries.add_validation(session, "b" * 64, "cat", "api", "ana")
+            session.add(TrainingRun(id="r1", target="local", trigger="manual", state="failed", parameters={},
+                                    validation_cutoff_id=0, validated_photos=0, new_validated_photos=0))
+            session.flush()
+            assert training_queries.record_run_overrides(session, "r1") == 1
+        with database.read() as session:
+            assert [(o.photo_sha256, o.label) for o in training_queries.run_overrides(session, "r1")] == [("b" * 64, "cat")]
+            assert queries.unpublished(session) == ["a" * 64]  # the training photo's verdict is no dataset file
+            assert queries.manifest_entries(session) == []
+        with database.writing() as session:
+            session.execute(text("DELETE FROM run_overrides"))
+            session.execute(text("DELETE FROM training_photos"))
+            command.downgrade(alembic_config(session.connection()), "0004")
+        assert "run_overrides" not in inspect(database.engine).get_table_names()
+        assert migrate(database) == SCHEMA_HEAD
+        with database.read() as session:
+            assert session.get(Prediction, "p1").label == "cat"
+    finally:
+        database.close()

@@ -130,7 +130,7 @@ def assert_json_error(response: requests.Response, status: int, words: str = "")
 
 # -- authentication before any body is read ------------------------------------------------------
 WRITE_ROUTES = ["/api/retrain", "/api/train", "/api/predictions/{id}/validation", "/api/upload-data",
-                "/api/runs/nope/cancel"]
+                "/api/runs/nope/cancel", "/api/training-photos/import"]
 
 
 @pytest.mark.parametrize("path", WRITE_ROUTES)
@@ -227,6 +227,12 @@ BAD_REQUESTS = [
     ("decompression-size-png", "POST", "/api/predict",
      {"files": {"image": ("big.png", png_header_only(6300, 6300), "image/png")}}, 422,
      "decompression bomb: 6300x6300", None),
+    ("training-import-nul", "POST", "/api/training-photos/import", {"params": {"x": "\x00"}, "headers": AUTH},
+     422, "NUL", None),
+    ("training-import-wrong-method", "DELETE", "/api/training-photos/import", {"headers": AUTH}, 405,
+     "Method Not Allowed", None),
+    ("training-order-unknown", "GET", "/api/review-queue", {"params": {"order": "training_suspects_last"}}, 422,
+     "training_suspects_first", None),
     ("unknown-route", "GET", "/nope", {}, 404, "Not Found", None),
     ("wrong-method", "DELETE", "/api/predict", {}, 405, "Method Not Allowed", None),
     ("static-missing", "GET", "/static/nope.js", {}, 404, "Not Found", None),

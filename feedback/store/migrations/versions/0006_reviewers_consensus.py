@@ -1,7 +1,7 @@
 """several reviewers: who judged (validations.reviewer), and each photo's consensus
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04
 
 validations.reviewer: by_name trimmed and case-folded, "anonymous" without one
@@ -24,7 +24,7 @@ from alembic import op
 from feedback.labelling.consensus import consensus, reviewer_key
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
