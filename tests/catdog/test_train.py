@@ -51,7 +51,8 @@ def test_train_metadata(trained):
         assert 0.0 <= entry["val_accuracy"] <= 1.0 and entry["loss"] > 0
     assert metadata["best_val_accuracy"] == min(metadata["history"], key=lambda h: h["val_loss"])["val_accuracy"]
     assert "alpha=0.35" in metadata["architecture"]
-    assert metadata["outputs"] == ["probabilities", "gradcam", "ood_score"]
+    assert metadata["outputs"] == ["probabilities", "gradcam", "ood_score", "embedding"]
+    assert metadata["embedding"]["dims"] == 2  # the first EMBEDDING_DIMS of the fit's 2 directions
     assert metadata["explanation"]["grid"] == [1, 1]  # 32 px / 32
     # the neither score: fitted on the 4 train photos' features, its threshold on the 4 validation ones
     assert metadata["ood"]["train_n"] == metadata["ood"]["val_n"] == 4
@@ -69,7 +70,9 @@ def test_trained_model_loads_and_predicts(trained):
     predictor = OnnxPredictor(output)
     assert predictor.class_names == ["cat", "dog"] and predictor.image_size == TINY
     onnx = predictor.predict_pixels(pixels.astype(np.uint8))
-    keras_probs, keras_maps, keras_scores = keras.models.load_model(output / KERAS_FILE).predict(pixels, verbose=0)
+    keras_probs, keras_maps, keras_scores, keras_embedding = keras.models.load_model(output / KERAS_FILE).predict(
+        pixels, verbose=0)
+    assert keras_embedding.shape == (4, 2)
     assert onnx.shape == (len(labels), 2) == (4, 2)
     np.testing.assert_allclose(onnx.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(onnx - keras_probs).max() < 1e-4
