@@ -49,7 +49,8 @@ from cloudevents.http import from_http
 from feedback.labelling.endpoint_payloads import NotInference, Unreadable, request_images, response_predictions
 from feedback.store.photos import PhotoRejected
 from feedback.predictor_client.client import OWN_EVENT_PREFIX
-from feedback.labelling.service import DuplicateEvent, FeedbackService
+from feedback.labelling.inputs import DuplicateEvent
+from feedback.labelling.service import FeedbackService
 from feedback.monitoring import metrics as app_metrics
 from feedback.predictor_client.client import PredictorAnswer
 

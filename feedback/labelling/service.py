@@ -16,9 +16,7 @@ A verdict is one of LABELS or NEITHER ("neither a cat nor a dog"): a NEITHER pho
 like any verdict, and never enters the dataset or the manifest.
 predict copies the model's out-of-distribution threshold (the predictor's metadata, when it
 describes the same model version) onto a prediction that has an ood_score.
-Text that people send (labels, names, notes, file names) holding a NUL character is refused
-(InvalidText, 422): PostgreSQL cannot store it, and no database should differ. Labels are
-compared after normalise_label (surrounding white space removed), wherever they come from.
+Errors, text checks and the upload-data types: feedback/labelling/inputs.py.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import NamedTuple
 
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +33,19 @@ from sqlalchemy.exc import IntegrityError
 from catdog.ingest import DEFAULT_LABEL_MAP, parse_label_map
 from catdog.registry import ModelRegistry
 from feedback.labelling.consensus import reviewer_key
+from feedback.labelling.inputs import (
+    DuplicateEvent,
+    InvalidText,
+    LabelledFile,
+    ModelChanged,
+    NotFound,
+    UnknownLabel,
+    UploadReport,
+    StorageFailed,
+    check_text,
+    database_problem,
+    normalise_label,
+)
 from feedback.labelling.publisher import DatasetPublisher
 from feedback.labelling.reviewers import reviewer_name, upload_outcome
 from feedback.labelling.training_photos import TrainingPhotos
@@ -46,17 +57,13 @@ from feedback.predictor_client.client import PredictorAnswer, PredictorClient, P
 from feedback.retraining import runs
 from feedback.retraining.config import TrainingConfig, parse_training_words
 from feedback.retraining.launchers import default_launchers
-from feedback.settings import ReviewOrder, Settings, redact
+from feedback.settings import ReviewOrder, Settings
 from feedback.store import consensus_queries, queries
 from feedback.store.db import Database, migrate, open_database, ping, probe_write
 from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore, check_photo
 from feedback.store.tables import NEITHER, TRAINING_SOURCE, Prediction, TrainingRun, Validation
 
 logger = logging.getLogger("catdog.feedback")
-
-
-class NotFound(LookupError):
-    pass
 
 
 class ReviewPage(NamedTuple):
@@ -66,63 +73,6 @@ class ReviewPage(NamedTuple):
     length: int
     order: str
     seed: int | None
-
-
-class UnknownLabel(ValueError):
-    pass
-
-
-class ModelChanged(RuntimeError):
-    """The predictor serves another model version than the one a stored prediction came from."""
-
-
-class InvalidText(ValueError):
-    """Text a client sent that cannot be stored (a NUL character): 422."""
-
-
-class DuplicateEvent(LookupError):
-    """The predictions of this payload-logger event id are stored already."""
-
-
-def check_text(value: str | None, what: str) -> str | None:
-    """`value` unchanged, or InvalidText when it holds a NUL character."""
-    if value is not None and "\x00" in value:
-        raise InvalidText(f"{what} holds a NUL character (\\x00), which cannot be stored")
-    return value
-
-
-def normalise_label(label: str) -> str:
-    """The one form of a label a client sent (validation, upload-data): white space stripped."""
-    return check_text(label, "the label").strip()
-
-
-def database_problem(exc: BaseException) -> str:
-    """One line naming a database failure, for answers: its type and the driver's first line."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines() or [""]
-    return redact(f"{type(cause).__name__}: {lines[0][:200]}")
-
-
-class _StorageFailed(Exception):
-    def __init__(self, error: Exception):
-        super().__init__(str(error))
-        self.error = error
-
-
-@dataclass(frozen=True)
-class LabelledFile:
-    name: str  # as the client sent it: for the report only, never a path
-    data: bytes
-    label: str
-
-
-@dataclass
-class UploadReport:
-    added: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-
-    def reject(self, name: str, reason: str) -> None:
-        self.rejected.append({"name": name, "reason": reason})
 
 
 class FeedbackService:
@@ -358,8 +308,8 @@ class FeedbackService:
                     try:  # after the rows: a database that cannot write leaves no file
                         self.photos.save(photo)
                     except Exception as exc:  # the storage failed: the rows roll back, say so and go on
-                        raise _StorageFailed(exc) from exc
-            except _StorageFailed as failed:
+                        raise StorageFailed(exc) from exc
+            except StorageFailed as failed:
                 exc = failed.error
                 logger.error("upload-data: could not store %s: %s: %s", photo.sha256[:12], type(exc).__name__, exc)
                 report.reject(item.name, f"not stored: the photo storage failed ({type(exc).__name__}); try again")

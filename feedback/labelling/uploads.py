@@ -14,7 +14,7 @@ import zlib
 from pathlib import PurePosixPath
 
 from catdog.ingest import IGNORED_DIRS
-from feedback.labelling.service import LabelledFile, UploadReport
+from feedback.labelling.inputs import LabelledFile, UploadReport
 from feedback.store.photos import PhotoRejected
 
 

@@ -35,14 +35,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from catdog.body_limit import BodyLimitMiddleware
 from feedback.monitoring import metrics as app_metrics
-from feedback.labelling.service import (
-    FeedbackService,
-    InvalidText,
-    ModelChanged,
-    NotFound,
-    UnknownLabel,
-    database_problem,
-)
+from feedback.labelling.inputs import InvalidText, ModelChanged, NotFound, UnknownLabel, database_problem
+from feedback.labelling.service import FeedbackService
 from feedback.labelling.reviewers import NameRequired
 from feedback.predictor_client.client import PredictorError
 from feedback.settings import is_loopback, redact

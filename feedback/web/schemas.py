@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from feedback.labelling.service import check_text, normalise_label
+from feedback.labelling.inputs import check_text, normalise_label
 from feedback.store.tables import (
     NAME_LENGTH,
     NOTE_LENGTH,

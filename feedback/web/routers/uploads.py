@@ -13,7 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from feedback.labelling.service import FeedbackService, LabelledFile, UploadReport, check_text, normalise_label
+from feedback.labelling.inputs import LabelledFile, UploadReport, check_text, normalise_label
+from feedback.labelling.service import FeedbackService
 from feedback.labelling.uploads import pair_labels, read_zip
 from feedback.web.deps import get_service, require_writer
 from feedback.web.schemas import UploadOut

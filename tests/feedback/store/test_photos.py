@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from catdog import storage
-from feedback.labelling.service import UploadReport
+from feedback.labelling.inputs import UploadReport
 from feedback.labelling.uploads import pair_labels, read_zip
 from feedback.store.photos import PhotoRejected, PhotoStore, check_photo
 from tests.feedback_fixtures import FakePredictor, feedback_settings, photo, started_service
@@ -175,7 +175,7 @@ def test_a_failed_prediction_stores_nothing(tmp_path):
 
 
 def test_labelled_photos_go_straight_into_the_dataset(tmp_path):
-    from feedback.labelling.service import LabelledFile
+    from feedback.labelling.inputs import LabelledFile
 
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
     try:
@@ -314,7 +314,7 @@ def test_a_manifest_replaced_by_an_older_snapshot_is_rewritten(tmp_path):
 
 
 def test_a_heat_map_is_not_taken_from_another_model_version(tmp_path):
-    from feedback.labelling.service import ModelChanged
+    from feedback.labelling.inputs import ModelChanged
 
     fake = FakePredictor(version="3")
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", predictor=fake)
@@ -331,7 +331,7 @@ def test_a_heat_map_is_not_taken_from_another_model_version(tmp_path):
 
 
 def test_a_storage_failure_during_upload_data_rejects_that_photo_only(tmp_path, monkeypatch):
-    from feedback.labelling.service import LabelledFile
+    from feedback.labelling.inputs import LabelledFile
 
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
     try:
