@@ -42,24 +42,44 @@ class TrainParams:
     finetune_learning_rate: float
     finetune_layers: int
     finetune_ema_momentum: float
+    finetune_lr_schedule: str
+    label_smoothing: float
     dropout: float
     early_stopping_patience: int
     seed: int
     test_time_flip: bool
 
 
-def _datasets(dataset_dir: Path, params: TrainParams):
+def _datasets(dataset_dir: Path, params: TrainParams, num_classes: int):
     """Training batches (streamed from the shards, shuffled, augmented) and validation batches.
-    Nothing is cached: memory stays flat however many photos there are (docs/BENCHMARKS.md, scale)."""
+    Nothing is cached: memory stays flat however many photos there are (docs/BENCHMARKS.md, scale).
+    Labels are one-hot when label_smoothing > 0 (training_loss), class indices otherwise."""
     augment = build_augmentation(params.augmentations, params.seed)
+    encode = _label_encoder(params, num_classes)
     train = (
         data.load_split(dataset_dir, "train", shuffle_seed=params.seed)
         .batch(params.batch_size)
-        .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda x, y: (augment(x, training=True), encode(y)), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    validation = data.load_split(dataset_dir, "validation").batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+    validation = (data.load_split(dataset_dir, "validation").batch(params.batch_size)
+                  .map(lambda x, y: (x, encode(y))).prefetch(tf.data.AUTOTUNE))
     return train, validation
+
+
+def training_loss(params: TrainParams) -> keras.losses.Loss:
+    """Cross-entropy on class indices; with label_smoothing > 0, Keras' categorical cross-entropy
+    with label smoothing (the sparse one has none), on one-hot labels (_label_encoder)."""
+    if params.label_smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def _label_encoder(params: TrainParams, num_classes: int):
+    """Class indices -> what training_loss expects (one-hot rows when smoothing, else unchanged)."""
+    if params.label_smoothing:
+        return lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
+    return lambda y: y
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -86,13 +106,17 @@ class EpochProgress(keras.callbacks.Callback):
         print(epoch_line(self.phase, n, self.epochs, self.times[-1], eta, values), flush=True)
 
 
-def _callbacks(params: TrainParams, checkpoint: Path | None) -> list[keras.callbacks.Callback]:
-    callbacks = [
+def _callbacks(params: TrainParams, checkpoint: Path | None, plateau: bool = True) -> list[keras.callbacks.Callback]:
+    """Early stopping on val_loss (restoring the best epoch's weights), and, when `plateau`, the rate
+    cut by 0.3 when val_loss stalls (not with a rate schedule: its rate cannot be set)."""
+    callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
         ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, params.early_stopping_patience - 1)),
     ]
+    if plateau:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.3, patience=max(1, params.early_stopping_patience - 1)))
     if checkpoint is not None:
         callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True))
     return callbacks
@@ -160,7 +184,8 @@ def train_head(model: keras.Model, dataset_dir: Path, params: TrainParams, loss,
                              keras.layers.Dense(dense.units, activation="softmax")])
     head.layers[-1].set_weights(dense.get_weights())
     head.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=loss, metrics=["accuracy"])
-    fit = head.fit(train_x, train_y, validation_data=(val_x, val_y), epochs=params.frozen_epochs,
+    encode = _label_encoder(params, dense.units)
+    fit = head.fit(train_x, encode(train_y), validation_data=(val_x, encode(val_y)), epochs=params.frozen_epochs,
                    batch_size=params.batch_size, shuffle=True, verbose=0,
                    callbacks=[*_callbacks(params, None), EpochProgress(progress, "frozen", params.frozen_epochs)])
     dense.set_weights(head.layers[-1].get_weights())
@@ -171,11 +196,16 @@ def finetune_optimizer(params: TrainParams, train_count: int) -> keras.optimizer
     """Adam at the fine-tuning rate; with finetune_ema_momentum > 0, Keras' own exponential moving
     average of the weights (use_ema), written into the model at the last step of every epoch
     (ema_overwrite_frequency = steps per epoch): each epoch's validation, early stopping's best
-    weights and the exported model are the averaged weights, and the next epoch continues from them."""
-    if not params.finetune_ema_momentum:
-        return keras.optimizers.Adam(params.finetune_learning_rate)
+    weights and the exported model are the averaged weights, and the next epoch continues from them.
+    finetune_lr_schedule "cosine": the rate decays from finetune_learning_rate to 0 over finetune_epochs
+    epochs (Keras' CosineDecay), instead of being cut on a plateau (_callbacks)."""
     steps_per_epoch = max(1, -(-train_count // params.batch_size))
-    return keras.optimizers.Adam(params.finetune_learning_rate, use_ema=True, ema_momentum=params.finetune_ema_momentum,
+    rate = params.finetune_learning_rate
+    if params.finetune_lr_schedule == "cosine":  # from the rate down to 0 at the last allowed epoch
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps_per_epoch * max(1, params.finetune_epochs))
+    if not params.finetune_ema_momentum:
+        return keras.optimizers.Adam(rate)
+    return keras.optimizers.Adam(rate, use_ema=True, ema_momentum=params.finetune_ema_momentum,
                                  ema_overwrite_frequency=steps_per_epoch)
 
 
@@ -202,11 +232,11 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     progress = progress or ProgressWriter.from_environment("train")
     keras.utils.set_random_seed(params.seed)
     meta = data.load_metadata(dataset_dir)
-    train, validation = _datasets(dataset_dir, params)
+    train, validation = _datasets(dataset_dir, params, len(meta["class_names"]))
     strategy = distribution_strategy()
     with strategy.scope():  # the model's variables live on every replica
         model = build_model(len(meta["class_names"]), meta["image_size"], params.backbone_alpha, params.weights, params.dropout)
-    loss = keras.losses.SparseCategoricalCrossentropy()
+    loss = training_loss(params)
     history: list[dict] = []
     checkpoint = Path(output_dir).parent / f"{Path(output_dir).name}-best.keras"
     started = time.monotonic()
@@ -227,7 +257,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
             fit = model.fit(
                 train, validation_data=validation, epochs=initial + params.finetune_epochs, initial_epoch=initial,
                 shuffle=False,  # the dataset shuffles itself (load_split); Keras would ignore it and warn
-                callbacks=[*_callbacks(params, checkpoint),
+                callbacks=[*_callbacks(params, checkpoint, plateau=params.finetune_lr_schedule == "plateau"),
                            EpochProgress(progress, "fine-tuning", params.finetune_epochs, initial)], verbose=0,
             )
         history += [{"phase": "finetune", "epoch": initial + i + 1, **{k: float(v[i]) for k, v in fit.history.items()}}

@@ -19,6 +19,8 @@ def train(
     finetune_learning_rate: float,
     finetune_layers: int,
     finetune_ema_momentum: float,
+    finetune_lr_schedule: str,
+    label_smoothing: float,
     dropout: float,
     early_stopping_patience: int,
     seed: int,
@@ -37,7 +39,8 @@ def train(
         backbone_alpha=backbone_alpha, weights=weights, augmentations=augmentations,
         batch_size=batch_size, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
         learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
-        finetune_layers=finetune_layers, finetune_ema_momentum=finetune_ema_momentum, dropout=dropout,
+        finetune_layers=finetune_layers, finetune_ema_momentum=finetune_ema_momentum,
+        finetune_lr_schedule=finetune_lr_schedule, label_smoothing=label_smoothing, dropout=dropout,
         early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
     )
     metadata = train_model(Path(dataset.path), Path(model.path), params, features_dir=Path(features.path))

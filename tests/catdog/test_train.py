@@ -216,3 +216,44 @@ def test_finetune_ema_swaps_the_averaged_weights_in_at_the_end_of_every_epoch():
                   loss="sparse_categorical_crossentropy")
     plain.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
     assert not np.allclose(np.asarray(plain.trainable_variables[0]), np.asarray(model.trainable_variables[0]))
+
+
+def test_cosine_schedule_decays_the_fine_tuning_rate_to_zero_and_drops_the_plateau_cut():
+    """finetune_lr_schedule="cosine": the rate falls from finetune_learning_rate to 0 over
+    finetune_epochs epochs, and ReduceLROnPlateau (which cannot set a scheduled rate) is left out."""
+    import keras
+
+    from catdog.train import _callbacks, finetune_optimizer
+
+    params = train_params(finetune_lr_schedule="cosine", finetune_learning_rate=1e-3, finetune_epochs=3, batch_size=8)
+    rate = finetune_optimizer(params, 20)._learning_rate  # 3 steps an epoch: 9 steps in all
+    assert isinstance(rate, keras.optimizers.schedules.CosineDecay)
+    assert float(rate(0)) == pytest.approx(1e-3) and float(rate(9)) == pytest.approx(0.0, abs=1e-9)
+    assert 0.0 < float(rate(4)) < 1e-3
+    kinds = {type(c).__name__ for c in _callbacks(params, None, plateau=False)}
+    assert kinds == {"EarlyStopping"}
+    assert "ReduceLROnPlateau" in {type(c).__name__ for c in _callbacks(params, None)}
+    plain = finetune_optimizer(train_params(finetune_learning_rate=1e-3), 20)
+    assert not isinstance(plain._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def test_label_smoothing_uses_one_hot_labels_and_trains(tmp_path):
+    """label_smoothing > 0: categorical cross-entropy with smoothing on one-hot labels, in both
+    phases (a whole 1 + 1 epoch run, with the cosine rate too); 0: sparse cross-entropy on indices."""
+    import keras
+
+    from catdog.train import _label_encoder, train_model, training_loss
+
+    smooth = train_params(label_smoothing=0.1)
+    loss = training_loss(smooth)
+    assert isinstance(loss, keras.losses.CategoricalCrossentropy) and loss.get_config()["label_smoothing"] == 0.1
+    np.testing.assert_array_equal(np.asarray(_label_encoder(smooth, 2)(np.array([1, 0]))), [[0, 1], [1, 0]])
+    assert isinstance(training_loss(train_params()), keras.losses.SparseCategoricalCrossentropy)
+    # a perfect prediction still has a loss under smoothing (the targets are 0.95 / 0.05)
+    assert float(loss(np.array([[0.0, 1.0]]), np.array([[1e-7, 1 - 1e-7]]))) > 0.1
+    built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=3)
+    metadata = train_model(built.dataset_dir, tmp_path / "out" / "model",
+                           train_params(seed=3, label_smoothing=0.1, finetune_lr_schedule="cosine"))
+    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_accuracy"] <= 1.0 for h in metadata["history"])
+    assert metadata["training_parameters"]["label_smoothing"] == 0.1
