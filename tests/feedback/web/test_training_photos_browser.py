@@ -40,6 +40,8 @@ def test_the_queue_shows_a_training_photo_and_a_verdict_becomes_an_override(page
         note = card.get_by_test_id("training-note")
         expect(note).to_contain_text("Training photo: its label may be wrong.")
         expect(card.get_by_test_id("given-label")).to_have_text("Given label: cat")
+        # the answer line says the 4 % is the given label's out-of-sample probability, not a model's answer
+        expect(card.locator(".answer")).to_contain_text("given label, 4.00% out of sample")
         expect(card.get_by_test_id("oos-probability")).to_contain_text("out-of-sample probability of cat: 4.0%")
         expect(card.get_by_test_id("training-reasons")).to_contain_text("the model trained without it says another label")
         expect(card.get_by_test_id("training-source")).to_contain_text("flagged by run run-42")
