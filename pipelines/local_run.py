@@ -147,6 +147,7 @@ class Console:
         self.progress = RunProgress()
         self._seen = 0
         self._open: str | None = None  # the step whose line is open
+        self._numbers: dict[str, int] = {}  # each step's place in the order the steps started
         self._phase_printed = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="progress-console", daemon=True)
@@ -187,8 +188,14 @@ class Console:
         self._write(text + "\n")
 
     def _label(self, step: str) -> str:
+        """[n/total] step, n counting the steps in the order they started: steps that need only the
+        same ones (evaluate and label-issues, both after train) run in either order, and a count
+        taken from the pipeline's list would then go backwards."""
         steps = self.progress.steps
-        return f"[{steps.index(step) + 1}/{len(steps)}] {step}" if step in steps else step
+        if step not in steps:
+            return step
+        number = self._numbers.setdefault(step, len(self._numbers) + 1)
+        return f"[{number}/{len(steps)}] {step}"
 
     def _render(self, event: dict) -> None:
         kind = event.get("event")

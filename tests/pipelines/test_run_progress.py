@@ -92,14 +92,30 @@ def test_the_console_prints_one_line_a_step_and_the_train_steps_epochs(tmp_path)
     console.close()  # never started: close renders what is there
     assert out.getvalue().splitlines() == [
         "[1/6] ingest ... 4 s",
-        "[3/6] train ...",
+        "[2/6] train ...",  # numbered in the order the steps start (this run skips preprocess)
         "      features: 3556 photos through the frozen backbone, once (most of the frozen phase)",
         "      features: 3556/3556 photos in 38 s",
         "      frozen epoch 1/2: accuracy 0.930, val_accuracy 0.966 (1 s, at most 1 s left)",
-        "[3/6] train: 1 min 01 s",
-        "[4/6] evaluate ...",
-        "[4/6] evaluate failed after 3 s: OSError: disk full",
+        "[2/6] train: 1 min 01 s",
+        "[3/6] evaluate ...",
+        "[3/6] evaluate failed after 3 s: OSError: disk full",
     ]
+
+
+def test_steps_that_may_run_in_either_order_are_numbered_as_they_start(tmp_path):
+    """evaluate and label-issues both follow train: kfp.local may start either first, and the
+    numbers on the screen still only go up."""
+    steps = ["ingest", "preprocess", "train", "evaluate", "label-issues", "select-champion", "deploy"]
+    path = tmp_path / "p.jsonl"
+    events = [{"event": "run", "steps": steps}]
+    for step in ("ingest", "preprocess", "train", "label-issues", "evaluate", "select-champion", "deploy"):
+        events += [started(step), succeeded(step, 1)]
+    write(path, *events)
+    out = io.StringIO()
+    Console(path, out).close()
+    assert out.getvalue().splitlines() == [
+        "[1/7] ingest ... 1 s", "[2/7] preprocess ... 1 s", "[3/7] train ... 1 s", "[4/7] label-issues ... 1 s",
+        "[5/7] evaluate ... 1 s", "[6/7] select-champion ... 1 s", "[7/7] deploy ... 1 s"]
 
 
 def test_a_failed_step_names_the_last_error_line_its_process_printed(tmp_path, monkeypatch):
@@ -126,6 +142,9 @@ def test_a_failed_step_names_the_last_error_line_its_process_printed(tmp_path, m
 def test_make_run_ends_a_failed_step_with_one_error_line(tmp_path, image_folder, monkeypatch, capsys):
     def failing_run(config, output_root, progress, errors):
         progress.emit("run", steps=STEPS)
+        for step in ("ingest", "preprocess"):
+            progress.emit("step", step=step, status="started")
+            progress.emit("step", step=step, status="succeeded", seconds=1)
         progress.emit("step", step="train", status="started")
         progress.emit("step", step="train", status="failed", seconds=1, error="ValueError: boom")
         raise RuntimeError("Pipeline 'catdog-training' finished with status FAILURE. Inner task failed: 'train'.")
@@ -139,6 +158,7 @@ def test_make_run_ends_a_failed_step_with_one_error_line(tmp_path, image_folder,
     assert printed.err == f"error: step train failed: ValueError: boom (full log: {log})\n"
     assert printed.out.splitlines()[0].startswith("run id: ")  # the id make run made for the run
     assert printed.out.splitlines()[1:] == [f"full log: {log} (VERBOSE=1 prints it here)",
+                                        "[1/6] ingest ... 1 s", "[2/6] preprocess ... 1 s",
                                         "[3/6] train ...", "[3/6] train failed after 1 s: ValueError: boom"]
     assert read_events(progress)[-1]["error"] == f"step train failed: ValueError: boom (full log: {log})"
 
