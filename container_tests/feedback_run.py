@@ -78,9 +78,14 @@ def run_feedback(podman: Podman, image: str, predictor_image: str, model: Path, 
                                         timeout=30)
                 check("feedback: a validation without the token -> 401", refused.status_code == 401,
                       str(refused.status_code))
-                validated = requests.post(f"{app}/api/predictions/{prediction_id}/validation", json={"label": "dog"},
-                                          headers=auth, timeout=30)
-                check("feedback: validated as dog through the API (bearer token)", validated.status_code == 201
+                # with APP_TOKEN set a verdict must name who gives it ("by"): a 422 without it
+                nameless = requests.post(f"{app}/api/predictions/{prediction_id}/validation", json={"label": "dog"},
+                                         headers=auth, timeout=30)
+                check("feedback: a validation without 'by' while APP_TOKEN is set -> 422", nameless.status_code == 422
+                      and "by" in nameless.text, f"{nameless.status_code} {nameless.text[:300]}")
+                validated = requests.post(f"{app}/api/predictions/{prediction_id}/validation",
+                                          json={"label": "dog", "by": "image-test"}, headers=auth, timeout=30)
+                check("feedback: validated as dog through the API (bearer token, by name)", validated.status_code == 201
                       and validated.json().get("validated_label") == "dog", f"{validated.status_code} "
                       f"{validated.text[:300]}")
             list_dataset = ("import glob; print(sorted(p.rsplit('/', 2)[-2] + '/' + p.rsplit('/', 1)[-1][:64] "
