@@ -250,7 +250,11 @@ async function toggleHeatmap(card, button) {
     error.hidden = false;
     return;
   }
-  drawHeatmap(canvas, grid, card.querySelector("img"));
+  const image = card.querySelector("img");
+  // a click right after the upload can come before the photo has loaded: its natural size is then
+  // unknown (0), so wait for it rather than draw at the box's size
+  if (!image.complete || !image.naturalWidth) await image.decode().catch(() => {});
+  drawHeatmap(canvas, grid, image);
   canvas.hidden = false;
   button.setAttribute("aria-pressed", "true");
 }
