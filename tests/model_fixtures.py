@@ -54,7 +54,8 @@ def train_params(**changes):
         backbone_alpha=0.35, weights="none", augmentations="flip", batch_size=8,
         frozen_epochs=1, finetune_epochs=1, learning_rate=1e-3, finetune_learning_rate=1e-4,
         finetune_layers=5, finetune_ema_momentum=0.0,
-        finetune_lr_schedule="plateau", label_smoothing=0.0, dropout=0.1, early_stopping_patience=2, seed=7,
+        finetune_lr_schedule="plateau", label_smoothing=0.0,
+        finetune_image_scale=1.0, dropout=0.1, early_stopping_patience=2, seed=7,
         test_time_flip=True,
     )
     values.update(changes)

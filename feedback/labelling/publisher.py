@@ -28,6 +28,7 @@ import time
 
 from catdog.preprocessing import EXTENSIONS
 from feedback.labelling.training_photos import write_overrides
+from feedback.periodic import Periodic
 from feedback.store import queries, training_queries
 from feedback.store.db import Database
 from feedback.store.photos import PhotoStore
@@ -44,8 +45,9 @@ class DatasetPublisher:
         self.repair_interval_s = repair_interval_s
         self._manifest_lock = threading.Lock()
         self._manifest_dirty = threading.Event()  # set by every change; the maintenance thread writes
-        self._stop = threading.Event()
-        self._maintainer: threading.Thread | None = None
+        self._closed = False
+        self._next_repair = 0.0
+        self._maintainer = Periodic("feedback-maintenance", self._maintain_round, MANIFEST_DELAY_S)
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -56,27 +58,22 @@ class DatasetPublisher:
             logger.warning("repaired %d photo(s) whose dataset file did not match their validation", repaired)
         self.flush_manifest(always=True)
         if background:
-            self._maintainer = threading.Thread(target=self._maintain, name="feedback-maintenance", daemon=True)
+            self._next_repair = time.monotonic() + self.repair_interval_s
             self._maintainer.start()
 
     def close(self) -> None:
-        if not self._stop.is_set():
-            self._stop.set()
-            if self._maintainer is not None:
-                self._maintainer.join(timeout=30)
+        if not self._closed:
+            self._closed = True
+            self._maintainer.close()
             self.flush_manifest()
 
-    def _maintain(self) -> None:
-        interval = self.repair_interval_s
-        next_repair = time.monotonic() + interval
-        while not self._stop.wait(MANIFEST_DELAY_S):
-            try:
-                if interval > 0 and time.monotonic() >= next_repair:
-                    next_repair = time.monotonic() + interval
-                    self.repair()
-                self.flush_manifest()
-            except Exception:  # a storage or database hiccup: next round
-                logger.exception("background repair or manifest write failed; retrying")
+    def _maintain_round(self) -> None:
+        """Every MANIFEST_DELAY_S: the manifest when something changed; every repair_interval_s
+        (when > 0) a repair first (a failure is logged by Periodic, and the next round retries)."""
+        if self.repair_interval_s > 0 and time.monotonic() >= self._next_repair:
+            self._next_repair = time.monotonic() + self.repair_interval_s
+            self.repair()
+        self.flush_manifest()
 
     def changed(self) -> None:
         """Something the manifest shows changed (a committed verdict or upload): it is rewritten soon."""

@@ -1,8 +1,10 @@
 """Training photos in the review queue: the champion's run's suspects, imported; verdicts -> overrides.
 
     TrainingPhotos(db, photos, registry_uri, check, labels)
-        start(background)   import now (errors are logged, never fatal), then check every
-                            CHECK_INTERVAL_S whether the champion changed and import its suspects
+        start(background)   check whether the champion changed and import its suspects: in the
+                            background at once and then every CHECK_INTERVAL_S (so a large list on
+                            gs:// never delays the app's start), or now when not `background`;
+                            errors are logged, never fatal
         sync()              import when the champion's suspects_uri is not the one imported last
         import_champion()   import the champion's suspects now -> a report (the re-import route)
         close()
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from catdog import storage
 from catdog.label_overrides import write_overrides as write_overrides_file
 from catdog.suspects import photo_uri, read_suspects, suspects_of_champion
+from feedback.periodic import Periodic
 from feedback.store import queries, training_queries
 from feedback.store.db import Database
 from feedback.store.photos import CheckedPhoto, PhotoRejected, PhotoStore
@@ -53,24 +56,17 @@ class TrainingPhotos:
         self.last: dict | None = None  # the last import's report (or error)
         self._imported_uri: str | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._watcher = Periodic("feedback-training-photos", self._sync_logged, interval_s, first_now=True)
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
-        self._sync_logged()
         if background:
-            self._thread = threading.Thread(target=self._watch, name="feedback-training-photos", daemon=True)
-            self._thread.start()
+            self._watcher.start()
+        else:
+            self._sync_logged()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sync_logged()
+        self._watcher.close()
 
     def _sync_logged(self) -> None:
         try:
@@ -82,18 +78,20 @@ class TrainingPhotos:
 
     # -- importing ------------------------------------------------------------------------------
     def sync(self) -> dict | None:
-        """Import the champion's suspects when they are not the ones imported last; the report or None."""
-        _, uri = suspects_of_champion(self.registry_uri)
+        """Import the champion's suspects when they are not the ones imported last; the report or None.
+        (The registry's alias is read once a round.)"""
+        champion, uri = suspects_of_champion(self.registry_uri)
         if uri is not None and uri == self._imported_uri:
             return None
         if uri is None and self.last is not None and "note" in self.last:  # said already why there are none
             return None
-        return self.import_champion()
+        return self.import_champion((champion, uri))
 
-    def import_champion(self) -> dict:
-        """Import the champion's run's suspects now (idempotent); the report."""
+    def import_champion(self, found: tuple[dict | None, str | None] | None = None) -> dict:
+        """Import the champion's run's suspects now (idempotent); the report. `found`: the
+        (champion, suspects_uri) just read from the registry (suspects_of_champion), else read here."""
         with self._lock:
-            champion, uri = suspects_of_champion(self.registry_uri)
+            champion, uri = found or suspects_of_champion(self.registry_uri)
             report = {"registry_uri": self.registry_uri, "champion_version": (champion or {}).get("version"),
                       "suspects_uri": uri, "run_id": None, "listed": 0, "added": 0, "already": 0, "skipped": []}
             if uri is None:

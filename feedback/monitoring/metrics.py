@@ -17,6 +17,9 @@ that runs both keeps their /metrics apart). Every name starts with `catdog_app_`
 | catdog_app_logger_events_total | counter | outcome | payload-logger events: stored or rejected (incremented by the logger sink) |
 | catdog_app_request_seconds | histogram | method, route, status_class | every HTTP request, by route TEMPLATE (/api/predictions/{prediction_id}/validation; "unmatched" for paths no route takes) and status class 2xx..5xx |
 | catdog_app_review_queue_size | gauge | | photos with a prediction and no verdict |
+| catdog_app_contested_photos | gauge | | photos whose reviewers' latest verdicts differ (feedback/monitoring/agreement.py) |
+| catdog_app_unresolved_photos | gauge | | of which tied: no label, in no dataset until someone else judges them (the second-opinion queue) |
+| catdog_app_reviewer_alpha | gauge | | Krippendorff's alpha between reviewers (absent while it is undefined: under 5 shared photos, or no disagreement possible) |
 | catdog_app_training_runs | gauge | state | retraining runs in the database per state (queued, running, succeeded, failed, cancelled) |
 | catdog_app_drift_flagged | gauge | | 1 when the dashboard's drift test flags drift (feedback.monitoring.dashboard.drift_test), else 0 |
 | catdog_app_drift_p_value | gauge | | that test's p-value (absent while there is not enough data) |
@@ -53,6 +56,7 @@ from starlette.routing import Match, Mount, Route
 from catdog.model_files import EVALUATION_FILE
 from catdog.registry import ModelRegistry
 from feedback.monitoring import dashboard
+from feedback.monitoring.agreement import read_agreement
 from feedback.store import dashboard_queries, queries
 from feedback.store.tables import NEITHER, RUN_STATES, TrainingRun
 from feedback.settings import redact
@@ -168,12 +172,21 @@ class StateCollector:
             queue = queries.queue_length(session)
             runs = dict(session.execute(select(TrainingRun.state, func.count()).group_by(TrainingRun.state)).all())
             context["accuracy"] = {row["model_version"]: row for row in dashboard.validated_accuracy(session)}
+            reviewers = read_agreement(session)
         by_state = GaugeMetricFamily("catdog_app_training_runs", "Retraining runs in the database, by state",
                                      labels=["state"])
         for state in RUN_STATES:
             by_state.add_metric([state], runs.get(state, 0))
-        return [GaugeMetricFamily("catdog_app_review_queue_size", "Photos with a prediction and no verdict",
-                                  value=queue), by_state]
+        families = [GaugeMetricFamily("catdog_app_review_queue_size", "Photos with a prediction and no verdict",
+                                      value=queue), by_state,
+                    GaugeMetricFamily("catdog_app_contested_photos", "Photos whose reviewers' latest verdicts differ",
+                                      value=reviewers["contested"]),
+                    GaugeMetricFamily("catdog_app_unresolved_photos", "Contested photos whose reviewers tie: no label "
+                                      "until another person judges them", value=reviewers["unresolved"])]
+        if reviewers["alpha"] is not None:
+            families.append(GaugeMetricFamily("catdog_app_reviewer_alpha", "Krippendorff's alpha (nominal) between "
+                                              "reviewers on the photos two or more judged", value=reviewers["alpha"]))
+        return families
 
     def _registry(self, context: dict) -> list:
         """The champion's drift test and accuracy (the database part read first: its accuracy rows)."""

@@ -30,7 +30,6 @@ rate() does). The history holds at most max_age_s / interval_s + 1 scrapes per s
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -43,10 +42,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.monitoring.metrics import APP_REGISTRY
+from feedback.periodic import Periodic
 from feedback.predictor_client.metrics import histogram_quantile
 from feedback.settings import redact
 
-logger = logging.getLogger("catdog.feedback")
 SERVICES = ("predictor", "app")
 DAY_S = 24 * 3600
 PROMETHEUS_TIMEOUT_S = 5.0
@@ -173,8 +172,7 @@ class TrendRecorder:
         self.predictor_text = predictor_text
         self.interval_s = interval_s
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("feedback-trends", self.scrape, interval_s, first_now=True)
 
     def scrape(self) -> None:
         now = self.clock()
@@ -185,22 +183,11 @@ class TrendRecorder:
             self.history.add("predictor", None, f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="feedback-trends", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.scrape()
-            except Exception:  # a bug here must not end the thread
-                logger.exception("trends: scrape failed")
-            if self._stop.wait(self.interval_s):
-                return
+        """Scrape at once, then every interval_s (feedback.periodic: a failed scrape is logged)."""
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.close(timeout_s=10)
 
 
 def prometheus_trends(url: str, window_s: float, step_s: float, now: float | None = None,

@@ -32,8 +32,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from feedback.periodic import Periodic
 from feedback.store.db import Database
-from feedback.store.training_queries import record_run_overrides, training_shas
+from feedback.store.training_queries import record_run_overrides, run_overrides, training_shas
 from feedback.retraining.launchers.base import Launcher, LaunchError, Observation
 from feedback.retraining.launchers.local import read_tail
 from feedback.store.tables import (
@@ -115,33 +116,28 @@ class RunService:
         self.db = db
         self.training = training
         self.launchers = launchers  # target name -> launcher
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
+        self._watcher = Periodic("feedback-runs", self._watch_round, settings.run_poll_interval_s)
+        self._next_check = 0.0  # when _watch_round next asks retrain_if_needed
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
         """Reconcile the runs a previous app process left active; then watch them in the background."""
         self.refresh()
         if background:
-            self._watcher = threading.Thread(target=self._watch, name="feedback-runs", daemon=True)
+            self._next_check = time.monotonic() + self.settings.retrain_check_interval_s
             self._watcher.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=30)
+        self._watcher.close()
 
-    def _watch(self) -> None:
-        next_check = time.monotonic() + self.settings.retrain_check_interval_s
-        while not self._stop.wait(self.settings.run_poll_interval_s):
-            try:
-                self.refresh()
-                if self.settings.retrain_min_new and time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self.settings.retrain_check_interval_s
-                    self.retrain_if_needed()
-            except Exception:  # a database or API hiccup: next round
-                logger.exception("watching the training runs failed; retrying")
+    def _watch_round(self) -> None:
+        """Every run_poll_interval_s: the active runs' states; every retrain_check_interval_s: the
+        retraining trigger (a failure is logged by Periodic, and the next round retries)."""
+        self.refresh()
+        if self.settings.retrain_min_new and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.settings.retrain_check_interval_s
+            self.retrain_if_needed()
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, run_id: str) -> TrainingRun:
@@ -150,6 +146,11 @@ class RunService:
         if run is None:
             raise RunNotFound(f"no training run {run_id}")
         return run
+
+    def override_count(self, run_id: str) -> int:
+        """How many training-photo label overrides the run took in (run_overrides)."""
+        with self.db.read() as session:
+            return len(run_overrides(session, run_id))
 
     def log_tail(self, run: TrainingRun, limit: int = 4000) -> str | None:
         return read_tail(run.log_uri, limit) if run.log_uri else None

@@ -199,9 +199,11 @@ class RunOut(BaseModel):
     remote_id: str | None
     cancel_requested: bool
     log_tail: str | None = Field(None, description="local runs: the end of the run's log (GET /api/runs/{id})")
+    label_overrides: int | None = Field(None, description="GET /api/runs/{id}: the reviewers' label overrides of "
+                                        "training photos the run took in (label-overrides.json)")
 
     @classmethod
-    def of(cls, run: TrainingRun, log_tail: str | None = None) -> RunOut:
+    def of(cls, run: TrainingRun, log_tail: str | None = None, label_overrides: int | None = None) -> RunOut:
         from feedback.retraining.runs import PIPELINE_STEPS
 
         return cls(id=run.id, state=run.state, target=run.target, trigger=run.trigger, created_at=run.created_at,
@@ -211,7 +213,7 @@ class RunOut(BaseModel):
                    validated_photos=run.validated_photos, new_validated_photos=run.new_validated_photos,
                    promoted=run.promoted, version=run.version, champion_version=run.champion_version,
                    reason=run.reason, console_url=run.console_url, remote_id=run.remote_id,
-                   cancel_requested=run.cancel_requested, log_tail=log_tail)
+                   cancel_requested=run.cancel_requested, log_tail=log_tail, label_overrides=label_overrides)
 
 
 class RunList(BaseModel):

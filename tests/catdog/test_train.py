@@ -257,3 +257,26 @@ def test_label_smoothing_uses_one_hot_labels_and_trains(tmp_path):
     assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
     assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_accuracy"] <= 1.0 for h in metadata["history"])
     assert metadata["training_parameters"]["label_smoothing"] == 0.1
+
+
+def test_fine_tuning_at_a_lower_resolution_validates_and_exports_at_the_image_size(tmp_path, capsys):
+    """finetune_image_scale < 1 (FixRes): the fine-tuning batches are the augmented photos downscaled,
+    validation batches stay at image_size, and the exported Keras and ONNX models take image_size."""
+    import onnx
+
+    from catdog.model import load_keras_model
+    from catdog.train import _datasets, train_model
+
+    built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=3, image_size=64)
+    params = train_params(seed=3, finetune_image_scale=0.5)
+    train, validation = _datasets(built.dataset_dir, params, 2, 64)
+    assert next(iter(train))[0].shape[1:] == (32, 32, 3)
+    assert next(iter(validation))[0].shape[1:] == (64, 64, 3)
+    output = tmp_path / "out" / "model"
+    metadata = train_model(built.dataset_dir, output, params)
+    assert "on photos at 32 px (validation at 64)" in capsys.readouterr().out
+    assert (metadata["image_size"], metadata["finetune_image_size"]) == (64, 32)
+    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
+    assert load_keras_model(output).input_shape == (None, 64, 64, 3)
+    dims = onnx.load(str(output / ONNX_FILE)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [64, 64, 3]

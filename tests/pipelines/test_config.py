@@ -61,12 +61,20 @@ def test_unknown_augmentation_named():
         ("deploy_target", "mars", "deploy_target"),
         ("finetune_ema_momentum", "1", "finetune_ema_momentum: Input should be less than 1"),
         ("finetune_ema_momentum", "-0.1", "finetune_ema_momentum: Input should be greater than or equal to 0"),
+        ("finetune_image_scale", "0", "finetune_image_scale: Input should be greater than 0"),
+        ("finetune_image_scale", "1.5", "finetune_image_scale: Input should be less than or equal to 1"),
     ],
 )
 def test_invalid_values_named(key, value, expected):
     with pytest.raises(ConfigError) as info:
         build_config({key: value})
     assert expected in str(info.value)
+
+
+def test_fine_tuning_resolution_below_32_px_named():
+    with pytest.raises(ConfigError, match=r"finetune_image_scale: 0.5 x image_size 48 is below 32 px"):
+        build_config({"image_size": "48", "finetune_image_scale": "0.5"})
+    assert build_config({"image_size": "64", "finetune_image_scale": "0.5"}).finetune_image_scale == 0.5
 
 
 def test_overrides_parse_types():

@@ -107,7 +107,8 @@ def run(run_id: str, service: FeedbackService = Depends(get_service)) -> RunOut:
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     tail = service.runs.log_tail(found)
-    return RunOut.of(found, None if tail is None else shorten_paths(tail, server_folders(service, found)))
+    return RunOut.of(found, None if tail is None else shorten_paths(tail, server_folders(service, found)),
+                     service.runs.override_count(run_id))
 
 
 @router.get("/runs/{run_id}/log", response_class=PlainTextResponse,

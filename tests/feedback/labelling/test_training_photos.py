@@ -131,6 +131,7 @@ def test_a_verdict_is_an_override_never_a_dataset_file(make_service, registry, t
         from feedback.retraining.runs import latest_validation_ids
 
         assert latest_validation_ids(session, 10**9) == []
+    assert service.runs.override_count("r1") == 2 and service.runs.override_count("no-such-run") == 0
     assert run  # (the service's start_run records them the same way: test_runs covers the launch)
 
 
@@ -144,6 +145,40 @@ def test_a_new_champion_brings_its_suspects(make_service, registry):
     with service.db.read() as session:
         assert session.get(TrainingPhoto, sha(A)).flagged_by_run == "run-1"  # the first run that flagged it
         assert session.get(TrainingPhoto, sha(B)).flagged_by_run == "run-2"
+
+
+def test_in_the_background_the_import_leaves_the_start_and_reads_the_alias_once_a_round(
+        make_service, registry, monkeypatch):
+    """start(background=True) returns before importing (a long list on gs:// must not hold up the
+    app's start): the watcher's first round imports at once. sync() reads the alias once."""
+    import threading
+
+    from feedback.labelling import training_photos
+
+    champion_with_suspects(registry, 1, "run-1", [(A, entry(A, "cat", 0.05))])
+    service = make_service()
+    service.training_photos.close()
+    release, reads = threading.Event(), []
+    real = training_photos.suspects_of_champion
+
+    def slow_read(uri):
+        reads.append(uri)
+        release.wait(10)  # a slow registry
+        return real(uri)
+
+    monkeypatch.setattr(training_photos, "suspects_of_champion", slow_read)
+    watcher = training_photos.TrainingPhotos(service.db, service.photos, str(registry), service.check,
+                                             service.labels, interval_s=60)
+    watcher.start(background=True)  # returns while the registry is still being read
+    assert watcher.last is None
+    release.set()
+    for _ in range(200):
+        if watcher.last is not None:
+            break
+        threading.Event().wait(0.05)
+    watcher.close()
+    assert (watcher.last["champion_version"], watcher.last["already"]) == (1, 1)  # imported at start already
+    assert reads == [str(registry)]  # one read of the alias for the round
 
 
 def test_no_champion_or_no_suspects_is_said(make_service, registry):

@@ -121,6 +121,27 @@ def test_state_gauges_drift_accuracy_and_runs(tmp_path):
     assert state[("catdog_app_state_up", "database")] == state[("catdog_app_state_up", "registry")] == 1
 
 
+def test_reviewer_gauges_contested_unresolved_and_alpha(tmp_path):
+    """Two reviewers: agreeing on 5 photos, split on the sixth (a tie: unresolved); alpha appears
+    once 5 photos are shared and there is disagreement to measure."""
+    service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        collector = app_metrics.StateCollector(service)
+        quiet = samples_of(collector)
+        assert (quiet["catdog_app_contested_photos"], quiet["catdog_app_unresolved_photos"]) == (0, 0)
+        assert "catdog_app_reviewer_alpha" not in quiet  # undefined: nobody judged anything
+        predictions = [service.predict(photo(seed)) for seed in range(6)]
+        for i, prediction in enumerate(predictions):
+            service.validate(prediction.id, "cat" if i % 2 else "dog", by="ana")
+            service.validate(prediction.id, ("dog" if i % 2 else "cat") if i == 5 else ("cat" if i % 2 else "dog"),
+                             by="ben")
+        state = samples_of(collector)
+    finally:
+        service.close()
+    assert (state["catdog_app_contested_photos"], state["catdog_app_unresolved_photos"]) == (1, 1)
+    assert 0 < state["catdog_app_reviewer_alpha"] < 1
+
+
 def test_an_unreadable_registry_is_state_up_0_not_a_broken_scrape_and_the_database_part_stays(tmp_path):
     training = parse_training_words([f"REGISTRY={tmp_path}/registry"], str(tmp_path / "store"))
     service = started_service(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", training=training)

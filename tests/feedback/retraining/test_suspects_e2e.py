@@ -95,6 +95,7 @@ def test_flagged_reviewed_overridden_and_applied_by_the_next_run(tmp_path):
             assert taken == {(relabel["sha256"], other), (leave_out["sha256"], "neither")}
             run, _ = follow(app, second["id"])
             assert run["state"] == "succeeded", run["log_tail"]
+            assert run["label_overrides"] == 2  # GET /api/runs/{id} says how many it took in
             applied = newest_ingest_report(outputs)["overrides"]
             assert (applied["relabelled"], applied["left_out"], applied["unmatched"]) == (1, 1, []), applied
             assert {p["source"]: p["outcome"] for p in applied["photos"]} == {
