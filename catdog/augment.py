@@ -27,9 +27,12 @@ def parse_augmentations(spec: str) -> list[str]:
     return names
 
 
-def build_augmentation(spec: str, seed: int) -> keras.Sequential:
-    """A Sequential of the chosen layers (empty = identity), each seeded from `seed`."""
+def build_augmentation(spec: str, seed: int, output_size: int | None = None) -> keras.Sequential:
+    """A Sequential of the chosen layers (empty = identity), each seeded from `seed`; with
+    output_size, the augmented photos are then downscaled to output_size x output_size (antialiased
+    bilinear: the fine-tuning resolution, catdog.train)."""
     names = parse_augmentations(spec)
-    return keras.Sequential(
-        [AUGMENTATION_LAYERS[name](seed + i) for i, name in enumerate(names)], name="augmentation"
-    )
+    layers = [AUGMENTATION_LAYERS[name](seed + i) for i, name in enumerate(names)]
+    if output_size is not None:
+        layers.append(keras.layers.Resizing(output_size, output_size, antialias=True, name="finetune_resolution"))
+    return keras.Sequential(layers, name="augmentation")

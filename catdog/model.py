@@ -47,7 +47,9 @@ def resolve_weights(weights: str) -> str | None:
     return weights
 
 
-def build_model(num_classes: int, image_size: int, alpha: float, weights: str, dropout: float) -> keras.Model:
+def build_model(num_classes: int, image_size: int | None, alpha: float, weights: str, dropout: float) -> keras.Model:
+    """The classifier; image_size None: it takes any size (fine-tuning at a lower resolution than
+    it serves at, catdog.train; at_fixed_size makes the exported one)."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)  # MobileNetV2's [-1, 1]
     backbone = keras.applications.MobileNetV2(
@@ -63,6 +65,15 @@ def build_model(num_classes: int, image_size: int, alpha: float, weights: str, d
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_NAME)(x)
     return keras.Model(inputs, outputs, name="catdog_mobilenet_v2")
+
+
+def at_fixed_size(classifier: keras.Model, image_size: int, alpha: float) -> keras.Model:
+    """A build_model classifier with its input fixed at image_size, the weights of `classifier`
+    (one built for any size) copied in: the exports need a fixed shape."""
+    fixed = build_model(int(classifier.output_shape[-1]), image_size, alpha, "none",
+                        classifier.get_layer("dropout").rate)
+    fixed.set_weights(classifier.get_weights())
+    return fixed
 
 
 @keras.saving.register_keras_serializable(package="catdog")

@@ -21,7 +21,8 @@ import tensorflow as tf
 from catdog import dataset as data
 from catdog.augment import build_augmentation
 from catdog.figures import png_base64
-from catdog.model import HEAD_NAME, build_model, save_model_dir, unfreeze_top, with_flip_averaging, with_gradcam
+from catdog.model import (HEAD_NAME, at_fixed_size, build_model, save_model_dir, unfreeze_top, with_flip_averaging,
+                          with_gradcam)
 from catdog.model_files import load_metadata
 from catdog.ood import fit_ood
 from catdog.preprocessing import PREPROCESSING_SPEC
@@ -44,17 +45,25 @@ class TrainParams:
     finetune_ema_momentum: float
     finetune_lr_schedule: str
     label_smoothing: float
+    finetune_image_scale: float
     dropout: float
     early_stopping_patience: int
     seed: int
     test_time_flip: bool
 
 
-def _datasets(dataset_dir: Path, params: TrainParams, num_classes: int):
-    """Training batches (streamed from the shards, shuffled, augmented) and validation batches.
+def finetune_size(image_size: int, params: TrainParams) -> int:
+    """The fine-tuning resolution in pixels: finetune_image_scale of image_size."""
+    return int(round(image_size * params.finetune_image_scale))
+
+
+def _datasets(dataset_dir: Path, params: TrainParams, num_classes: int, image_size: int):
+    """Training batches (streamed from the shards, shuffled, augmented, then downscaled to the
+    fine-tuning resolution when it is lower) and validation batches (at image_size, as served).
     Nothing is cached: memory stays flat however many photos there are (docs/BENCHMARKS.md, scale).
     Labels are one-hot when label_smoothing > 0 (training_loss), class indices otherwise."""
-    augment = build_augmentation(params.augmentations, params.seed)
+    size = finetune_size(image_size, params)
+    augment = build_augmentation(params.augmentations, params.seed, None if size == image_size else size)
     encode = _label_encoder(params, num_classes)
     train = (
         data.load_split(dataset_dir, "train", shuffle_seed=params.seed)
@@ -228,14 +237,19 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
 
     progress: where the phases and epochs go (default: $CATDOG_PROGRESS, as the train step runs it).
     features_dir: where the frozen phase's features go (save_features); with frozen_epochs=0 there is
-    no frozen phase, and they are computed for it (the one extra backbone pass)."""
+    no frozen phase, and they are computed for it (the one extra backbone pass).
+    finetune_image_scale < 1: the model is built for any input size, fine-tunes on downscaled photos
+    and validates at image_size; the exported copy has its input fixed at image_size."""
     progress = progress or ProgressWriter.from_environment("train")
     keras.utils.set_random_seed(params.seed)
     meta = data.load_metadata(dataset_dir)
-    train, validation = _datasets(dataset_dir, params, len(meta["class_names"]))
+    image_size = meta["image_size"]
+    train, validation = _datasets(dataset_dir, params, len(meta["class_names"]), image_size)
+    any_size = bool(params.finetune_epochs) and finetune_size(image_size, params) != image_size
     strategy = distribution_strategy()
     with strategy.scope():  # the model's variables live on every replica
-        model = build_model(len(meta["class_names"]), meta["image_size"], params.backbone_alpha, params.weights, params.dropout)
+        model = build_model(len(meta["class_names"]), None if any_size else image_size, params.backbone_alpha,
+                            params.weights, params.dropout)
     loss = training_loss(params)
     history: list[dict] = []
     checkpoint = Path(output_dir).parent / f"{Path(output_dir).name}-best.keras"
@@ -249,7 +263,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
                       pooled_features(model, dataset_dir, "validation", False, params.batch_size), False,
                       params.batch_size)
     if params.finetune_epochs:
-        print(f"fine-tuning: {unfreeze_top(model, params.finetune_layers)} backbone layers trainable")
+        at = "" if not any_size else f", on photos at {finetune_size(image_size, params)} px (validation at {image_size})"
+        print(f"fine-tuning: {unfreeze_top(model, params.finetune_layers)} backbone layers trainable{at}")
         with strategy.scope():  # the optimizer's variables too; fit splits each batch across the replicas
             model.compile(optimizer=finetune_optimizer(params, meta["splits"]["train"]["count"]), loss=loss,
                           metrics=["accuracy"])
@@ -266,7 +281,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     best = min(history, key=lambda h: h["val_loss"]) if history else {}
     metadata = {
         "class_names": meta["class_names"],
-        "image_size": meta["image_size"],
+        "image_size": image_size,
+        "finetune_image_size": finetune_size(image_size, params) if params.finetune_epochs else None,
         "preprocessing": PREPROCESSING_SPEC,
         "architecture": f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
                         + (", averaged over the image and its mirror image" if params.test_time_flip else ""),
@@ -277,6 +293,8 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
         "best_val_accuracy": best.get("val_accuracy"),
         "train_seconds": round(time.monotonic() - started, 1),
     }
+    if any_size:
+        model = at_fixed_size(model, image_size, params.backbone_alpha)
     progress.emit("phase", phase="export")
     print("export: the Keras and ONNX models", flush=True)
     with warnings.catch_warnings():

@@ -21,6 +21,7 @@ def train(
     finetune_ema_momentum: float,
     finetune_lr_schedule: str,
     label_smoothing: float,
+    finetune_image_scale: float,
     dropout: float,
     early_stopping_patience: int,
     seed: int,
@@ -40,7 +41,8 @@ def train(
         batch_size=batch_size, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
         learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
         finetune_layers=finetune_layers, finetune_ema_momentum=finetune_ema_momentum,
-        finetune_lr_schedule=finetune_lr_schedule, label_smoothing=label_smoothing, dropout=dropout,
+        finetune_lr_schedule=finetune_lr_schedule, label_smoothing=label_smoothing,
+        finetune_image_scale=finetune_image_scale, dropout=dropout,
         early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
     )
     metadata = train_model(Path(dataset.path), Path(model.path), params, features_dir=Path(features.path))

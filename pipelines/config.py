@@ -20,6 +20,7 @@ from catdog.sources import CATS_AND_DOGS_FILTERED_URL
 Augmentation = Literal["flip", "rotation", "zoom", "contrast", "brightness", "grayscale"]
 Metric = Literal["accuracy", "precision", "recall", "f1", "auc"]
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+MIN_FINETUNE_SIZE = 32  # px; MobileNetV2's stride
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,11 @@ class PipelineConfig(BaseModel):
     # label smoothing of the cross-entropy in both phases (0 = off). 0.1: the same 0.982 on seed 42,
     # log loss 0.047 -> 0.101 and ECE 0.008 -> 0.062 (docs/BENCHMARKS.md): off
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # fine-tuning sees the augmented photos downscaled to this share of image_size (FixRes: a model
+    # trained on zoomed-in crops sees objects larger than at test time, so a lower training
+    # resolution matches the test one's object sizes); validation, evaluation and serving stay at
+    # image_size. A step costs about the square of it (catdog.train, docs/BENCHMARKS.md); 1 = off
+    finetune_image_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
     early_stopping_patience: Annotated[int, Field(ge=1)] = 4
     test_time_flip: bool = Field(True, description="the exported model averages the image and its mirror image")
@@ -145,6 +151,13 @@ class PipelineConfig(BaseModel):
         if value not in MOBILENET_V2_ALPHAS:
             raise ValueError(f"MobileNetV2 alpha must be one of {MOBILENET_V2_ALPHAS}")
         return value
+
+    @model_validator(mode="after")
+    def _finetune_size_is_usable(self) -> PipelineConfig:
+        if round(self.image_size * self.finetune_image_scale) < MIN_FINETUNE_SIZE:
+            raise ValueError(f"finetune_image_scale: {self.finetune_image_scale:g} x image_size {self.image_size} is "
+                             f"below {MIN_FINETUNE_SIZE} px; raise it (1 = fine-tune at image_size)")
+        return self
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self) -> PipelineConfig:
