@@ -237,12 +237,17 @@ def test_cosine_schedule_decays_the_fine_tuning_rate_to_zero_and_drops_the_plate
     assert not isinstance(plain._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
-def test_label_smoothing_uses_one_hot_labels_and_trains(tmp_path):
+def test_label_smoothing_cosine_rate_and_lower_finetune_resolution_in_one_run(tmp_path, capsys):
     """label_smoothing > 0: categorical cross-entropy with smoothing on one-hot labels, in both
-    phases (a whole 1 + 1 epoch run, with the cosine rate too); 0: sparse cross-entropy on indices."""
+    phases; 0: sparse cross-entropy on indices. One whole 1 + 1 epoch run with the cosine rate
+    and finetune_image_scale < 1 (FixRes) too: the fine-tuning batches are the augmented photos
+    downscaled, validation batches stay at image_size, and the exported Keras and ONNX models take
+    image_size."""
     import keras
+    import onnx
 
-    from catdog.train import _label_encoder, train_model, training_loss
+    from catdog.model import load_keras_model
+    from catdog.train import _datasets, _label_encoder, train_model, training_loss
 
     smooth = train_params(label_smoothing=0.1)
     loss = training_loss(smooth)
@@ -251,32 +256,18 @@ def test_label_smoothing_uses_one_hot_labels_and_trains(tmp_path):
     assert isinstance(training_loss(train_params()), keras.losses.SparseCategoricalCrossentropy)
     # a perfect prediction still has a loss under smoothing (the targets are 0.95 / 0.05)
     assert float(loss(np.array([[0.0, 1.0]]), np.array([[1e-7, 1 - 1e-7]]))) > 0.1
-    built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=3)
-    metadata = train_model(built.dataset_dir, tmp_path / "out" / "model",
-                           train_params(seed=3, label_smoothing=0.1, finetune_lr_schedule="cosine"))
-    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
-    assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_accuracy"] <= 1.0 for h in metadata["history"])
-    assert metadata["training_parameters"]["label_smoothing"] == 0.1
-
-
-def test_fine_tuning_at_a_lower_resolution_validates_and_exports_at_the_image_size(tmp_path, capsys):
-    """finetune_image_scale < 1 (FixRes): the fine-tuning batches are the augmented photos downscaled,
-    validation batches stay at image_size, and the exported Keras and ONNX models take image_size."""
-    import onnx
-
-    from catdog.model import load_keras_model
-    from catdog.train import _datasets, train_model
-
     built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=3, image_size=64)
-    params = train_params(seed=3, finetune_image_scale=0.5)
+    params = train_params(seed=3, label_smoothing=0.1, finetune_lr_schedule="cosine", finetune_image_scale=0.5)
     train, validation = _datasets(built.dataset_dir, params, 2, 64)
     assert next(iter(train))[0].shape[1:] == (32, 32, 3)
     assert next(iter(validation))[0].shape[1:] == (64, 64, 3)
     output = tmp_path / "out" / "model"
     metadata = train_model(built.dataset_dir, output, params)
+    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_accuracy"] <= 1.0 for h in metadata["history"])
+    assert metadata["training_parameters"]["label_smoothing"] == 0.1
     assert "on photos at 32 px (validation at 64)" in capsys.readouterr().out
     assert (metadata["image_size"], metadata["finetune_image_size"]) == (64, 32)
-    assert [(h["phase"], h["epoch"]) for h in metadata["history"]] == [("frozen", 1), ("finetune", 2)]
     assert load_keras_model(output).input_shape == (None, 64, 64, 3)
     dims = onnx.load(str(output / ONNX_FILE)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][1:] == [64, 64, 3]
