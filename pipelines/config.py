@@ -59,10 +59,10 @@ class PipelineConfig(BaseModel):
     frozen_epochs: Annotated[int, Field(ge=0)] = 10
     finetune_epochs: Annotated[int, Field(ge=0)] = 5  # an upper bound: early stopping on val_loss ends it
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-3
-    # 100 of the backbone's 154 layers, from 1e-4 on a cosine (finetune_lr_schedule): test accuracy
-    # 0.986 / 0.981 / 0.983 on seeds 42 / 1 / 2 where 50 layers at a constant 5e-5 gave 0.982 / 0.976 /
-    # 0.982, at about the same fine-tuning time (the augmentation pipeline, not the backward pass,
-    # sets an epoch's pace on 2 cores): docs/BENCHMARKS.md
+    # 100 of the backbone's 154 layers, from 1e-4 on a cosine (finetune_lr_schedule): make bench
+    # 0.983 / 0.979 / 0.982 on seeds 42 / 1 / 2 where 50 layers at a constant 5e-5 gave 0.982 / 0.976 /
+    # 0.982 (median 0.982 both; log loss 0.044 vs 0.047), the whole run 0.92x the tutorial's time
+    # against 0.89x: docs/BENCHMARKS.md
     finetune_learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
     finetune_layers: Annotated[int, Field(ge=0)] = 100
     # an exponential moving average of the fine-tuned weights (the Keras optimizer's use_ema), swapped

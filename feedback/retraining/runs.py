@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from feedback.periodic import Periodic
 from feedback.store.db import Database
-from feedback.store.training_queries import record_run_overrides, run_overrides, training_shas
+from feedback.store.training_queries import record_run_overrides, run_override_count, training_shas
 from feedback.retraining.launchers.base import Launcher, LaunchError, Observation
 from feedback.retraining.launchers.local import read_tail
 from feedback.store.tables import (
@@ -150,7 +150,7 @@ class RunService:
     def override_count(self, run_id: str) -> int:
         """How many training-photo label overrides the run took in (run_overrides)."""
         with self.db.read() as session:
-            return len(run_overrides(session, run_id))
+            return run_override_count(session, run_id)
 
     def log_tail(self, run: TrainingRun, limit: int = 4000) -> str | None:
         return read_tail(run.log_uri, limit) if run.log_uri else None

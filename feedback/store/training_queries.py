@@ -101,6 +101,10 @@ def record_run_overrides(session: Session, run_id: str) -> int:
     return len(rows)
 
 
+def run_override_count(session: Session, run_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(RunOverride).where(RunOverride.run_id == run_id)) or 0
+
+
 def run_overrides(session: Session, run_id: str) -> list[RunOverride]:
     return list(session.scalars(select(RunOverride).where(RunOverride.run_id == run_id)
                                 .order_by(RunOverride.photo_sha256)))

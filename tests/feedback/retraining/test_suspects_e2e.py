@@ -63,6 +63,7 @@ def test_flagged_reviewed_overridden_and_applied_by_the_next_run(tmp_path):
     with run_server(make_model("champion", registry.uri, reload_interval=0.5), wait_ready=False) as predictor:
         settings = settings.model_copy(update={"predictor_url": predictor.url})
         with running_app(settings, training=training) as app:
+            app.service.training_photos.close()  # the route imports here: the 30 s watcher could race it
             # 1. the first run: its suspects are recorded in the registry, named by the alias
             first = app.post("/api/retrain", json={"parameters": {"seed": 7}}).json()
             run, _ = follow(app, first["id"])
