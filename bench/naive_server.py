@@ -26,11 +26,11 @@ def create_app(model_dir: Path):
     from fastapi import FastAPI, HTTPException
 
     from catdog.model import load_keras_model
-    from catdog.model_files import load_metadata
+    from catdog.model_files import input_size, load_metadata
     from catdog.preprocessing import InvalidImageError, image_to_pixels
 
     metadata = load_metadata(model_dir)
-    class_names, size = metadata["class_names"], int(metadata["image_size"])
+    class_names, size = metadata["class_names"], input_size(metadata)
     model = load_keras_model(model_dir)
     app = FastAPI(title="naive Keras baseline")
 

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from catdog import storage
-from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
+from catdog.model_files import CENTRE_ONNX_FILE, KERAS_FILE, METADATA_FILE, ONNX_FILE
 from catdog.ood import EMBEDDING_DIMS
 from catdog.onnx_predictor import EMBEDDING_OUTPUT, GRADCAM_OUTPUT, OOD_OUTPUT, PROBABILITIES_OUTPUT
 
@@ -30,6 +30,12 @@ BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
 FEATURE_LAYER = "out_relu"  # the backbone's last feature map, just before its average pooling
 POOLED_FEATURES = "pooled_features"  # its global average (what the head sees), flip-averaged when the model is
+# with_test_time_views: a photo whose whole-photo top probability is below this also gets the centre
+# view. Chosen on the validation photos of three seeds' models (docs/BENCHMARKS.md, "Test-time views"):
+# accuracy was the same as with the centre view for every photo at any value from 0.8 to 0.995, and
+# log loss lowest near 0.98, where about 15 % of the photos take the second pass.
+CENTRE_VIEW_BELOW = 0.98
+WHOLE_OUTPUT, CENTRE_OUTPUT = "whole_probabilities", "centre_probabilities"  # with_test_time_views' two passes
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -81,10 +87,56 @@ class HorizontalFlip(keras.layers.Layer):
     """Mirror NHWC images left-right (deterministic, unlike keras.layers.RandomFlip)."""
 
     def call(self, images):
+        return self.mirror(images)
+
+    @staticmethod
+    def mirror(images):
         # A gather of reversed column indices rather than ops.flip: tf2onnx turns flip (ReverseV2)
         # into a slow ReverseSequence; with Gather the flip-averaged model runs 1.4x faster in ONNX
         # Runtime (2.9 vs 4.1 ms per photo at 256 px, one thread, measured 2026-11-26).
         return keras.ops.take(images, keras.ops.arange(images.shape[2] - 1, -1, -1), axis=2)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class StackViews(keras.layers.Layer):
+    """Views of one batch of photos (a list of (n, ...) tensors), concatenated along the batch axis."""
+
+    def call(self, views):
+        return keras.ops.concatenate(views, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class UnstackViews(keras.layers.Layer):
+    """StackViews undone: (views x n, ...) -> a list of `views` tensors (n, ...)."""
+
+    def __init__(self, views: int, **kwargs):
+        super().__init__(**kwargs)
+        self.views = views
+
+    def call(self, stacked):
+        stacked = keras.ops.reshape(stacked, (self.views, -1, *stacked.shape[1:]))
+        return [stacked[i] for i in range(self.views)]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class CentreViewRule(keras.layers.Layer):
+    """[whole-photo probabilities, centre-view probabilities] (each (n, classes)) -> the whole photo's
+    where their top value is at least `below`, else the mean of both (with_test_time_views)."""
+
+    def __init__(self, below: float, **kwargs):
+        super().__init__(**kwargs)
+        self.below = below
+
+    def call(self, inputs):
+        whole, centre = inputs
+        unsure = keras.ops.max(whole, axis=1, keepdims=True) < self.below
+        return keras.ops.where(unsure, (whole + centre) / 2, whole)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "below": self.below}
 
 
 def normalise_maps(maps):
@@ -276,6 +328,86 @@ def with_flip_averaging(model: keras.Model, ood: OodScore | None = None) -> kera
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
+def test_time_input_size(view_size: int, crop: float) -> int:
+    """The input size of a serving model that also sees the centre `crop` share of each side at
+    view_size (with_test_time_views): about view_size / crop, with the same margin on both sides, so
+    that the centre crop stays symmetric (and the mirror image of a photo gets the same answer)."""
+    if not 0 < crop <= 1:
+        raise ValueError(f"test_time_crop must be in (0, 1], not {crop}")
+    return view_size + 2 * int(round(view_size * (1 / crop - 1) / 2))
+
+
+def with_test_time_views(classifier: keras.Model, flip: bool, crop: float, ood: OodScore | None = None) -> keras.Model:
+    """The serving model of a build_model classifier, with a second, centre view for unsure photos.
+    Its input is test_time_input_size(size, crop) px, `size` the classifier's. Two passes of the
+    classifier, each over its views stacked along the batch axis:
+    - the whole photo (the input downscaled to `size`, bilinear) and with `flip` its mirror image:
+      `whole_probabilities`, and `gradcam`, and with `ood` `ood_score` and `embedding`, as
+      with_flip_averaging / with_gradcam give them (the maps cover the whole photo; the OOD
+      statistics, fitted on whole photos, see what they were fitted on);
+    - its centre, `crop` of each side cut from the input (so seen with 1 / crop more detail), with
+      `flip` also mirrored: `centre_probabilities`.
+    `probabilities` (CentreViewRule): the whole photo's where their top value is at least
+    CENTRE_VIEW_BELOW, else the mean of both. This Keras model computes both passes for every photo;
+    save_model_dir exports them as two ONNX files, so that catdog.onnx_predictor runs the centre one
+    for the unsure photos alone (ONNX Runtime runs every node of a graph, whatever output is asked).
+    crop == 1 is with_flip_averaging / with_gradcam."""
+    size = int(classifier.input_shape[1])
+    input_size = test_time_input_size(size, crop)
+    if input_size == size:
+        return (with_flip_averaging if flip else with_gradcam)(classifier, ood)
+    if ood is not None:
+        _check_ood(classifier, ood)
+    one = _one_pass(classifier, pooled=True)
+    count = 2 if flip else 1
+
+    def views(view, name: str):  # the view, and with flip its mirror image, stacked along the batch axis
+        return StackViews(name=f"{name}_views")([view, HorizontalFlip(name=f"{name}_mirror")(view)] if flip else [view])
+
+    def mean(tensors: list, name: str):
+        return keras.layers.Average(name=name)(tensors) if flip else keras.layers.Identity(name=name)(tensors[0])
+
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    whole = keras.layers.Resizing(size, size, interpolation="bilinear", name="whole_view")(inputs)
+    probabilities, maps, pooled = (UnstackViews(count)(tensor) for tensor in one(views(whole, "whole")))
+    centre = keras.layers.CenterCrop(size, size, name="centre_view")(inputs)
+    centre_probabilities = mean(UnstackViews(count)(one(views(centre, "centre"))[0]), CENTRE_OUTPUT)
+    probabilities = mean(probabilities, WHOLE_OUTPUT)
+    if flip:
+        maps = [keras.layers.Average(name="averaged_maps")([maps[0], HorizontalFlip(name="unmirror")(maps[1])])]
+    pooled = mean(pooled, POOLED_FEATURES)
+    probabilities = CentreViewRule(CENTRE_VIEW_BELOW, name=PROBABILITIES_OUTPUT)([probabilities, centre_probabilities])
+    outputs = [probabilities, NormaliseMaps(name=GRADCAM_OUTPUT)(maps[0])]
+    if ood is not None:
+        outputs += [ood(pooled), ood.embedding()(pooled)]
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_test_time_views")
+
+
+def onnx_parts(model: keras.Model) -> dict[str, tuple[keras.Model, list[str]]]:
+    """The ONNX files of a serving model, each as (the Keras model to export, its output names): the
+    model itself as ONNX_FILE; a with_test_time_views model as two, ONNX_FILE (the whole photo: its
+    outputs with `probabilities` the whole photo's) and CENTRE_ONNX_FILE (`centre_probabilities`)."""
+    if not isinstance(model.get_layer(PROBABILITIES_OUTPUT), CentreViewRule):
+        return {ONNX_FILE: (model, list(model.output_names))}
+    whole = keras.Model(model.inputs, [model.get_layer(WHOLE_OUTPUT).output, *model.outputs[1:]], name="whole_photo")
+    centre = keras.Model(model.inputs, model.get_layer(CENTRE_OUTPUT).output, name="centre_view")
+    return {ONNX_FILE: (whole, list(model.output_names)), CENTRE_ONNX_FILE: (centre, [CENTRE_OUTPUT])}
+
+
+def test_time_views_metadata(model: keras.Model) -> dict:
+    """metadata.json's "test_time_views" of a with_test_time_views model ({} for one without)."""
+    rule = model.get_layer(PROBABILITIES_OUTPUT)
+    if not isinstance(rule, CentreViewRule):
+        return {}
+    size, input_size = int(model.get_layer("whole_view").height), int(model.input_shape[1])
+    return {"test_time_views": {
+        "input_size": input_size, "view_size": size, "centre_share": round(size / input_size, 4),
+        "mirrored": "whole_mirror" in [layer.name for layer in model.layers], "centre_view_below": rule.below,
+        "centre_onnx": CENTRE_ONNX_FILE,
+        "rule": f"{ONNX_FILE}'s probabilities (the whole photo); where their top value is below {rule.below}, their "
+                f"mean with {CENTRE_ONNX_FILE}'s {CENTRE_OUTPUT} (the centre view)"}}
+
+
 def load_keras_model(model_dir: Path) -> keras.Model:
     """model.keras from a model folder (this module registers its custom layers)."""
     return keras.models.load_model(Path(model_dir) / KERAS_FILE)
@@ -293,13 +425,13 @@ def unfreeze_top(model: keras.Model, n_layers: int) -> int:
     return trainable
 
 
-def export_onnx(model: keras.Model, path: Path) -> Path:
-    """ONNX export of the same model (Keras' exporter, tf2onnx underneath), its outputs named as
-    the Keras model's (tf2onnx would call them Identity:0, Identity_1:0, ...)."""
+def export_onnx(model: keras.Model, path: Path, names: list[str] | None = None) -> Path:
+    """ONNX export of the same model (Keras' exporter, tf2onnx underneath), its outputs named `names`
+    (default: the Keras model's; tf2onnx would call them Identity:0, Identity_1:0, ...)."""
     size = model.input_shape[1]
     model(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built call graph
     model.export(str(path), format="onnx", verbose=False)
-    _rename_onnx_outputs(Path(path), list(model.output_names))
+    _rename_onnx_outputs(Path(path), names or list(model.output_names))
     return Path(path)
 
 
@@ -327,6 +459,7 @@ def output_metadata(model: keras.Model) -> dict:
                               "grid": [int(n) for n in grid]}}
     if OOD_OUTPUT in model.output_names:
         result["ood"] = model.get_layer(OOD_OUTPUT).info
+    result |= test_time_views_metadata(model)
     if EMBEDDING_OUTPUT in model.output_names:
         result["embedding"] = {"output": EMBEDDING_OUTPUT, "dims": int(model.get_layer(EMBEDDING_OUTPUT).dims),
                                "of": "pooled features minus the class means' mean, on the top principal "
@@ -341,6 +474,7 @@ def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path
     output_dir.mkdir(parents=True, exist_ok=True)
     model = with_gradcam(model)
     model.save(output_dir / KERAS_FILE)
-    export_onnx(model, output_dir / ONNX_FILE)
+    for name, (part, names) in onnx_parts(model).items():
+        export_onnx(part, output_dir / name, names)
     (output_dir / METADATA_FILE).write_text(json.dumps(metadata | output_metadata(model), indent=1))
     return output_dir

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from catdog.model_files import METADATA_FILE, ONNX_FILE, load_metadata
+from catdog.model_files import METADATA_FILE, ONNX_FILE, input_size, load_metadata
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
 PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
@@ -40,7 +40,7 @@ class OnnxPredictor:
         self.model_dir = Path(model_dir)
         self.metadata = load_metadata(self.model_dir)
         self.class_names: list[str] = self.metadata["class_names"]
-        self.image_size: int = int(self.metadata["image_size"])
+        self.image_size: int = input_size(self.metadata)  # the side of the pixels the model takes
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
@@ -53,6 +53,13 @@ class OnnxPredictor:
         self.has_gradcam: bool = GRADCAM_OUTPUT in output_names
         self.has_ood: bool = OOD_OUTPUT in output_names
         self.has_embedding: bool = EMBEDDING_OUTPUT in output_names
+        # a model with a centre view (catdog.model.with_test_time_views): its second ONNX file, run by _answer
+        self.centre_session: ort.InferenceSession | None = None
+        views = self.metadata.get("test_time_views")
+        if views:
+            self.centre_session = ort.InferenceSession(str(self.model_dir / views["centre_onnx"]), options,
+                                                       providers=["CPUExecutionProvider"])
+            self.centre_view_below = float(views["centre_view_below"])
         self.ood_threshold: float | None = None
         if self.has_ood:
             try:
@@ -66,9 +73,23 @@ class OnnxPredictor:
 
     def _run(self, names: list[str], pixels: np.ndarray, batch_size: int) -> list[np.ndarray] | None:
         """The named outputs over batches of pixels, concatenated; None when pixels is empty."""
-        runs = [self.session.run(names, {self.input_name: batch_to_model_input(list(pixels[i:i + batch_size]))})
+        runs = [self._answer(names, batch_to_model_input(list(pixels[i:i + batch_size])))
                 for i in range(0, len(pixels), batch_size)]
         return [np.concatenate(outputs) for outputs in zip(*runs)] if runs else None
+
+    def _answer(self, names: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        """One batch's named outputs, the first being the probabilities. With a centre view, the
+        photos whose top probability is below centre_view_below also go through the centre ONNX
+        file, and their probabilities become the mean of both: the rule of metadata.json's
+        "test_time_views", the same as the Keras model's (catdog.model.CentreViewRule)."""
+        outputs = self.session.run(names, {self.input_name: batch})
+        if self.centre_session is not None:
+            probabilities = outputs[0]
+            unsure = probabilities.max(axis=1) < self.centre_view_below
+            if unsure.any():
+                centre = self.centre_session.run(None, {self.centre_session.get_inputs()[0].name: batch[unsure]})[0]
+                probabilities[unsure] = (probabilities[unsure] + centre) / 2
+        return outputs
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(n, size, size, 3) pixels -> (n, n_classes) probabilities (only that output is computed)."""

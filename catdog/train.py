@@ -21,8 +21,8 @@ import tensorflow as tf
 from catdog import dataset as data
 from catdog.augment import build_augmentation
 from catdog.figures import png_base64
-from catdog.model import (HEAD_NAME, at_fixed_size, build_model, save_model_dir, unfreeze_top, with_flip_averaging,
-                          with_gradcam)
+from catdog.model import (HEAD_NAME, at_fixed_size, build_model, save_model_dir, test_time_input_size, unfreeze_top,
+                          with_test_time_views)
 from catdog.model_files import load_metadata
 from catdog.ood import fit_ood
 from catdog.preprocessing import PREPROCESSING_SPEC
@@ -50,6 +50,7 @@ class TrainParams:
     early_stopping_patience: int
     seed: int
     test_time_flip: bool
+    test_time_crop: float
 
 
 def finetune_size(image_size: int, params: TrainParams) -> int:
@@ -282,10 +283,10 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     metadata = {
         "class_names": meta["class_names"],
         "image_size": image_size,
+        "input_size": test_time_input_size(image_size, params.test_time_crop),
         "finetune_image_size": finetune_size(image_size, params) if params.finetune_epochs else None,
         "preprocessing": PREPROCESSING_SPEC,
-        "architecture": f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
-                        + (", averaged over the image and its mirror image" if params.test_time_flip else ""),
+        "architecture": architecture(params, image_size),
         "training_parameters": asdict(params),
         "data_fingerprint": meta["fingerprint"],
         "split_counts": {s: info["count"] for s, info in meta["splits"].items()},
@@ -302,8 +303,22 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
         warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
         # the "neither" score's statistics: one pass over train and validation with the final weights (catdog.ood)
         ood = fit_ood(model, dataset_dir, params.test_time_flip, params.batch_size)
-        save_model_dir((with_flip_averaging if params.test_time_flip else with_gradcam)(model, ood), output_dir, metadata)
+        save_model_dir(with_test_time_views(model, params.test_time_flip, params.test_time_crop, ood), output_dir, metadata)
     return load_metadata(output_dir)  # with the outputs and explanation fields save_model_dir adds
+
+
+def architecture(params: TrainParams, image_size: int) -> str:
+    """metadata.json's one-line description of the serving model (catdog.model.with_test_time_views)."""
+    text = f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
+    if params.test_time_crop < 1:
+        views = (f"the whole photo and its centre {params.test_time_crop:.0%} (input "
+                 f"{test_time_input_size(image_size, params.test_time_crop)} px, each view at {image_size})")
+        views += ", each also mirrored" if params.test_time_flip else ""
+    elif params.test_time_flip:
+        views = "the image and its mirror image"
+    else:
+        return text
+    return f"{text}, averaged over {views}"
 
 
 def curves_html(history: list[dict]) -> str:

@@ -26,6 +26,7 @@ def train(
     early_stopping_patience: int,
     seed: int,
     test_time_flip: bool,
+    test_time_crop: float,
     model: Output[Model],
     curves: Output[HTML],
     features: Output[Dataset],
@@ -44,6 +45,7 @@ def train(
         finetune_lr_schedule=finetune_lr_schedule, label_smoothing=label_smoothing,
         finetune_image_scale=finetune_image_scale, dropout=dropout,
         early_stopping_patience=early_stopping_patience, seed=seed, test_time_flip=test_time_flip,
+        test_time_crop=test_time_crop,
     )
     metadata = train_model(Path(dataset.path), Path(model.path), params, features_dir=Path(features.path))
     Path(curves.path).write_text(curves_html(metadata["history"]))

@@ -56,6 +56,7 @@ def training_pipeline(
     dropout: float = _D.dropout,
     early_stopping_patience: int = _D.early_stopping_patience,
     test_time_flip: bool = _D.test_time_flip,
+    test_time_crop: float = _D.test_time_crop,
     registry_uri: str = _D.registry_uri,
     champion_metric: str = _D.champion_metric,
     champion_margin: float = _D.champion_margin,
@@ -112,6 +113,7 @@ def training_pipeline(
         dropout=dropout,
         early_stopping_patience=early_stopping_patience,
         test_time_flip=test_time_flip,
+        test_time_crop=test_time_crop,
         seed=seed,
     )
     train_task.set_display_name("train").set_cpu_limit("4").set_memory_limit("8G")

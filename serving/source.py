@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog import storage
-from catdog.model_files import METADATA_FILE, ONNX_FILE
+from catdog.model_files import METADATA_FILE, ONNX_FILE, load_metadata, serving_files
 from catdog.onnx_predictor import OnnxPredictor, load_checked
 from catdog.registry import CHAMPION_ALIAS, ModelRegistry, RegistryError
 
@@ -123,10 +123,13 @@ class ModelSource:
         return LoadedModel(predictor, label, source, Path(model_dir), _now(), grid)
 
     def _download(self) -> Path:
-        """The two files serving reads (not model.keras) of a gs:// model folder, into a new folder."""
+        """The files serving reads (catdog.model_files.serving_files, not model.keras) of a gs:// model
+        folder, into a new folder."""
         local = Path(tempfile.mkdtemp(prefix="catdog-model-"))
-        for name in (ONNX_FILE, METADATA_FILE):
-            (local / name).write_bytes(storage.read_bytes(storage.join(self.ref, name)))
+        (local / METADATA_FILE).write_bytes(storage.read_bytes(storage.join(self.ref, METADATA_FILE)))
+        for name in serving_files(load_metadata(local)):
+            if name != METADATA_FILE:
+                (local / name).write_bytes(storage.read_bytes(storage.join(self.ref, name)))
         return local
 
 

@@ -56,7 +56,7 @@ def train_params(**changes):
         finetune_layers=5, finetune_ema_momentum=0.0,
         finetune_lr_schedule="plateau", label_smoothing=0.0,
         finetune_image_scale=1.0, dropout=0.1, early_stopping_patience=2, seed=7,
-        test_time_flip=True,
+        test_time_flip=True, test_time_crop=1.0,
     )
     values.update(changes)
     return TrainParams(**values)

@@ -7,11 +7,12 @@ verify_model: a model folder (local or gs://) holds model.onnx + metadata.json t
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from catdog import storage
-from catdog.model_files import METADATA_FILE, ONNX_FILE
+from catdog.model_files import METADATA_FILE, ONNX_FILE, serving_files
 
 
 class DeployError(RuntimeError):
@@ -35,14 +36,15 @@ def smoke_test(model_dir: Path) -> dict:
 
 
 def verify_model(model_uri: str) -> dict:
-    """A model folder (local or gs://) holds model.onnx + metadata.json that load and predict.
+    """A model folder (local or gs://) holds model.onnx + metadata.json (and centre.onnx for a model
+    with a centre view) that load and predict.
 
-    For gs:// only those two files are downloaded (to a temporary folder). Returns the metadata.
+    For gs:// only those files are downloaded (to a temporary folder). Returns the metadata.
     """
     if not storage.is_gcs(model_uri):
         return smoke_test(Path(model_uri))
     with tempfile.TemporaryDirectory(prefix="catdog-deploy-") as tmp:
-        for name in (ONNX_FILE, METADATA_FILE):
+        for name in serving_files(_read_metadata(model_uri)):
             uri = storage.join(model_uri, name)
             try:
                 data = storage.read_bytes(uri)
@@ -50,6 +52,14 @@ def verify_model(model_uri: str) -> dict:
                 raise DeployError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
             Path(tmp, name).write_bytes(data)
         return smoke_test(Path(tmp))
+
+
+def _read_metadata(model_uri: str) -> dict:
+    uri = storage.join(model_uri, METADATA_FILE)
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except Exception as exc:  # NotFound, Forbidden, network, not JSON
+        raise DeployError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def require_gcs(model_uri: str, target: str) -> None:

@@ -153,3 +153,56 @@ def test_flip_averaged_model_is_mirror_invariant_in_keras_and_onnx(tmp_path):
     plain_probabilities, mirrored_probabilities = (plain.predict(x, verbose=0)[0] for x in (pixels, mirrored))
     np.testing.assert_allclose(onnx.predict_pixels(pixels), (plain_probabilities + mirrored_probabilities) / 2, atol=1e-4)
     assert np.abs(plain_probabilities - mirrored_probabilities).max() > 1e-4
+
+
+def test_test_time_input_size_keeps_the_centre_crop_symmetric():
+    from catdog.model import test_time_input_size
+
+    assert test_time_input_size(256, 0.8) == 320 and test_time_input_size(32, 0.8) == 40
+    assert test_time_input_size(256, 1.0) == 256
+    assert all((test_time_input_size(size, crop) - size) % 2 == 0 for size in (32, 33, 224, 256) for crop in (0.7, 0.85, 0.9))
+    with pytest.raises(ValueError, match="test_time_crop"):
+        test_time_input_size(256, 0.0)
+
+
+def test_test_time_views_answer_the_whole_photo_or_its_mean_with_the_centre_view(tmp_path):
+    """with_test_time_views (crop 0.8): a 40-px input for the 32-px classifier. A confident photo gets
+    the whole photo's flip-averaged answer (the input downscaled), an unsure one (top probability
+    below CENTRE_VIEW_BELOW) the mean of that and its centre crop's; the same from the Keras model and
+    from the predictor over the two ONNX files, the same for a photo and its mirror image, alone or in
+    a batch, and the Grad-CAM maps are the whole photo's."""
+    import keras
+
+    from catdog.model import (CENTRE_VIEW_BELOW, load_keras_model, save_model_dir, with_flip_averaging,
+                              with_test_time_views)
+    from catdog.onnx_predictor import OnnxPredictor
+    from tests.serving_fixtures import _tiny_model
+
+    _, classifier = _tiny_model("catdog-views-test-")
+    head = classifier.get_layer("probabilities")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 100, bias * 100])  # spreads the answers: some photos confident, some not
+    model_dir = save_model_dir(with_test_time_views(classifier, True, 0.8), tmp_path / "views", {
+        "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "input_size": 40, "preprocessing": PREPROCESSING_SPEC})
+    onnx = OnnxPredictor(model_dir)
+    assert onnx.image_size == 40
+    metadata = json.loads((model_dir / METADATA_FILE).read_text())
+    assert metadata["outputs"] == ["probabilities", "gradcam"]
+    assert metadata["test_time_views"] | {"rule": ""} == {"input_size": 40, "view_size": 32, "centre_share": 0.8,
+                                                            "mirrored": True, "centre_view_below": CENTRE_VIEW_BELOW,
+                                                            "centre_onnx": "centre.onnx", "rule": ""}
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([KERAS_FILE, ONNX_FILE, "centre.onnx", METADATA_FILE])
+    pixels = np.stack([image_to_pixels(image_bytes(size=(60 + 7 * i, 41 + 5 * i), seed=i, color=(30 * i, 200 - 20 * i, 90)), 40)
+                       for i in range(10)]).astype(np.float32)
+    flip_averaged = with_flip_averaging(classifier)
+    whole_probabilities, whole_maps = flip_averaged.predict(keras.ops.image.resize(pixels, (32, 32)), verbose=0)
+    centre, _ = flip_averaged.predict(pixels[:, 4:36, 4:36], verbose=0)
+    unsure = whole_probabilities.max(axis=1) < CENTRE_VIEW_BELOW
+    assert 0 < unsure.sum() < len(unsure), whole_probabilities  # both kinds of photo are checked
+    expected = np.where(unsure[:, None], (whole_probabilities + centre) / 2, whole_probabilities)
+    outputs = onnx.run_pixels(pixels, gradcam=True)
+    np.testing.assert_allclose(outputs.probabilities, expected, atol=1e-4)
+    np.testing.assert_allclose(outputs.gradcam, whole_maps, atol=1e-4)
+    np.testing.assert_allclose(load_keras_model(model_dir).predict(pixels, verbose=0)[0], expected, atol=1e-4)
+    np.testing.assert_allclose(onnx.predict_pixels(pixels[:, :, ::-1].copy()), outputs.probabilities, atol=1e-5)
+    np.testing.assert_allclose(onnx.predict_pixels(pixels[unsure][:1]), expected[unsure][:1], atol=1e-4)  # alone too
