@@ -30,12 +30,8 @@ BACKBONE_NAME = "backbone"
 HEAD_NAME = "probabilities"  # the Dense softmax layer of build_model
 FEATURE_LAYER = "out_relu"  # the backbone's last feature map, just before its average pooling
 POOLED_FEATURES = "pooled_features"  # its global average (what the head sees), flip-averaged when the model is
-# with_test_time_views: a photo whose whole-photo top probability is below this also gets the centre
-# view. Chosen on the validation photos of three seeds' models (docs/BENCHMARKS.md, "Test-time views"):
-# accuracy was the same as with the centre view for every photo at any value from 0.8 to 0.995, and
-# log loss lowest near 0.98, where about 15 % of the photos take the second pass.
-CENTRE_VIEW_BELOW = 0.98
-WHOLE_OUTPUT, CENTRE_OUTPUT = "whole_probabilities", "centre_probabilities"  # with_test_time_views' two passes
+# catdog.test_time_views: the layers named for its two passes' probabilities, and its whole-photo view
+WHOLE_OUTPUT, CENTRE_OUTPUT, WHOLE_VIEW = "whole_probabilities", "centre_probabilities", "whole_view"
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -124,7 +120,7 @@ class UnstackViews(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="catdog")
 class CentreViewRule(keras.layers.Layer):
     """[whole-photo probabilities, centre-view probabilities] (each (n, classes)) -> the whole photo's
-    where their top value is at least `below`, else the mean of both (with_test_time_views)."""
+    where their top value is at least `below`, else the mean of both (catdog.test_time_views)."""
 
     def __init__(self, below: float, **kwargs):
         super().__init__(**kwargs)
@@ -328,64 +324,9 @@ def with_flip_averaging(model: keras.Model, ood: OodScore | None = None) -> kera
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
-def test_time_input_size(view_size: int, crop: float) -> int:
-    """The input size of a serving model that also sees the centre `crop` share of each side at
-    view_size (with_test_time_views): about view_size / crop, with the same margin on both sides, so
-    that the centre crop stays symmetric (and the mirror image of a photo gets the same answer)."""
-    if not 0 < crop <= 1:
-        raise ValueError(f"test_time_crop must be in (0, 1], not {crop}")
-    return view_size + 2 * int(round(view_size * (1 / crop - 1) / 2))
-
-
-def with_test_time_views(classifier: keras.Model, flip: bool, crop: float, ood: OodScore | None = None) -> keras.Model:
-    """The serving model of a build_model classifier, with a second, centre view for unsure photos.
-    Its input is test_time_input_size(size, crop) px, `size` the classifier's. Two passes of the
-    classifier, each over its views stacked along the batch axis:
-    - the whole photo (the input downscaled to `size`, bilinear) and with `flip` its mirror image:
-      `whole_probabilities`, and `gradcam`, and with `ood` `ood_score` and `embedding`, as
-      with_flip_averaging / with_gradcam give them (the maps cover the whole photo; the OOD
-      statistics, fitted on whole photos, see what they were fitted on);
-    - its centre, `crop` of each side cut from the input (so seen with 1 / crop more detail), with
-      `flip` also mirrored: `centre_probabilities`.
-    `probabilities` (CentreViewRule): the whole photo's where their top value is at least
-    CENTRE_VIEW_BELOW, else the mean of both. This Keras model computes both passes for every photo;
-    save_model_dir exports them as two ONNX files, so that catdog.onnx_predictor runs the centre one
-    for the unsure photos alone (ONNX Runtime runs every node of a graph, whatever output is asked).
-    crop == 1 is with_flip_averaging / with_gradcam."""
-    size = int(classifier.input_shape[1])
-    input_size = test_time_input_size(size, crop)
-    if input_size == size:
-        return (with_flip_averaging if flip else with_gradcam)(classifier, ood)
-    if ood is not None:
-        _check_ood(classifier, ood)
-    one = _one_pass(classifier, pooled=True)
-    count = 2 if flip else 1
-
-    def views(view, name: str):  # the view, and with flip its mirror image, stacked along the batch axis
-        return StackViews(name=f"{name}_views")([view, HorizontalFlip(name=f"{name}_mirror")(view)] if flip else [view])
-
-    def mean(tensors: list, name: str):
-        return keras.layers.Average(name=name)(tensors) if flip else keras.layers.Identity(name=name)(tensors[0])
-
-    inputs = keras.Input((input_size, input_size, 3), name="image")
-    whole = keras.layers.Resizing(size, size, interpolation="bilinear", name="whole_view")(inputs)
-    probabilities, maps, pooled = (UnstackViews(count)(tensor) for tensor in one(views(whole, "whole")))
-    centre = keras.layers.CenterCrop(size, size, name="centre_view")(inputs)
-    centre_probabilities = mean(UnstackViews(count)(one(views(centre, "centre"))[0]), CENTRE_OUTPUT)
-    probabilities = mean(probabilities, WHOLE_OUTPUT)
-    if flip:
-        maps = [keras.layers.Average(name="averaged_maps")([maps[0], HorizontalFlip(name="unmirror")(maps[1])])]
-    pooled = mean(pooled, POOLED_FEATURES)
-    probabilities = CentreViewRule(CENTRE_VIEW_BELOW, name=PROBABILITIES_OUTPUT)([probabilities, centre_probabilities])
-    outputs = [probabilities, NormaliseMaps(name=GRADCAM_OUTPUT)(maps[0])]
-    if ood is not None:
-        outputs += [ood(pooled), ood.embedding()(pooled)]
-    return keras.Model(inputs, outputs, name=f"{classifier.name}_test_time_views")
-
-
 def onnx_parts(model: keras.Model) -> dict[str, tuple[keras.Model, list[str]]]:
     """The ONNX files of a serving model, each as (the Keras model to export, its output names): the
-    model itself as ONNX_FILE; a with_test_time_views model as two, ONNX_FILE (the whole photo: its
+    model itself as ONNX_FILE; a catdog.test_time_views model as two, ONNX_FILE (the whole photo: its
     outputs with `probabilities` the whole photo's) and CENTRE_ONNX_FILE (`centre_probabilities`)."""
     if not isinstance(model.get_layer(PROBABILITIES_OUTPUT), CentreViewRule):
         return {ONNX_FILE: (model, list(model.output_names))}
@@ -395,11 +336,11 @@ def onnx_parts(model: keras.Model) -> dict[str, tuple[keras.Model, list[str]]]:
 
 
 def test_time_views_metadata(model: keras.Model) -> dict:
-    """metadata.json's "test_time_views" of a with_test_time_views model ({} for one without)."""
+    """metadata.json's "test_time_views" of a catdog.test_time_views model ({} for one without)."""
     rule = model.get_layer(PROBABILITIES_OUTPUT)
     if not isinstance(rule, CentreViewRule):
         return {}
-    size, input_size = int(model.get_layer("whole_view").height), int(model.input_shape[1])
+    size, input_size = int(model.get_layer(WHOLE_VIEW).height), int(model.input_shape[1])
     return {"test_time_views": {
         "input_size": input_size, "view_size": size, "centre_share": round(size / input_size, 4),
         "mirrored": "whole_mirror" in [layer.name for layer in model.layers], "centre_view_below": rule.below,
@@ -468,7 +409,8 @@ def output_metadata(model: keras.Model) -> dict:
 
 
 def save_model_dir(model: keras.Model, output_dir: Path, metadata: dict) -> Path:
-    """Write model.keras, model.onnx and metadata.json (plus output_metadata) into output_dir.
+    """Write model.keras, the ONNX files (onnx_parts: model.onnx, and centre.onnx for a model with a
+    centre view) and metadata.json (plus output_metadata) into output_dir.
     A classifier is saved as its serving model (with_gradcam)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

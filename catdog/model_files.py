@@ -7,7 +7,7 @@ from pathlib import Path
 
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
-CENTRE_ONNX_FILE = "centre.onnx"  # a model with a centre view (catdog.model.with_test_time_views) has it too
+CENTRE_ONNX_FILE = "centre.onnx"  # a model with a centre view (catdog.test_time_views) has it too
 METADATA_FILE = "metadata.json"
 EVALUATION_FILE = "evaluation.json"  # written beside a registered version by select-champion
 
@@ -19,7 +19,7 @@ def load_metadata(model_dir: Path) -> dict:
 
 def input_size(metadata: dict) -> int:
     """The side in pixels that a model's input photos are resized to: "input_size" when its test-time
-    views need more than the image_size it was trained at (catdog.model.with_test_time_views), else
+    views need more than the image_size it was trained at (catdog.test_time_views), else
     "image_size" (models saved before input_size existed have only that)."""
     return int(metadata.get("input_size") or metadata["image_size"])
 
@@ -27,4 +27,5 @@ def input_size(metadata: dict) -> int:
 def serving_files(metadata: dict) -> list[str]:
     """The files a server reads from a model folder with this metadata: model.onnx, metadata.json,
     and the centre view's ONNX file when the model has one."""
-    return [ONNX_FILE, METADATA_FILE] + ([metadata["test_time_views"]["centre_onnx"]] if "test_time_views" in metadata else [])
+    views = metadata.get("test_time_views")
+    return [ONNX_FILE, METADATA_FILE] + ([views["centre_onnx"]] if views else [])

@@ -53,7 +53,7 @@ class OnnxPredictor:
         self.has_gradcam: bool = GRADCAM_OUTPUT in output_names
         self.has_ood: bool = OOD_OUTPUT in output_names
         self.has_embedding: bool = EMBEDDING_OUTPUT in output_names
-        # a model with a centre view (catdog.model.with_test_time_views): its second ONNX file, run by _answer
+        # a model with a centre view (catdog.test_time_views): its second ONNX file, run by _answer
         self.centre_session: ort.InferenceSession | None = None
         views = self.metadata.get("test_time_views")
         if views:

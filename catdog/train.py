@@ -21,12 +21,12 @@ import tensorflow as tf
 from catdog import dataset as data
 from catdog.augment import build_augmentation
 from catdog.figures import png_base64
-from catdog.model import (HEAD_NAME, at_fixed_size, build_model, save_model_dir, test_time_input_size, unfreeze_top,
-                          with_test_time_views)
+from catdog.model import HEAD_NAME, at_fixed_size, build_model, save_model_dir, unfreeze_top
 from catdog.model_files import load_metadata
 from catdog.ood import fit_ood
 from catdog.preprocessing import PREPROCESSING_SPEC
 from catdog.progress import ProgressWriter, Throttle, duration, epoch_line
+from catdog.test_time_views import test_time_input_size, with_test_time_views
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,9 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
                 progress: ProgressWriter | None = None, features_dir: Path | None = None) -> dict:
-    """Train and write model.keras, model.onnx and metadata.json to output_dir (the serving model:
-    probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the metadata.
+    """Train and write model.keras, model.onnx (and centre.onnx) and metadata.json to output_dir (the
+    serving model: probabilities and Grad-CAM outputs, see catdog.model.save_model_dir); return the
+    metadata.
 
     progress: where the phases and epochs go (default: $CATDOG_PROGRESS, as the train step runs it).
     features_dir: where the frozen phase's features go (save_features); with frozen_epochs=0 there is
@@ -308,7 +309,7 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
 
 
 def architecture(params: TrainParams, image_size: int) -> str:
-    """metadata.json's one-line description of the serving model (catdog.model.with_test_time_views)."""
+    """metadata.json's one-line description of the serving model (catdog.test_time_views)."""
     text = f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
     if params.test_time_crop < 1:
         views = (f"the whole photo and its centre {params.test_time_crop:.0%} (input "

@@ -1,7 +1,7 @@
 """Deploy a newly promoted champion. Runs only when the champion step promoted a challenger.
 
 Three targets, one rule: everything that can be checked is checked BEFORE the first call that
-changes what is served (the model folder has model.onnx + metadata.json, loads and predicts; the
+changes what is served (the model folder has model.onnx + metadata.json (+ centre.onnx), loads and predicts; the
 manifest renders and is a valid InferenceService), and a failure after that leaves the previous
 model serving:
 

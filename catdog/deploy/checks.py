@@ -2,7 +2,7 @@
 
 DeployError: nothing was changed (the model or the manifest failed a check before any mutating
 call); ManifestError: a manifest that does not render or is not a valid InferenceService.
-verify_model: a model folder (local or gs://) holds model.onnx + metadata.json that load and predict.
+verify_model: a model folder (local or gs://) holds model.onnx + metadata.json (+ centre.onnx) that load and predict.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def test_flip_averaged_model_is_mirror_invariant_in_keras_and_onnx(tmp_path):
 
 
 def test_test_time_input_size_keeps_the_centre_crop_symmetric():
-    from catdog.model import test_time_input_size
+    from catdog.test_time_views import test_time_input_size
 
     assert test_time_input_size(256, 0.8) == 320 and test_time_input_size(32, 0.8) == 40
     assert test_time_input_size(256, 1.0) == 256
@@ -173,8 +173,8 @@ def test_test_time_views_answer_the_whole_photo_or_its_mean_with_the_centre_view
     a batch, and the Grad-CAM maps are the whole photo's."""
     import keras
 
-    from catdog.model import (CENTRE_VIEW_BELOW, load_keras_model, save_model_dir, with_flip_averaging,
-                              with_test_time_views)
+    from catdog.model import load_keras_model, save_model_dir, with_flip_averaging
+    from catdog.test_time_views import CENTRE_VIEW_BELOW, with_test_time_views
     from catdog.onnx_predictor import OnnxPredictor
     from tests.serving_fixtures import _tiny_model
 

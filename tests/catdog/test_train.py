@@ -241,12 +241,13 @@ def test_label_smoothing_cosine_rate_and_lower_finetune_resolution_in_one_run(tm
     """label_smoothing > 0: categorical cross-entropy with smoothing on one-hot labels, in both
     phases; 0: sparse cross-entropy on indices. One whole 1 + 1 epoch run with the cosine rate
     and finetune_image_scale < 1 (FixRes) too: the fine-tuning batches are the augmented photos
-    downscaled, validation batches stay at image_size, and the exported Keras and ONNX models take
-    image_size."""
+    downscaled, validation batches stay at image_size; and test_time_crop < 1: the exported Keras
+    and ONNX models take input_size (image_size / test_time_crop), with the centre view's ONNX file."""
     import keras
     import onnx
 
     from catdog.model import load_keras_model
+    from catdog.onnx_predictor import OnnxPredictor
     from catdog.train import _datasets, _label_encoder, train_model, training_loss
 
     smooth = train_params(label_smoothing=0.1)
@@ -257,7 +258,8 @@ def test_label_smoothing_cosine_rate_and_lower_finetune_resolution_in_one_run(tm
     # a perfect prediction still has a loss under smoothing (the targets are 0.95 / 0.05)
     assert float(loss(np.array([[0.0, 1.0]]), np.array([[1e-7, 1 - 1e-7]]))) > 0.1
     built = make_dataset(tmp_path, {"cat": 6, "dog": 6}, seed=3, image_size=64)
-    params = train_params(seed=3, label_smoothing=0.1, finetune_lr_schedule="cosine", finetune_image_scale=0.5)
+    params = train_params(seed=3, label_smoothing=0.1, finetune_lr_schedule="cosine", finetune_image_scale=0.5,
+                          test_time_crop=0.8)
     train, validation = _datasets(built.dataset_dir, params, 2, 64)
     assert next(iter(train))[0].shape[1:] == (32, 32, 3)
     assert next(iter(validation))[0].shape[1:] == (64, 64, 3)
@@ -268,6 +270,12 @@ def test_label_smoothing_cosine_rate_and_lower_finetune_resolution_in_one_run(tm
     assert metadata["training_parameters"]["label_smoothing"] == 0.1
     assert "on photos at 32 px (validation at 64)" in capsys.readouterr().out
     assert (metadata["image_size"], metadata["finetune_image_size"]) == (64, 32)
-    assert load_keras_model(output).input_shape == (None, 64, 64, 3)
-    dims = onnx.load(str(output / ONNX_FILE)).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_value for d in dims][1:] == [64, 64, 3]
+    assert (metadata["input_size"], metadata["test_time_views"]["view_size"]) == (80, 64)
+    assert "its centre 80% (input 80 px, each view at 64), each also mirrored" in metadata["architecture"]
+    assert load_keras_model(output).input_shape == (None, 80, 80, 3)
+    for name in (ONNX_FILE, "centre.onnx"):
+        dims = onnx.load(str(output / name)).graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims][1:] == [80, 80, 3]
+    predictor = OnnxPredictor(output)
+    assert predictor.image_size == 80
+    np.testing.assert_allclose(predictor.predict_pixels(np.full((2, 80, 80, 3), 90, np.uint8)).sum(axis=1), 1, atol=1e-5)
