@@ -24,8 +24,21 @@ def input_size(metadata: dict) -> int:
     return int(metadata.get("input_size") or metadata["image_size"])
 
 
+def centre_onnx_file(metadata: dict) -> str | None:
+    """The centre view's ONNX file named by metadata.json's "test_time_views" (None for a model
+    without one); ValueError for a name that is not a plain .onnx file name in the model folder."""
+    views = metadata.get("test_time_views")
+    if not views:
+        return None
+    name = views.get("centre_onnx")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".onnx"):
+        raise ValueError(f"metadata.json's test_time_views.centre_onnx must name an .onnx file in the model folder, "
+                         f"not {name!r}")
+    return name
+
+
 def serving_files(metadata: dict) -> list[str]:
     """The files a server reads from a model folder with this metadata: model.onnx, metadata.json,
-    and the centre view's ONNX file when the model has one."""
-    views = metadata.get("test_time_views")
-    return [ONNX_FILE, METADATA_FILE] + ([views["centre_onnx"]] if views else [])
+    and the centre view's ONNX file when the model has one (centre_onnx_file)."""
+    centre = centre_onnx_file(metadata)
+    return [ONNX_FILE, METADATA_FILE] + ([centre] if centre else [])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from catdog.model_files import METADATA_FILE, ONNX_FILE, input_size, load_metadata
+from catdog.model_files import METADATA_FILE, ONNX_FILE, centre_onnx_file, input_size, load_metadata
 from catdog.preprocessing import DEFAULT_MAX_PIXELS, batch_to_model_input, image_to_pixels
 
 PROBABILITIES_OUTPUT = "probabilities"  # (n, classes)
@@ -55,11 +55,12 @@ class OnnxPredictor:
         self.has_embedding: bool = EMBEDDING_OUTPUT in output_names
         # a model with a centre view (catdog.test_time_views): its second ONNX file, run by _answer
         self.centre_session: ort.InferenceSession | None = None
-        views = self.metadata.get("test_time_views")
-        if views:
-            self.centre_session = ort.InferenceSession(str(self.model_dir / views["centre_onnx"]), options,
+        self.centre_view_below: float | None = None
+        centre = centre_onnx_file(self.metadata)
+        if centre:
+            self.centre_session = ort.InferenceSession(str(self.model_dir / centre), options,
                                                        providers=["CPUExecutionProvider"])
-            self.centre_view_below = float(views["centre_view_below"])
+            self.centre_view_below = float(self.metadata["test_time_views"]["centre_view_below"])
         self.ood_threshold: float | None = None
         if self.has_ood:
             try:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE
+from catdog.model_files import KERAS_FILE, METADATA_FILE, ONNX_FILE, serving_files
 from catdog.preprocessing import PREPROCESSING_SPEC, batch_to_model_input, image_to_pixels
 from tests.helpers import image_bytes
 from tests.serving_fixtures import TINY_SIZE, tiny_model_dir
@@ -206,3 +206,9 @@ def test_test_time_views_answer_the_whole_photo_or_its_mean_with_the_centre_view
     np.testing.assert_allclose(load_keras_model(model_dir).predict(pixels, verbose=0)[0], expected, atol=1e-4)
     np.testing.assert_allclose(onnx.predict_pixels(pixels[:, :, ::-1].copy()), outputs.probabilities, atol=1e-5)
     np.testing.assert_allclose(onnx.predict_pixels(pixels[unsure][:1]), expected[unsure][:1], atol=1e-4)  # alone too
+    # what a server downloads from a gs:// folder; a centre file name that leaves the folder is refused
+    assert serving_files(metadata) == [ONNX_FILE, METADATA_FILE, "centre.onnx"]
+    metadata["test_time_views"]["centre_onnx"] = "../centre.onnx"
+    (model_dir / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="centre_onnx must name an .onnx file in the model folder"):
+        OnnxPredictor(model_dir)
