@@ -579,3 +579,28 @@ def test_config_accepts_remote_targets():
     assert (config.deploy_target, config.canary_percent) == ("vertex", 10)
     assert build_config({"deploy_target": "kserve", "registry_uri": "gs://b/registry",
                          "serving_image": "img:1"}).kserve_namespace == "catdog"
+
+
+def test_a_gs_model_folder_with_a_centre_view_is_fetched_whole(gcs, tmp_path):
+    """A model with test-time views (catdog.test_time_views) has centre.onnx beside model.onnx:
+    deploy's verify_model and the server's gs:// source download it too; a folder without it is
+    refused, naming it."""
+    from catdog.model import save_model_dir
+    from catdog.preprocessing import PREPROCESSING_SPEC
+    from catdog.test_time_views import with_test_time_views
+    from serving.source import ModelSource
+    from tests.serving_fixtures import TINY_SIZE, _tiny_model
+
+    _, classifier = _tiny_model("catdog-deploy-views-")
+    local = save_model_dir(with_test_time_views(classifier, True, 0.8), tmp_path / "views", {
+        "class_names": ["cat", "dog"], "image_size": TINY_SIZE, "input_size": 40, "preprocessing": PREPROCESSING_SPEC})
+    whole, partial = gcs.uri("registry", "versions", "8"), gcs.uri("registry", "versions", "9")
+    for name in ("model.onnx", "centre.onnx", "metadata.json"):
+        storage.write_bytes(storage.join(whole, name), (local / name).read_bytes())
+        if name != "centre.onnx":
+            storage.write_bytes(storage.join(partial, name), (local / name).read_bytes())
+    assert deploy.verify_model(whole)["test_time_views"]["centre_onnx"] == "centre.onnx"
+    loaded = ModelSource(whole).load()
+    assert loaded.predictor.centre_session is not None and loaded.predictor.image_size == 40
+    with pytest.raises(DeployError, match="centre.onnx"):
+        deploy.verify_model(partial)
