@@ -26,7 +26,7 @@ from catdog.model_files import load_metadata
 from catdog.ood import fit_ood
 from catdog.preprocessing import PREPROCESSING_SPEC
 from catdog.progress import ProgressWriter, Throttle, duration, epoch_line
-from catdog.test_time_views import test_time_input_size, with_test_time_views
+from catdog.test_time_views import CENTRE_VIEW_BELOW, test_time_input_size, with_test_time_views
 
 
 @dataclass(frozen=True)
@@ -312,9 +312,10 @@ def architecture(params: TrainParams, image_size: int) -> str:
     """metadata.json's one-line description of the serving model (catdog.test_time_views)."""
     text = f"MobileNetV2(alpha={params.backbone_alpha}) + avg pool + dropout + softmax"
     if params.test_time_crop < 1:
-        views = (f"the whole photo and its centre {params.test_time_crop:.0%} (input "
+        mirrored = " and its mirror image" if params.test_time_flip else ""
+        views = (f"the whole photo{mirrored}; for a photo whose top probability is below {CENTRE_VIEW_BELOW}, also "
+                 f"its centre {params.test_time_crop:.0%}{mirrored} (input "
                  f"{test_time_input_size(image_size, params.test_time_crop)} px, each view at {image_size})")
-        views += ", each also mirrored" if params.test_time_flip else ""
     elif params.test_time_flip:
         views = "the image and its mirror image"
     else:
