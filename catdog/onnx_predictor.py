@@ -61,6 +61,7 @@ class OnnxPredictor:
             self.centre_session = ort.InferenceSession(str(self.model_dir / centre), options,
                                                        providers=["CPUExecutionProvider"])
             self.centre_view_below = float(self.metadata["test_time_views"]["centre_view_below"])
+            self.centre_input_name = self.centre_session.get_inputs()[0].name
         self.ood_threshold: float | None = None
         if self.has_ood:
             try:
@@ -88,7 +89,7 @@ class OnnxPredictor:
             probabilities = outputs[0]
             unsure = probabilities.max(axis=1) < self.centre_view_below
             if unsure.any():
-                centre = self.centre_session.run(None, {self.centre_session.get_inputs()[0].name: batch[unsure]})[0]
+                centre = self.centre_session.run(None, {self.centre_input_name: batch[unsure]})[0]
                 probabilities[unsure] = (probabilities[unsure] + centre) / 2
         return outputs
 

@@ -284,7 +284,6 @@ def train_model(dataset_dir: Path, output_dir: Path, params: TrainParams,
     metadata = {
         "class_names": meta["class_names"],
         "image_size": image_size,
-        "input_size": test_time_input_size(image_size, params.test_time_crop),
         "finetune_image_size": finetune_size(image_size, params) if params.finetune_epochs else None,
         "preprocessing": PREPROCESSING_SPEC,
         "architecture": architecture(params, image_size),

@@ -7,12 +7,11 @@ verify_model: a model folder (local or gs://) holds model.onnx + metadata.json (
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from catdog import storage
-from catdog.model_files import METADATA_FILE, ONNX_FILE, serving_files
+from catdog.model_files import METADATA_FILE, load_metadata, serving_files
 
 
 class DeployError(RuntimeError):
@@ -44,22 +43,24 @@ def verify_model(model_uri: str) -> dict:
     if not storage.is_gcs(model_uri):
         return smoke_test(Path(model_uri))
     with tempfile.TemporaryDirectory(prefix="catdog-deploy-") as tmp:
-        for name in serving_files(_read_metadata(model_uri)):
-            uri = storage.join(model_uri, name)
-            try:
-                data = storage.read_bytes(uri)
-            except Exception as exc:  # NotFound, Forbidden, network
-                raise DeployError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
-            Path(tmp, name).write_bytes(data)
+        _fetch(model_uri, METADATA_FILE, Path(tmp))  # first: it names the other files (serving_files)
+        try:
+            names = serving_files(load_metadata(Path(tmp)))
+        except ValueError as exc:  # not JSON, or a bad centre file name
+            raise DeployError(f"{storage.join(model_uri, METADATA_FILE)}: {exc}") from exc
+        for name in names:
+            if name != METADATA_FILE:
+                _fetch(model_uri, name, Path(tmp))
         return smoke_test(Path(tmp))
 
 
-def _read_metadata(model_uri: str) -> dict:
-    uri = storage.join(model_uri, METADATA_FILE)
+def _fetch(model_uri: str, name: str, local_dir: Path) -> None:
+    uri = storage.join(model_uri, name)
     try:
-        return json.loads(storage.read_bytes(uri))
-    except Exception as exc:  # NotFound, Forbidden, network, not JSON
+        data = storage.read_bytes(uri)
+    except Exception as exc:  # NotFound, Forbidden, network
         raise DeployError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+    (local_dir / name).write_bytes(data)
 
 
 def require_gcs(model_uri: str, target: str) -> None:
